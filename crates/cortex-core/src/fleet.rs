@@ -1,0 +1,51 @@
+//! The gateway's view of the fleet, as `GET /admin/fleet` serves it and
+//! `cortex status` shows it.
+
+use serde::{Deserialize, Serialize};
+
+use crate::neuron_api::{DeviceStatus, ModelState};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FleetView {
+    pub nodes: Vec<NodeView>,
+    pub models: Vec<CatalogEntry>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct NodeView {
+    pub name: String,
+    pub endpoint: String,
+    pub up: bool,
+    pub consecutive_failures: u32,
+    /// Milliseconds since the last good poll (None: never answered).
+    pub last_seen_ms_ago: Option<u64>,
+    pub version: Option<String>,
+    pub devices: Vec<DeviceStatus>,
+}
+
+/// One model of the catalogue and where it lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct CatalogEntry {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub pinned: bool,
+    pub priority: i32,
+    /// Profile from models.toml, or discovered on a neuron.
+    pub configured: bool,
+    pub placements: Vec<Placement>,
+    /// Healthy nodes that could load it.
+    pub loadable_on: Vec<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Placement {
+    pub node: String,
+    pub state: ModelState,
+    pub device: u32,
+    pub memory_bytes: u64,
+    pub kv_reserve_bytes: u64,
+    pub loaded_at: u64,
+    pub last_used_at: u64,
+    /// Requests in flight through the gateway.
+    pub in_flight: u64,
+}
