@@ -140,7 +140,12 @@ pub struct UnloadResponse {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TokenizeRequest {
     pub model: String,
+    /// A chat, rendered with the model's template…
+    #[serde(default)]
     pub messages: Vec<ChatMessage>,
+    /// …or plain text, tokenized as is (exactly one of the two).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
     /// Also return the token ids.

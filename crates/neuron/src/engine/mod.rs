@@ -1,1 +1,315 @@
+//! The candle inference engine: everything between a GGUF file on disk and a
+//! stream of sampled token ids.
+//!
+//! What lives here:
+//! - [`gguf`]: reading GGUF headers ([`gguf::inspect`]) and loading weights
+//!   ([`gguf::load`]) into a [`LoadedWeights`];
+//! - [`tokenizer`]: the byte-level BPE tokenizer rebuilt from the GGUF
+//!   metadata (not candle's `TokenizerFromGguf`, see `ENGINE-NOTES.md`);
+//! - [`template`]: the GGUF chat template rendered with `minijinja`;
+//! - [`sampling`]: greedy / temperature / top-k / top-p sampling;
+//! - [`sequence`]: one generation with its own KV cache;
+//! - [`stop`]: stop sequences over streamed text;
+//! - [`detok`]: incremental detokenization for streaming.
+//!
+//! What does not: threads, channels, scheduling and HTTP. The engine is
+//! synchronous; the device worker owns the thread that calls
+//! [`gguf::load`] and [`sequence::Sequence::step`], and tensors never leave it.
+//! [`ModelAssets`] is the CPU-side half (tokenizer, template, metadata) that
+//! async handlers share through an `Arc`.
 
+pub mod detok;
+pub mod gguf;
+pub mod sampling;
+pub mod sequence;
+pub mod stop;
+pub mod template;
+pub mod tokenizer;
+
+pub use candle_core::Device;
+
+use cortex_core::openai::{ChatMessage, Tool};
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+
+/// Every way the engine can fail.
+///
+/// The text of [`EngineError::chain`] is what fault classification reads, so
+/// the variants keep the text of the underlying error.
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    /// The model file could not be opened or read.
+    #[error("cannot read model file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What the OS said.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a GGUF file, or its metadata is inconsistent.
+    #[error("invalid GGUF file: {0}")]
+    Gguf(String),
+    /// A valid GGUF file of an architecture or tokenizer the engine cannot run.
+    #[error("unsupported model: {0}")]
+    Unsupported(String),
+    /// An error raised by candle (tensor ops, kernels, device).
+    #[error("candle error: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// Text could not be turned into token ids.
+    #[error("tokenize error: {0}")]
+    Tokenize(String),
+    /// Token ids could not be turned into text.
+    #[error("detokenize error: {0}")]
+    Detokenize(String),
+    /// The chat template failed to parse or render (including `raise_exception`).
+    #[error("chat template error: {0}")]
+    Template(String),
+    /// The prompt has no tokens (or the conversation no messages).
+    #[error("empty prompt")]
+    EmptyPrompt,
+    /// The model produced NaN logits; the value is the sequence position.
+    #[error("NaN logits at position {0}")]
+    NanLogits(usize),
+    /// The sequence would need more positions than the model supports.
+    /// Checked before any forward pass, so it is never a device fault.
+    #[error("context length exceeded: {needed} positions needed, the model supports {max}")]
+    ContextOverflow {
+        /// Positions the next forward pass would need.
+        needed: usize,
+        /// Positions the loaded model supports.
+        max: usize,
+    },
+}
+
+impl EngineError {
+    /// The error and all its sources, joined with `": "`.
+    ///
+    /// A source whose text the previous link already ends with is skipped
+    /// (the `Candle` variant embeds its source's text), so candle's own
+    /// message appears once.
+    pub fn chain(&self) -> String {
+        let mut out = self.to_string();
+        let mut source = std::error::Error::source(self);
+        while let Some(err) = source {
+            let text = err.to_string();
+            if !out.ends_with(&text) {
+                out.push_str(": ");
+                out.push_str(&text);
+            }
+            source = err.source();
+        }
+        out
+    }
+}
+
+/// What the GGUF metadata says about a model.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ModelMeta {
+    /// `general.architecture`, e.g. `"llama"`.
+    pub architecture: String,
+    /// `general.name`, when present.
+    pub name: Option<String>,
+    /// `<arch>.context_length` as declared by the file.
+    pub context_length: usize,
+    /// Text of the BOS token, when the file names one.
+    pub bos_token: Option<String>,
+    /// Text of the EOS token, when the file names one.
+    pub eos_token: Option<String>,
+    /// Every token id that ends generation (EOS, EOT, EOM and the usual
+    /// end-of-turn control tokens), sorted, without duplicates.
+    pub eos_token_ids: Vec<u32>,
+    /// Number of tokens in the vocabulary.
+    pub vocab_size: usize,
+}
+
+impl ModelMeta {
+    /// Positions a sequence may use: the declared context length, capped by
+    /// the RoPE table of candle's `quantized_llama` (4096 positions).
+    pub fn max_positions(&self) -> usize {
+        self.context_length
+            .min(candle_transformers::models::quantized_llama::MAX_SEQ_LEN)
+    }
+}
+
+/// Everything CPU-side of a loaded model; `Send + Sync`, shared through `Arc`
+/// by async handlers.
+pub struct ModelAssets {
+    /// Metadata from the GGUF header.
+    pub meta: ModelMeta,
+    /// The tokenizer rebuilt from `tokenizer.ggml.*`.
+    pub tokenizer: tokenizers::Tokenizer,
+    /// The chat template (`tokenizer.chat_template`, or a ChatML fallback).
+    pub template: template::ChatTemplate,
+}
+
+impl ModelAssets {
+    /// Renders the conversation with `add_generation_prompt = true` and encodes
+    /// it. [`EngineError::EmptyPrompt`] if there are no messages or no tokens.
+    pub fn encode_chat(
+        &self,
+        messages: &[ChatMessage],
+        tools: Option<&[Tool]>,
+    ) -> Result<Vec<u32>, EngineError> {
+        if messages.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        let prompt = self.template.render(messages, tools, true)?;
+        let ids = self.encode(&prompt)?;
+        if ids.is_empty() {
+            return Err(EngineError::EmptyPrompt);
+        }
+        Ok(ids)
+    }
+
+    /// Encodes text. Special-token text (`<|im_start|>`) becomes the special
+    /// token, as llama.cpp does with `parse_special = true`; no BOS is added.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let encoding = self
+            .tokenizer
+            .encode(text, false)
+            .map_err(|e| EngineError::Tokenize(e.to_string()))?;
+        Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Decodes ids to text, skipping special tokens.
+    pub fn decode(&self, ids: &[u32]) -> Result<String, EngineError> {
+        self.tokenizer
+            .decode(ids, true)
+            .map_err(|e| EngineError::Detokenize(e.to_string()))
+    }
+
+    /// Whether `id` ends generation.
+    pub fn is_eos(&self, id: u32) -> bool {
+        self.meta.eos_token_ids.contains(&id)
+    }
+}
+
+impl std::fmt::Debug for ModelAssets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ModelAssets")
+            .field("meta", &self.meta)
+            .field("template", &self.template)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The loaded weights: a never-used base `ModelWeights` that sequences clone.
+///
+/// Clones share the `Arc`'d weights and each has its own KV cache (and mask
+/// cache), so the base must never run a forward pass itself.
+pub struct LoadedWeights {
+    /// The pristine model; clone it, never call `forward` on it.
+    pub base: candle_transformers::models::quantized_llama::ModelWeights,
+    /// Tokenizer, template and metadata.
+    pub assets: Arc<ModelAssets>,
+    /// Estimated memory the weights take once loaded, in bytes.
+    pub weights_bytes: u64,
+    /// The device the weights live on (input tensors are created there).
+    pub device: Device,
+}
+
+impl std::fmt::Debug for LoadedWeights {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LoadedWeights")
+            .field("assets", &self.assets)
+            .field("weights_bytes", &self.weights_bytes)
+            .field("device", &self.device)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod test_model {
+    //! Locating the real model file for tests.
+
+    use super::{Device, LoadedWeights};
+    use std::path::PathBuf;
+    use std::sync::{Arc, OnceLock};
+
+    /// The default model file name.
+    pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+
+    /// The model path, or `None` (after a skip message) when it is absent.
+    /// Panics when absent and `CI` is set.
+    pub fn path() -> Option<PathBuf> {
+        let dir = std::env::var_os("CORTEX_MODELS_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")));
+        let path = dir.join(MODEL_FILE);
+        if path.is_file() {
+            return Some(path);
+        }
+        if std::env::var_os("CI").is_some() {
+            panic!(
+                "model file {} is missing (CI is set); run scripts/fetch-model",
+                path.display()
+            );
+        }
+        eprintln!(
+            "skipping: model file {} not found (run scripts/fetch-model or set CORTEX_MODELS_DIR)",
+            path.display()
+        );
+        None
+    }
+
+    /// The model loaded once per test binary on the CPU, or `None` when absent.
+    pub fn weights() -> Option<Arc<LoadedWeights>> {
+        static WEIGHTS: OnceLock<Option<Arc<LoadedWeights>>> = OnceLock::new();
+        WEIGHTS
+            .get_or_init(|| {
+                let path = path()?;
+                match super::gguf::load(&path, &Device::Cpu) {
+                    Ok(w) => Some(Arc::new(w)),
+                    Err(e) => panic!("loading {}: {}", path.display(), e.chain()),
+                }
+            })
+            .clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_send_sync<T: Send + Sync>() {}
+
+    #[test]
+    fn shared_types_are_send_sync() {
+        assert_send_sync::<ModelAssets>();
+        assert_send_sync::<LoadedWeights>();
+        assert_send_sync::<EngineError>();
+    }
+
+    #[test]
+    fn chain_keeps_candle_text_once() {
+        let err = EngineError::from(candle_core::Error::Msg("shape mismatch in add".into()));
+        assert_eq!(err.chain(), "candle error: shape mismatch in add");
+    }
+
+    #[test]
+    fn chain_joins_sources() {
+        let err = EngineError::Io {
+            path: "/x".into(),
+            source: std::io::Error::new(std::io::ErrorKind::NotFound, "gone"),
+        };
+        assert_eq!(err.chain(), "cannot read model file /x: gone");
+        let wrapped = candle_core::Error::Msg("inner".into()).context("outer");
+        let chain = EngineError::from(wrapped).chain();
+        assert!(
+            chain.contains("outer") && chain.contains("inner"),
+            "{chain}"
+        );
+    }
+
+    #[test]
+    fn encode_chat_rejects_empty_conversation() {
+        let Some(w) = test_model::weights() else {
+            return;
+        };
+        assert!(matches!(
+            w.assets.encode_chat(&[], None),
+            Err(EngineError::EmptyPrompt)
+        ));
+    }
+}

@@ -1,0 +1,507 @@
+//! `POST /v1/chat/completions`: validation, prompt building, and the two
+//! answer shapes (one JSON document, or an SSE stream of chunks) over one
+//! [`Generation`].
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use cortex_core::openai::{
+    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
+    ChunkChoice, Delta, FinishReason, Role, Usage,
+};
+use futures::stream;
+
+use super::error::ApiError;
+use super::extract::ApiJson;
+use super::AppState;
+use crate::device_worker::Injection;
+use crate::engine::sampling::SamplingParams;
+use crate::fault::Site;
+use crate::generate::{GenEvent, GenParams, Generation};
+use crate::metrics::{NeuronMetrics, RequestLabels};
+
+/// The header that injects a test fault, when fault injection is enabled.
+pub const INJECT_HEADER: &str = "x-neuron-inject-fault";
+
+/// Checked request values.
+struct Checked {
+    sampling: SamplingParams,
+    max_tokens: Option<usize>,
+    stops: Vec<String>,
+}
+
+fn check(req: &ChatCompletionRequest) -> Result<Checked, ApiError> {
+    if req.messages.is_empty() {
+        return Err(ApiError::bad_param(
+            "messages",
+            "`messages` must contain at least one message",
+        ));
+    }
+    let max_tokens = match req.max_tokens() {
+        Some(n) if n <= 0 => {
+            return Err(ApiError::bad_param(
+                if req.max_completion_tokens.is_some() {
+                    "max_completion_tokens"
+                } else {
+                    "max_tokens"
+                },
+                format!("max_tokens must be at least 1, got {n}"),
+            ))
+        }
+        Some(n) => Some(usize::try_from(n).unwrap_or(usize::MAX)),
+        None => None,
+    };
+    let temperature = req.temperature.unwrap_or(1.0);
+    if !(0.0..=2.0).contains(&temperature) || temperature.is_nan() {
+        return Err(ApiError::bad_param(
+            "temperature",
+            format!("temperature must be between 0 and 2, got {temperature}"),
+        ));
+    }
+    let top_p = req.top_p.unwrap_or(1.0);
+    if !(top_p > 0.0 && top_p <= 1.0) {
+        return Err(ApiError::bad_param(
+            "top_p",
+            format!("top_p must be in (0, 1], got {top_p}"),
+        ));
+    }
+    let top_k = match req.top_k {
+        Some(k) if k < 0 => {
+            return Err(ApiError::bad_param(
+                "top_k",
+                format!("top_k must be >= 0, got {k}"),
+            ))
+        }
+        Some(0) | None => None,
+        Some(k) => Some(k as usize),
+    };
+    if let Some(n) = req.n {
+        if n != 1 {
+            return Err(ApiError::bad_param(
+                "n",
+                format!("only n = 1 is supported, got {n}"),
+            ));
+        }
+    }
+    let stops = req.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
+    if stops.len() > 4 {
+        return Err(ApiError::bad_param(
+            "stop",
+            "at most 4 stop sequences are allowed",
+        ));
+    }
+    Ok(Checked {
+        sampling: SamplingParams {
+            temperature,
+            top_p: (top_p < 1.0).then_some(top_p),
+            top_k,
+            seed: req.seed.unwrap_or_else(rand::random),
+        },
+        max_tokens,
+        stops: stops.into_iter().filter(|s| !s.is_empty()).collect(),
+    })
+}
+
+fn injection(state: &AppState, headers: &HeaderMap) -> Result<Option<Injection>, ApiError> {
+    if !state.fault_injection {
+        return Ok(None);
+    }
+    match headers.get(INJECT_HEADER).and_then(|v| v.to_str().ok()) {
+        None => Ok(None),
+        Some(v) => Injection::parse(v)
+            .map(Some)
+            .ok_or_else(|| ApiError::bad_request(format!("bad {INJECT_HEADER} value {v:?}"))),
+    }
+}
+
+pub async fn chat_completions(
+    State(state): State<Arc<AppState>>,
+    headers: HeaderMap,
+    ApiJson(req): ApiJson<ChatCompletionRequest>,
+) -> Result<Response, ApiError> {
+    let started = Instant::now();
+    let checked = check(&req)?;
+    let inject = injection(&state, &headers)?;
+    if !cortex_core::model_id::is_valid_model_id(&req.model) {
+        return Err(ApiError::model_not_found(&req.model));
+    }
+    let guard = state.registry.acquire(&req.model)?;
+    let model = guard.model().clone();
+    let stream = req.is_stream();
+
+    let prompt = match inject.filter(|i| i.site == Site::Tokenize) {
+        Some(i) => Err(i.message()),
+        None => model
+            .assets
+            .encode_chat(&req.messages, req.tools.as_deref())
+            .map_err(|e| e.chain()),
+    };
+    let prompt = match prompt {
+        Ok(p) => p,
+        Err(chain) => {
+            // Rendering or tokenizing the prompt is host-side; the decision is
+            // still made (and logged) by the one classifier.
+            let poisoned = model.health.report(Site::Tokenize, stream, &chain);
+            return Err(if poisoned {
+                ApiError::internal(format!("inference failed; model marked poisoned: {chain}"))
+                    .code("device_fault")
+            } else {
+                ApiError::bad_request(format!("cannot build the prompt: {chain}"))
+                    .code("invalid_prompt")
+            });
+        }
+    };
+    let ctx = model.assets.meta.max_positions();
+    if prompt.len() >= ctx {
+        return Err(ApiError::bad_param(
+            "messages",
+            format!(
+                "This model's maximum context length is {ctx} tokens, but the prompt is {} tokens.",
+                prompt.len()
+            ),
+        )
+        .code("context_length_exceeded"));
+    }
+    let room = ctx - prompt.len();
+    let max_new_tokens = match checked.max_tokens {
+        Some(n) if n > room => {
+            return Err(ApiError::bad_param(
+                "max_tokens",
+                format!(
+                    "This model's maximum context length is {ctx} tokens. However, you requested {} tokens ({} in the messages, {n} in the completion).",
+                    prompt.len() + n,
+                    prompt.len()
+                ),
+            )
+            .code("context_length_exceeded"))
+        }
+        Some(n) => n,
+        None => room,
+    };
+    let gen = Generation::start(
+        guard,
+        prompt,
+        GenParams {
+            sampling: checked.sampling,
+            max_new_tokens,
+            stops: checked.stops,
+            stream,
+            inject,
+        },
+    )
+    .map_err(|e| gen_error(&e))?;
+    let recorder = Recorder {
+        metrics: state.metrics.clone(),
+        model: req.model.clone(),
+        stream,
+        started,
+        status: 500,
+    };
+    let meta = Meta {
+        id: format!(
+            "chatcmpl-{:016x}{:08x}",
+            rand::random::<u64>(),
+            rand::random::<u32>()
+        ),
+        created: cortex_core::now_unix_ms() / 1000,
+        model: req.model.clone(),
+    };
+    if stream {
+        Ok(stream_response(gen, meta, req.include_usage(), recorder))
+    } else {
+        complete(gen, meta, recorder).await
+    }
+}
+
+/// The fields shared by every chunk of one answer.
+struct Meta {
+    id: String,
+    created: u64,
+    model: String,
+}
+
+/// Records a request's metrics when it ends, however it ends.
+struct Recorder {
+    metrics: NeuronMetrics,
+    model: String,
+    stream: bool,
+    started: Instant,
+    status: u16,
+}
+
+impl Recorder {
+    fn finish(&mut self, gen: &Generation, status: u16) {
+        self.status = status;
+        let label = NeuronMetrics::model(&self.model);
+        self.metrics
+            .prompt_tokens
+            .get_or_create(&label)
+            .inc_by(gen.prompt_tokens);
+        self.metrics
+            .completion_tokens
+            .get_or_create(&label)
+            .inc_by(gen.completion_tokens);
+        if let Some(first) = gen.first_token_at {
+            self.metrics
+                .ttft
+                .get_or_create(&label)
+                .observe(first.duration_since(gen.started).as_secs_f64());
+            let gen_secs = first.elapsed().as_secs_f64();
+            if gen.completion_tokens > 1 && gen_secs > 0.0 {
+                self.metrics
+                    .tokens_per_second
+                    .get_or_create(&label)
+                    .observe((gen.completion_tokens - 1) as f64 / gen_secs);
+            }
+        }
+    }
+}
+
+impl Drop for Recorder {
+    fn drop(&mut self) {
+        let label = NeuronMetrics::model(&self.model);
+        self.metrics
+            .request_duration
+            .get_or_create(&label)
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: self.model.clone(),
+                status: self.status,
+                stream: self.stream,
+            })
+            .inc();
+    }
+}
+
+fn gen_error(ev: &GenEvent) -> ApiError {
+    match ev {
+        GenEvent::Failed {
+            site,
+            chain,
+            device_fault: true,
+        } => ApiError::internal(format!(
+            "inference failed at {} with a device fault; the model is marked poisoned and must be reloaded: {chain}",
+            site.as_str()
+        ))
+        .code("device_fault"),
+        GenEvent::Failed { site, chain, .. } => {
+            ApiError::internal(format!("inference failed at {}: {chain}", site.as_str())).code("inference_error")
+        }
+        _ => ApiError::internal("unexpected generation event"),
+    }
+}
+
+async fn complete(
+    mut gen: Generation,
+    meta: Meta,
+    mut rec: Recorder,
+) -> Result<Response, ApiError> {
+    let mut text = String::new();
+    while let Some(ev) = gen.next().await {
+        match ev {
+            GenEvent::Text(t) => text.push_str(&t),
+            GenEvent::Done {
+                finish,
+                stop,
+                prompt_tokens,
+                completion_tokens,
+            } => {
+                rec.finish(&gen, 200);
+                let body = ChatCompletion {
+                    id: meta.id,
+                    object: "chat.completion".into(),
+                    created: meta.created,
+                    model: meta.model,
+                    choices: vec![Choice {
+                        index: 0,
+                        message: AssistantMessage {
+                            role: Role::Assistant,
+                            content: Some(text),
+                            tool_calls: None,
+                        },
+                        finish_reason: Some(finish),
+                        logprobs: None,
+                        stop_reason: stop,
+                    }],
+                    usage: Usage::new(prompt_tokens, completion_tokens),
+                    system_fingerprint: None,
+                };
+                return Ok((StatusCode::OK, axum::Json(body)).into_response());
+            }
+            failed @ GenEvent::Failed { .. } => {
+                rec.finish(&gen, 500);
+                return Err(gen_error(&failed));
+            }
+        }
+    }
+    Err(ApiError::internal("generation ended without an answer"))
+}
+
+fn sse(value: &impl serde::Serialize) -> Bytes {
+    let mut out = b"data: ".to_vec();
+    // Serialising our own plain structs cannot fail.
+    let _ = serde_json::to_writer(&mut out, value);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+fn chunk(
+    meta: &Meta,
+    delta: Delta,
+    finish: Option<FinishReason>,
+    stop: Option<String>,
+) -> ChatCompletionChunk {
+    ChatCompletionChunk {
+        id: meta.id.clone(),
+        object: "chat.completion.chunk".into(),
+        created: meta.created,
+        model: meta.model.clone(),
+        choices: vec![ChunkChoice {
+            index: 0,
+            delta,
+            finish_reason: finish,
+            logprobs: None,
+            stop_reason: stop,
+        }],
+        usage: None,
+    }
+}
+
+enum Phase {
+    Start,
+    Running,
+    Usage(Usage),
+    Done,
+    Over,
+}
+
+struct StreamState {
+    gen: Generation,
+    meta: Meta,
+    include_usage: bool,
+    rec: Recorder,
+    phase: Phase,
+}
+
+fn stream_response(gen: Generation, meta: Meta, include_usage: bool, rec: Recorder) -> Response {
+    let state = StreamState {
+        gen,
+        meta,
+        include_usage,
+        rec,
+        phase: Phase::Start,
+    };
+    let body = stream::unfold(state, |mut s| async move {
+        let bytes = match std::mem::replace(&mut s.phase, Phase::Running) {
+            Phase::Start => {
+                let delta = Delta {
+                    role: Some(Role::Assistant),
+                    content: Some(String::new()),
+                    tool_calls: None,
+                };
+                sse(&chunk(&s.meta, delta, None, None))
+            }
+            Phase::Running => match s.gen.next().await {
+                Some(GenEvent::Text(t)) => {
+                    let delta = Delta {
+                        content: Some(t),
+                        ..Delta::default()
+                    };
+                    sse(&chunk(&s.meta, delta, None, None))
+                }
+                Some(GenEvent::Done {
+                    finish,
+                    stop,
+                    prompt_tokens,
+                    completion_tokens,
+                }) => {
+                    s.rec.finish(&s.gen, 200);
+                    s.phase = if s.include_usage {
+                        Phase::Usage(Usage::new(prompt_tokens, completion_tokens))
+                    } else {
+                        Phase::Done
+                    };
+                    sse(&chunk(&s.meta, Delta::default(), Some(finish), stop))
+                }
+                Some(failed @ GenEvent::Failed { .. }) => {
+                    s.rec.finish(&s.gen, 500);
+                    s.phase = Phase::Over;
+                    sse(&gen_error(&failed).body())
+                }
+                None => return None,
+            },
+            Phase::Usage(u) => {
+                s.phase = Phase::Done;
+                let mut c = chunk(&s.meta, Delta::default(), None, None);
+                c.choices.clear();
+                c.usage = Some(u);
+                sse(&c)
+            }
+            Phase::Done => {
+                s.phase = Phase::Over;
+                Bytes::from_static(b"data: [DONE]\n\n")
+            }
+            Phase::Over => return None,
+        };
+        Some((Ok::<_, Infallible>(bytes), s))
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn req(v: serde_json::Value) -> ChatCompletionRequest {
+        serde_json::from_value(v).unwrap()
+    }
+
+    #[test]
+    fn validation() {
+        let base = json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]});
+        assert!(check(&req(base.clone())).is_ok());
+        let with = |k: &str, v: serde_json::Value| {
+            let mut b = base.clone();
+            b[k] = v;
+            check(&req(b))
+        };
+        for (k, v, param) in [
+            ("messages", json!([]), "messages"),
+            ("max_tokens", json!(0), "max_tokens"),
+            ("max_tokens", json!(-3), "max_tokens"),
+            ("max_completion_tokens", json!(0), "max_completion_tokens"),
+            ("temperature", json!(2.5), "temperature"),
+            ("temperature", json!(-0.1), "temperature"),
+            ("top_p", json!(0), "top_p"),
+            ("top_p", json!(1.5), "top_p"),
+            ("top_k", json!(-1), "top_k"),
+            ("n", json!(2), "n"),
+            ("stop", json!(["a", "b", "c", "d", "e"]), "stop"),
+        ] {
+            let e = with(k, v.clone())
+                .err()
+                .unwrap_or_else(|| panic!("{k}={v} accepted"));
+            assert_eq!(e.status, StatusCode::BAD_REQUEST);
+            assert_eq!(e.param, Some(param), "{k}={v}");
+        }
+        let c = with("temperature", json!(0)).ok().unwrap();
+        assert_eq!(c.sampling.temperature, 0.0);
+        let c = with("stop", json!(["", "x"])).ok().unwrap();
+        assert_eq!(c.stops, vec!["x"]);
+    }
+}

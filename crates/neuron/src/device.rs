@@ -1,0 +1,201 @@
+//! Device discovery and memory readings.
+//!
+//! NVIDIA GPUs are found through NVML; a machine without a driver is normal
+//! and falls back to the CPU, which is always present. This module knows
+//! what devices exist and how much memory they have; it never runs
+//! inference (that is the device worker's job).
+
+use cortex_core::neuron_api::DeviceKind;
+
+/// One device the neuron may place models on.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeviceInfo {
+    /// Index in `/status` (GPUs first, then the CPU).
+    pub index: u32,
+    pub kind: DeviceKind,
+    pub name: String,
+    pub memory_total: u64,
+    /// What this device may give to models.
+    pub memory_budget: u64,
+    /// CUDA ordinal, for GPUs.
+    pub ordinal: Option<usize>,
+}
+
+impl DeviceInfo {
+    /// The worker thread name: `cuda-dev-N` or `cpu-dev`.
+    pub fn thread_name(&self) -> String {
+        match (self.kind, self.ordinal) {
+            (DeviceKind::Cuda, Some(n)) => format!("cuda-dev-{n}"),
+            _ => "cpu-dev".to_string(),
+        }
+    }
+
+    /// Short label for logs and metrics: `cuda:0` or `cpu`.
+    pub fn label(&self) -> String {
+        match (self.kind, self.ordinal) {
+            (DeviceKind::Cuda, Some(n)) => format!("cuda:{n}"),
+            _ => "cpu".to_string(),
+        }
+    }
+}
+
+/// A GPU as NVML reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct GpuReading {
+    pub ordinal: usize,
+    pub name: String,
+    pub memory_total: u64,
+    pub memory_free: u64,
+}
+
+/// Ask NVML for the GPUs. `Err` (with NVML's message) when there is no
+/// driver or library — the normal case on a CPU-only machine.
+pub fn nvml_gpus() -> Result<Vec<GpuReading>, String> {
+    let nvml = nvml_wrapper::Nvml::init().map_err(|e| e.to_string())?;
+    let count = nvml.device_count().map_err(|e| e.to_string())?;
+    let mut out = Vec::new();
+    for i in 0..count {
+        let dev = nvml.device_by_index(i).map_err(|e| e.to_string())?;
+        let name = dev.name().unwrap_or_else(|_| "NVIDIA GPU".into());
+        let mem = dev.memory_info().map_err(|e| e.to_string())?;
+        out.push(GpuReading {
+            ordinal: i as usize,
+            name,
+            memory_total: mem.total,
+            memory_free: mem.free,
+        });
+    }
+    Ok(out)
+}
+
+/// Find the devices. `budget` caps what each device gives to models; by
+/// default the CPU gives half the RAM and a GPU 90% of its memory.
+pub fn discover(budget: Option<u64>) -> Vec<DeviceInfo> {
+    let mut devices = Vec::new();
+    match nvml_gpus() {
+        Ok(gpus) if gpus.is_empty() => tracing::info!("NVML found no NVIDIA GPU; using the CPU"),
+        Ok(gpus) => {
+            if cfg!(feature = "cuda") {
+                for g in gpus {
+                    let default_budget = g.memory_total / 10 * 9;
+                    devices.push(DeviceInfo {
+                        index: devices.len() as u32,
+                        kind: DeviceKind::Cuda,
+                        name: g.name,
+                        memory_total: g.memory_total,
+                        memory_budget: budget.unwrap_or(default_budget).min(g.memory_total),
+                        ordinal: Some(g.ordinal),
+                    });
+                }
+            } else {
+                tracing::warn!(
+                    gpus = gpus.len(),
+                    "NVIDIA GPUs found, but this neuron was built without the `cuda` feature; using the CPU only"
+                );
+            }
+        }
+        Err(e) => tracing::info!(reason = %e, "no NVIDIA driver (NVML unavailable); using the CPU"),
+    }
+    let ram = memory_total();
+    devices.push(DeviceInfo {
+        index: devices.len() as u32,
+        kind: DeviceKind::Cpu,
+        name: cpu_name(),
+        memory_total: ram,
+        memory_budget: budget.unwrap_or(ram / 2),
+        ordinal: None,
+    });
+    devices
+}
+
+/// Free memory of a device right now: NVML for GPUs, available RAM for the CPU.
+pub fn memory_free(info: &DeviceInfo) -> u64 {
+    match (info.kind, info.ordinal) {
+        (DeviceKind::Cuda, Some(n)) => nvml_gpus()
+            .ok()
+            .and_then(|g| g.into_iter().find(|g| g.ordinal == n))
+            .map_or(0, |g| g.memory_free),
+        _ => meminfo_field("MemAvailable:").unwrap_or(0),
+    }
+}
+
+/// Physical RAM.
+pub fn memory_total() -> u64 {
+    meminfo_field("MemTotal:").unwrap_or(0)
+}
+
+/// Resident set size of this process, in bytes.
+pub fn process_rss() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| field_kib(&s, "VmRSS:"))
+        .unwrap_or(0)
+}
+
+fn meminfo_field(key: &str) -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/meminfo").ok()?;
+    field_kib(&text, key)
+}
+
+/// Parse a `Key:   123 kB` line into bytes.
+fn field_kib(text: &str, key: &str) -> Option<u64> {
+    let line = text.lines().find(|l| l.starts_with(key))?;
+    let kib: u64 = line[key.len()..].split_whitespace().next()?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+fn cpu_name() -> String {
+    std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split(':').nth(1))
+                .map(|n| n.trim().to_string())
+        })
+        .unwrap_or_else(|| "CPU".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cpu_is_always_there_and_budget_applies() {
+        let d = discover(Some(350 << 20));
+        let cpu = d.last().unwrap();
+        assert_eq!(cpu.kind, DeviceKind::Cpu);
+        assert_eq!(cpu.memory_budget, 350 << 20);
+        assert_eq!(cpu.thread_name(), "cpu-dev");
+        assert_eq!(cpu.index as usize, d.len() - 1);
+        let d = discover(None);
+        let cpu = d.last().unwrap();
+        assert!(cpu.memory_total > 0);
+        assert_eq!(cpu.memory_budget, cpu.memory_total / 2);
+    }
+
+    #[test]
+    fn readings() {
+        assert!(memory_total() > 0);
+        assert!(process_rss() > 0);
+        assert_eq!(
+            field_kib("MemTotal:  2048 kB\n", "MemTotal:"),
+            Some(2 << 20)
+        );
+        assert_eq!(field_kib("nothing", "MemTotal:"), None);
+    }
+
+    #[test]
+    fn gpu_labels() {
+        let g = DeviceInfo {
+            index: 0,
+            kind: DeviceKind::Cuda,
+            name: "H100".into(),
+            memory_total: 1,
+            memory_budget: 1,
+            ordinal: Some(3),
+        };
+        assert_eq!(g.thread_name(), "cuda-dev-3");
+        assert_eq!(g.label(), "cuda:3");
+    }
+}

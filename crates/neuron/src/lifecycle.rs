@@ -1,0 +1,720 @@
+//! Model lifecycle: which models are loaded, loading or poisoned, on which
+//! device, and who is using them.
+//!
+//! Loads of one model coalesce (later callers wait on the first load);
+//! unloads wait for in-flight requests; a request holds an [`InFlight`]
+//! guard for as long as it runs. The table is one mutex-protected map whose
+//! critical sections never await. Inference itself belongs to the device
+//! workers; this module only decides what may run.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Instant, SystemTime};
+
+use cortex_core::config::{ModelSource, NeuronConfig};
+use cortex_core::model_id::is_valid_model_id;
+use cortex_core::neuron_api::{AvailableModel, DeviceStatus, ModelState, ModelStatus, NodeStatus};
+use cortex_core::now_unix_ms;
+use tokio::sync::{watch, Notify};
+
+use crate::device::memory_free;
+use crate::device_worker::{DeviceWorker, ModelKey};
+use crate::engine::ModelAssets;
+use crate::fault::ModelHealth;
+use crate::metrics::{LoadLabels, NeuronMetrics};
+use crate::paths::{self, PathError};
+
+/// Why a lifecycle operation or a request admission failed.
+#[derive(Debug, thiserror::Error)]
+pub enum LifecycleError {
+    #[error("invalid model id {0:?}: use letters, digits, '.', '_', '-' and ':'")]
+    InvalidId(String),
+    #[error("model {0:?} is not loaded on this neuron")]
+    NotLoaded(String),
+    #[error("model {0:?} is still loading")]
+    Loading(String),
+    #[error("no model file for {0:?} in the models directories")]
+    Unknown(String),
+    #[error("model {model:?} is poisoned after a device fault and must be reloaded: {why}")]
+    Poisoned { model: String, why: String },
+    #[error("model {0:?} is being unloaded")]
+    Unloading(String),
+    #[error(transparent)]
+    Path(#[from] PathError),
+    #[error("bad source: {0}")]
+    BadSource(String),
+    #[error("no device {0} on this neuron")]
+    NoDevice(u32),
+    #[error("not enough memory for {model:?}: needs {needed} bytes, {free} bytes of budget free on the best device")]
+    InsufficientMemory {
+        model: String,
+        needed: u64,
+        free: u64,
+    },
+    #[error("loading {model:?} failed: {message}")]
+    LoadFailed {
+        model: String,
+        message: String,
+        invalid_file: bool,
+    },
+}
+
+/// A loaded model.
+pub struct Model {
+    pub id: String,
+    pub source: String,
+    pub key: ModelKey,
+    pub worker: Arc<DeviceWorker>,
+    pub assets: Arc<ModelAssets>,
+    pub weights_bytes: u64,
+    pub kv_reserve: u64,
+    pub loaded_at: u64,
+    pub health: Arc<ModelHealth>,
+    last_used: AtomicU64,
+    in_flight: AtomicU64,
+    closing: AtomicBool,
+    idle: Notify,
+}
+
+impl Model {
+    fn status(&self) -> ModelStatus {
+        let poisoned = self.health.poisoned();
+        ModelStatus {
+            id: self.id.clone(),
+            state: if poisoned.is_some() {
+                ModelState::Poisoned
+            } else {
+                ModelState::Ready
+            },
+            device: self.worker.info().index,
+            memory_bytes: self.weights_bytes,
+            kv_reserve_bytes: self.kv_reserve,
+            loaded_at: self.loaded_at,
+            last_used_at: self.last_used.load(Ordering::Relaxed),
+            in_flight: self.in_flight.load(Ordering::Relaxed),
+            source: self.source.clone(),
+            context_length: self.assets.meta.max_positions() as u64,
+            error: poisoned,
+        }
+    }
+
+    pub fn in_flight(&self) -> u64 {
+        self.in_flight.load(Ordering::Relaxed)
+    }
+}
+
+/// Held by a request while it uses a model; unload waits for all of them.
+pub struct InFlight {
+    model: Arc<Model>,
+    metrics: NeuronMetrics,
+}
+
+impl InFlight {
+    pub fn model(&self) -> &Arc<Model> {
+        &self.model
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.model.last_used.store(now_unix_ms(), Ordering::Relaxed);
+        self.metrics
+            .in_flight
+            .get_or_create(&NeuronMetrics::model(&self.model.id))
+            .dec();
+        if self.model.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.model.idle.notify_waiters();
+        }
+    }
+}
+
+type LoadResult = Option<Result<(), Arc<LifecycleError>>>;
+
+struct LoadingSlot {
+    done: watch::Receiver<LoadResult>,
+    device: u32,
+    source: String,
+    estimated_bytes: u64,
+    kv_reserve: u64,
+    started: u64,
+}
+
+enum Slot {
+    Loading(LoadingSlot),
+    Ready(Arc<Model>),
+}
+
+/// The model table of one neuron.
+pub struct Registry {
+    name: String,
+    workers: Vec<Arc<DeviceWorker>>,
+    models_dirs: Vec<PathBuf>,
+    hub_cache: PathBuf,
+    config: NeuronConfig,
+    metrics: NeuronMetrics,
+    slots: Mutex<HashMap<String, Slot>>,
+    next_key: AtomicU64,
+    /// `inspect()` results by (path, size, mtime): the header read is not free.
+    estimates: Mutex<HashMap<(PathBuf, u64, SystemTime), u64>>,
+}
+
+enum Next {
+    Done(ModelStatus),
+    Wait(watch::Receiver<LoadResult>),
+    Reload(Arc<Model>),
+}
+
+impl Registry {
+    pub fn new(
+        name: String,
+        workers: Vec<Arc<DeviceWorker>>,
+        models_dirs: Vec<PathBuf>,
+        hub_cache: PathBuf,
+        config: NeuronConfig,
+        metrics: NeuronMetrics,
+    ) -> Arc<Self> {
+        Arc::new(Self {
+            name,
+            workers,
+            models_dirs,
+            hub_cache,
+            config,
+            metrics,
+            slots: Mutex::new(HashMap::new()),
+            next_key: AtomicU64::new(1),
+            estimates: Mutex::new(HashMap::new()),
+        })
+    }
+
+    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.slots.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub fn workers(&self) -> &[Arc<DeviceWorker>] {
+        &self.workers
+    }
+
+    /// Admit a request for `id`.
+    pub fn acquire(&self, id: &str) -> Result<InFlight, LifecycleError> {
+        let slots = self.slots();
+        match slots.get(id) {
+            Some(Slot::Ready(m)) => {
+                if let Some(why) = m.health.poisoned() {
+                    return Err(LifecycleError::Poisoned {
+                        model: id.to_string(),
+                        why,
+                    });
+                }
+                if m.closing.load(Ordering::Acquire) {
+                    return Err(LifecycleError::Unloading(id.to_string()));
+                }
+                m.in_flight.fetch_add(1, Ordering::AcqRel);
+                m.last_used.store(now_unix_ms(), Ordering::Relaxed);
+                self.metrics
+                    .in_flight
+                    .get_or_create(&NeuronMetrics::model(id))
+                    .inc();
+                Ok(InFlight {
+                    model: m.clone(),
+                    metrics: self.metrics.clone(),
+                })
+            }
+            Some(Slot::Loading(_)) => Err(LifecycleError::Loading(id.to_string())),
+            None => Err(LifecycleError::NotLoaded(id.to_string())),
+        }
+    }
+
+    /// A loaded model (ready or poisoned), without admitting a request.
+    pub fn get(&self, id: &str) -> Option<Arc<Model>> {
+        match self.slots().get(id) {
+            Some(Slot::Ready(m)) => Some(m.clone()),
+            _ => None,
+        }
+    }
+
+    /// Ids of loaded (ready) models.
+    pub fn ready_ids(&self) -> Vec<(String, u64)> {
+        let mut v: Vec<_> = self
+            .slots()
+            .iter()
+            .filter_map(|(id, s)| match s {
+                Slot::Ready(m) if m.health.poisoned().is_none() => Some((id.clone(), m.loaded_at)),
+                _ => None,
+            })
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// Load `id`; returns its status and how long the load took (0 when it
+    /// was already loaded). Concurrent calls for one model share one load.
+    pub async fn load(
+        self: &Arc<Self>,
+        id: &str,
+        source: Option<&str>,
+        device: Option<u32>,
+    ) -> Result<(ModelStatus, u64), LifecycleError> {
+        if !is_valid_model_id(id) {
+            return Err(LifecycleError::InvalidId(id.to_string()));
+        }
+        let started = Instant::now();
+        let mut waited = false;
+        loop {
+            let next = match self.slots().get(id) {
+                Some(Slot::Ready(m)) if m.health.poisoned().is_some() => {
+                    Some(Next::Reload(m.clone()))
+                }
+                Some(Slot::Ready(m)) if !m.closing.load(Ordering::Acquire) => {
+                    Some(Next::Done(m.status()))
+                }
+                Some(Slot::Ready(_)) => return Err(LifecycleError::Unloading(id.to_string())),
+                Some(Slot::Loading(l)) => Some(Next::Wait(l.done.clone())),
+                None => None,
+            };
+            let next = match next {
+                Some(n) => n,
+                None => Next::Wait(self.start_load(id, source, device).await?),
+            };
+            match next {
+                Next::Done(status) => {
+                    let ms = if waited {
+                        started.elapsed().as_millis() as u64
+                    } else {
+                        0
+                    };
+                    return Ok((status, ms));
+                }
+                Next::Wait(mut rx) => {
+                    waited = true;
+                    let result = rx
+                        .wait_for(|r| r.is_some())
+                        .await
+                        .map(|r| r.clone())
+                        .unwrap_or(None);
+                    if let Some(Err(e)) = result {
+                        return Err(clone_error(&e));
+                    }
+                }
+                Next::Reload(m) => {
+                    tracing::warn!(model = id, "reloading a poisoned model");
+                    self.unload_model(&m).await;
+                }
+            }
+        }
+    }
+
+    /// Resolve the source, reserve a device and start the load in the
+    /// background (it completes even if the caller goes away).
+    async fn start_load(
+        self: &Arc<Self>,
+        id: &str,
+        source: Option<&str>,
+        device: Option<u32>,
+    ) -> Result<watch::Receiver<LoadResult>, LifecycleError> {
+        let (source, path) = self.resolve_source(id, source).await?;
+        let weights_estimate = self.estimate(&path).await?;
+        let kv_reserve = self.config.kv_reserve(id).bytes();
+        let needed = weights_estimate + kv_reserve;
+
+        let mut slots = self.slots();
+        if let Some(Slot::Loading(l)) = slots.get(id) {
+            return Ok(l.done.clone());
+        }
+        if slots.contains_key(id) {
+            // Became ready while we resolved: the caller's loop picks it up.
+            let (tx, rx) = watch::channel(Some(Ok(())));
+            drop(tx);
+            return Ok(rx);
+        }
+        let worker = self.pick_device(&slots, id, device, needed)?;
+        let (tx, rx) = watch::channel(None);
+        slots.insert(
+            id.to_string(),
+            Slot::Loading(LoadingSlot {
+                done: rx.clone(),
+                device: worker.info().index,
+                source: source.clone(),
+                estimated_bytes: weights_estimate,
+                kv_reserve,
+                started: now_unix_ms(),
+            }),
+        );
+        drop(slots);
+
+        let this = self.clone();
+        let id = id.to_string();
+        tokio::spawn(async move {
+            let result = this
+                .finish_load(&id, source, path, worker, kv_reserve)
+                .await;
+            let _ = tx.send(Some(result.map_err(Arc::new)));
+        });
+        Ok(rx)
+    }
+
+    async fn finish_load(
+        &self,
+        id: &str,
+        source: String,
+        path: PathBuf,
+        worker: Arc<DeviceWorker>,
+        kv_reserve: u64,
+    ) -> Result<(), LifecycleError> {
+        let key = self.next_key.fetch_add(1, Ordering::Relaxed);
+        let started = Instant::now();
+        let result = worker.load(key, path).await;
+        let secs = started.elapsed().as_secs_f64();
+        let label = NeuronMetrics::model(id);
+        let mut slots = self.slots();
+        match result {
+            Ok(loaded) => {
+                self.metrics
+                    .load_duration
+                    .get_or_create(&label)
+                    .observe(secs);
+                self.metrics
+                    .loads
+                    .get_or_create(&LoadLabels {
+                        model: id.to_string(),
+                        result: "ok",
+                    })
+                    .inc();
+                let now = now_unix_ms();
+                let model = Arc::new(Model {
+                    id: id.to_string(),
+                    source,
+                    key,
+                    health: Arc::new(ModelHealth::new(
+                        id,
+                        worker.info().label(),
+                        self.metrics.poisonings.get_or_create(&label).clone(),
+                    )),
+                    worker,
+                    assets: loaded.assets,
+                    weights_bytes: loaded.weights_bytes,
+                    kv_reserve,
+                    loaded_at: now,
+                    last_used: AtomicU64::new(now),
+                    in_flight: AtomicU64::new(0),
+                    closing: AtomicBool::new(false),
+                    idle: Notify::new(),
+                });
+                tracing::info!(model = id, device = %model.worker.info().label(), weights_bytes = model.weights_bytes, secs, "model ready");
+                slots.insert(id.to_string(), Slot::Ready(model));
+                Ok(())
+            }
+            Err(e) => {
+                slots.remove(id);
+                self.metrics
+                    .loads
+                    .get_or_create(&LoadLabels {
+                        model: id.to_string(),
+                        result: "error",
+                    })
+                    .inc();
+                let invalid_file = matches!(
+                    &e,
+                    crate::device_worker::WorkerError::Engine(
+                        crate::engine::EngineError::Gguf(_)
+                            | crate::engine::EngineError::Unsupported(_)
+                    )
+                );
+                let message = match &e {
+                    crate::device_worker::WorkerError::Engine(e) => e.chain(),
+                    other => other.to_string(),
+                };
+                Err(LifecycleError::LoadFailed {
+                    model: id.to_string(),
+                    message,
+                    invalid_file,
+                })
+            }
+        }
+    }
+
+    /// Where the file for `id` is: the given source, else the file the id
+    /// was derived from.
+    async fn resolve_source(
+        &self,
+        id: &str,
+        source: Option<&str>,
+    ) -> Result<(String, PathBuf), LifecycleError> {
+        let source = match source {
+            Some(s) => s.to_string(),
+            None => paths::scan(&self.models_dirs)
+                .into_iter()
+                .find(|m| m.id == id)
+                .map(|m| m.source)
+                .ok_or_else(|| LifecycleError::Unknown(id.to_string()))?,
+        };
+        let parsed = ModelSource::parse(&source).map_err(LifecycleError::BadSource)?;
+        let path = match parsed {
+            ModelSource::File(rel) => paths::resolve(&self.models_dirs, &rel)?,
+            ModelSource::Hub {
+                repo,
+                file,
+                revision,
+            } => {
+                let cache = self.hub_cache.clone();
+                tokio::task::spawn_blocking(move || {
+                    crate::hub::fetch(&cache, &repo, &file, revision.as_deref())
+                })
+                .await
+                .map_err(|e| LifecycleError::BadSource(e.to_string()))?
+                .map_err(|e| LifecycleError::LoadFailed {
+                    model: id.to_string(),
+                    message: e.to_string(),
+                    invalid_file: false,
+                })?
+            }
+        };
+        Ok((source, path))
+    }
+
+    /// Estimated weight bytes of a file once loaded (cached per file version).
+    async fn estimate(&self, path: &Path) -> Result<u64, LifecycleError> {
+        let meta =
+            std::fs::metadata(path).map_err(|_| PathError::NotFound(path.display().to_string()))?;
+        let key = (
+            path.to_path_buf(),
+            meta.len(),
+            meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
+        );
+        if let Some(v) = self
+            .estimates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&key)
+        {
+            return Ok(*v);
+        }
+        let p = path.to_path_buf();
+        let summary = tokio::task::spawn_blocking(move || crate::engine::gguf::inspect(&p))
+            .await
+            .map_err(|e| LifecycleError::BadSource(e.to_string()))?
+            .map_err(|e| LifecycleError::LoadFailed {
+                model: path.display().to_string(),
+                message: e.chain(),
+                invalid_file: true,
+            })?;
+        self.estimates
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, summary.weights_bytes);
+        Ok(summary.weights_bytes)
+    }
+
+    /// Footprints (weights + KV reserve) placed on each device index.
+    fn used_by_device(slots: &HashMap<String, Slot>) -> HashMap<u32, u64> {
+        let mut used = HashMap::new();
+        for s in slots.values() {
+            let (dev, bytes) = match s {
+                Slot::Ready(m) => (m.worker.info().index, m.weights_bytes + m.kv_reserve),
+                Slot::Loading(l) => (l.device, l.estimated_bytes + l.kv_reserve),
+            };
+            *used.entry(dev).or_insert(0) += bytes;
+        }
+        used
+    }
+
+    /// The requested device, or the device (GPUs before the CPU) with the
+    /// most budget left that fits `needed`.
+    fn pick_device(
+        &self,
+        slots: &HashMap<String, Slot>,
+        id: &str,
+        requested: Option<u32>,
+        needed: u64,
+    ) -> Result<Arc<DeviceWorker>, LifecycleError> {
+        let used = Self::used_by_device(slots);
+        let free = |w: &Arc<DeviceWorker>| {
+            w.info()
+                .memory_budget
+                .saturating_sub(used.get(&w.info().index).copied().unwrap_or(0))
+        };
+        let candidates: Vec<&Arc<DeviceWorker>> = match requested {
+            Some(d) => vec![self
+                .workers
+                .iter()
+                .find(|w| w.info().index == d)
+                .ok_or(LifecycleError::NoDevice(d))?],
+            None => self.workers.iter().collect(),
+        };
+        let best_free = candidates.iter().map(|w| free(w)).max().unwrap_or(0);
+        candidates
+            .into_iter()
+            .filter(|w| free(w) >= needed)
+            .max_by_key(|w| {
+                (
+                    w.info().kind == cortex_core::neuron_api::DeviceKind::Cuda,
+                    free(w),
+                )
+            })
+            .cloned()
+            .ok_or(LifecycleError::InsufficientMemory {
+                model: id.to_string(),
+                needed,
+                free: best_free,
+            })
+    }
+
+    /// Unload `id` after its in-flight requests finish. `false` when it was
+    /// not loaded.
+    pub async fn unload(&self, id: &str) -> Result<bool, LifecycleError> {
+        if !is_valid_model_id(id) {
+            return Err(LifecycleError::InvalidId(id.to_string()));
+        }
+        loop {
+            let next = match self.slots().get(id) {
+                Some(Slot::Ready(m)) => Ok(m.clone()),
+                Some(Slot::Loading(l)) => Err(l.done.clone()),
+                None => return Ok(false),
+            };
+            match next {
+                Ok(m) => return Ok(self.unload_model(&m).await),
+                Err(mut rx) => {
+                    let _ = rx.wait_for(|r| r.is_some()).await;
+                }
+            }
+        }
+    }
+
+    async fn unload_model(&self, m: &Arc<Model>) -> bool {
+        m.closing.store(true, Ordering::Release);
+        loop {
+            let idle = m.idle.notified();
+            if m.in_flight.load(Ordering::Acquire) == 0 {
+                break;
+            }
+            idle.await;
+        }
+        let existed = m.worker.unload(m.key).await.unwrap_or(false);
+        let mut slots = self.slots();
+        if matches!(slots.get(&m.id), Some(Slot::Ready(cur)) if Arc::ptr_eq(cur, m)) {
+            slots.remove(&m.id);
+        }
+        existed
+    }
+
+    /// Unload everything (shutdown).
+    pub async fn unload_all(&self) {
+        let ids: Vec<String> = self.slots().keys().cloned().collect();
+        for id in ids {
+            if let Err(e) = self.unload(&id).await {
+                tracing::warn!(model = %id, error = %e, "unload at shutdown failed");
+            }
+        }
+    }
+
+    /// The node's `/status`.
+    pub async fn status(&self) -> NodeStatus {
+        let (models, used) = {
+            let slots = self.slots();
+            let mut models: Vec<ModelStatus> = slots
+                .iter()
+                .map(|(id, s)| match s {
+                    Slot::Ready(m) => m.status(),
+                    Slot::Loading(l) => ModelStatus {
+                        id: id.clone(),
+                        state: ModelState::Loading,
+                        device: l.device,
+                        memory_bytes: l.estimated_bytes,
+                        kv_reserve_bytes: l.kv_reserve,
+                        loaded_at: l.started,
+                        last_used_at: l.started,
+                        in_flight: 0,
+                        source: l.source.clone(),
+                        context_length: 0,
+                        error: None,
+                    },
+                })
+                .collect();
+            models.sort_by(|a, b| a.id.cmp(&b.id));
+            (models, Self::used_by_device(&slots))
+        };
+        let devices = self
+            .workers
+            .iter()
+            .map(|w| {
+                let i = w.info();
+                let used = used.get(&i.index).copied().unwrap_or(0);
+                let label = crate::metrics::DeviceLabel { device: i.label() };
+                self.metrics
+                    .memory_used
+                    .get_or_create(&label)
+                    .set(used as i64);
+                self.metrics
+                    .memory_budget
+                    .get_or_create(&label)
+                    .set(i.memory_budget as i64);
+                self.metrics
+                    .memory_total
+                    .get_or_create(&label)
+                    .set(i.memory_total as i64);
+                DeviceStatus {
+                    index: i.index,
+                    kind: i.kind,
+                    name: i.name.clone(),
+                    memory_total_bytes: i.memory_total,
+                    memory_free_bytes: memory_free(i),
+                    memory_budget_bytes: i.memory_budget,
+                    memory_used_bytes: used,
+                }
+            })
+            .collect();
+        let mut available = Vec::new();
+        for f in paths::scan(&self.models_dirs) {
+            let kv = self.config.kv_reserve(&f.id).bytes();
+            match self.estimate(&f.path).await {
+                Ok(w) => available.push(AvailableModel {
+                    id: f.id,
+                    source: f.source,
+                    size_bytes: f.size,
+                    estimated_bytes: w + kv,
+                }),
+                Err(e) => {
+                    tracing::debug!(file = %f.path.display(), error = %e, "not a loadable model; skipped")
+                }
+            }
+        }
+        NodeStatus {
+            name: self.name.clone(),
+            version: env!("CARGO_PKG_VERSION").to_string(),
+            devices,
+            models,
+            available,
+        }
+    }
+}
+
+/// `LifecycleError` is not `Clone` (it wraps `PathError` etc.); waiters of a
+/// shared load get an equivalent copy.
+fn clone_error(e: &LifecycleError) -> LifecycleError {
+    match e {
+        LifecycleError::InsufficientMemory {
+            model,
+            needed,
+            free,
+        } => LifecycleError::InsufficientMemory {
+            model: model.clone(),
+            needed: *needed,
+            free: *free,
+        },
+        LifecycleError::LoadFailed {
+            model,
+            message,
+            invalid_file,
+        } => LifecycleError::LoadFailed {
+            model: model.clone(),
+            message: message.clone(),
+            invalid_file: *invalid_file,
+        },
+        other => LifecycleError::LoadFailed {
+            model: String::new(),
+            message: other.to_string(),
+            invalid_file: false,
+        },
+    }
+}

@@ -1,0 +1,150 @@
+//! The real `neuron` binary as a separate process: repeated load/unload
+//! cycles keep memory flat, and SIGTERM during a stream lets the stream end
+//! cleanly and the process exit 0.
+
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+struct Proc {
+    child: Child,
+    url: String,
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Start `neuron serve` on an ephemeral port and read the address it logs.
+fn spawn(models: &std::path::Path) -> Proc {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_neuron"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "proc",
+            "--log-format",
+            "json",
+        ])
+        .arg("--models-dir")
+        .arg(models)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn neuron");
+    let stderr = child.stderr.take().unwrap();
+    let mut lines = BufReader::new(stderr).lines();
+    let url = loop {
+        let line = lines
+            .next()
+            .expect("neuron exited before listening")
+            .unwrap();
+        let Ok(v) = serde_json::from_str::<Value>(&line) else {
+            continue;
+        };
+        if v["message"] == "neuron listening" {
+            break format!("http://{}", v["addr"].as_str().unwrap());
+        }
+    };
+    // Keep draining stderr so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Proc { child, url }
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    let s = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    s.lines()
+        .find(|l| l.starts_with("VmRSS:"))
+        .and_then(|l| l.split_whitespace().nth(1))
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+#[test]
+fn twenty_load_unload_cycles_keep_rss_flat() {
+    let Some(dir) = models_dir() else { return };
+    let p = spawn(&dir);
+    let c = reqwest::blocking::Client::new();
+    let mut first = 0;
+    for i in 0..20 {
+        let r = c
+            .post(format!("{}/models/load", p.url))
+            .json(&json!({"model": MODEL_ID}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r = c
+            .post(format!("{}/v1/chat/completions", p.url))
+            .json(&json!({"model": MODEL_ID, "messages": user("hi"), "max_tokens": 3}))
+            .send()
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let r: Value = c
+            .post(format!("{}/models/unload", p.url))
+            .json(&json!({"model": MODEL_ID}))
+            .send()
+            .unwrap()
+            .json()
+            .unwrap();
+        assert_eq!(r["unloaded"], true);
+        let rss = rss_kib(p.child.id());
+        if i == 0 {
+            first = rss;
+        }
+        eprintln!("cycle {i}: RSS {} MiB", rss / 1024);
+        assert!(
+            (rss as f64) <= first as f64 * 1.10,
+            "RSS grew from {first} KiB after cycle 1 to {rss} KiB after cycle {}",
+            i + 1
+        );
+    }
+}
+
+#[test]
+fn sigterm_during_a_stream_ends_it_cleanly_and_exits_zero() {
+    let Some(dir) = models_dir() else { return };
+    let mut p = spawn(&dir);
+    let c = reqwest::blocking::Client::new();
+    let r = c
+        .post(format!("{}/models/load", p.url))
+        .json(&json!({"model": MODEL_ID}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let url = p.url.clone();
+    let streamer = std::thread::spawn(move || {
+        let c = reqwest::blocking::Client::new();
+        let r = c
+            .post(format!("{url}/v1/chat/completions"))
+            .json(&json!({"model": MODEL_ID, "messages": user("Write a story."), "max_tokens": 40, "stream": true}))
+            .send()
+            .unwrap();
+        r.text().unwrap()
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let status = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let body = streamer.join().unwrap();
+    let data = sse_data(&body);
+    assert_eq!(data.last().map(String::as_str), Some("[DONE]"), "{body}");
+    let (text, finish) = stream_text(&data);
+    assert!(!text.is_empty());
+    assert!(finish.is_some());
+    let code = p.child.wait().unwrap();
+    assert_eq!(code.code(), Some(0), "neuron exit status {code:?}");
+}
