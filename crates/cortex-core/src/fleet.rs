@@ -49,3 +49,37 @@ pub struct Placement {
     /// Requests in flight through the gateway.
     pub in_flight: u64,
 }
+
+/// Optional body of `POST /admin/models/{id}/{load,unload}`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct AdminTarget {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+}
+
+/// Answer of `POST /admin/models/{id}/load`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminLoadResponse {
+    pub model: String,
+    pub node: String,
+    /// Milliseconds the load took (0 when it was already loaded there).
+    pub load_ms: u64,
+    /// Models unloaded to make room, as `node/model`.
+    #[serde(default)]
+    pub evicted: Vec<String>,
+}
+
+/// Answer of `POST /admin/models/{id}/unload`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminUnloadResponse {
+    pub model: String,
+    /// Nodes it was unloaded from (empty when it was loaded nowhere).
+    pub unloaded_from: Vec<String>,
+}
+
+/// Answer of `POST /admin/models/{id}/{pin,unpin}`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AdminPinResponse {
+    pub model: String,
+    pub pinned: bool,
+}

@@ -1,7 +1,32 @@
 //! cortex-gateway: one OpenAI + Anthropic API in front of many neurons.
 //!
+//! - [`server`]: assembling and running it; [`settings`]: reading config files;
+//! - [`api`]: the routes, auth, and errors in each dialect;
+//! - [`proxy`]: forwarding, retries, stream pass-through and metric taps;
+//! - [`admission`]: caps on in-flight and queued requests;
+//! - [`fleet`]: the actor that owns nodes and placements, and the routing table;
+//! - [`router`]: placement and eviction policy (pure functions);
+//! - [`poller`], [`evictor`]: the background clocks;
+//! - [`catalog`]: profiles from models.toml and discovered models;
+//! - [`neuron_client`]: HTTP to neurons;
 //! - [`translate`]: OpenAI ⇄ Anthropic, requests, responses and streams;
 //! - [`sse`]: a bounded server-sent-events decoder for upstream streams;
+//! - [`metrics`]: the Prometheus metrics.
 
+pub mod admission;
+pub mod api;
+pub mod catalog;
+pub mod evictor;
+pub mod fleet;
+pub mod metrics;
+pub mod neuron_client;
+pub mod poller;
+pub mod proxy;
+pub mod router;
+pub mod server;
+pub mod settings;
 pub mod sse;
 pub mod translate;
+
+pub use server::Gateway;
+pub use settings::GatewaySettings;

@@ -8,7 +8,7 @@ use super::{check_listen, ConfigError};
 use crate::units::{ByteSize, HumanDuration};
 
 /// The whole of `cortex.toml`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct GatewayConfig {
     #[serde(default)]
@@ -185,7 +185,8 @@ impl GatewayConfig {
         let g = &self.gateway;
         check_listen(file, "gateway.listen", &g.listen)?;
         check_listen(file, "gateway.metrics_listen", &g.metrics_listen)?;
-        if g.listen == g.metrics_listen {
+        // Port 0 (any free port, for tests) may appear twice.
+        if g.listen == g.metrics_listen && !g.listen.ends_with(":0") {
             return Err(ConfigError::invalid(
                 file,
                 "gateway.metrics_listen",

@@ -1,0 +1,313 @@
+//! Anthropic routes: `/v1/messages` (translated to the neuron's OpenAI
+//! dialect and back, streaming and not, with `ping` keepalives while the
+//! neuron is silent) and `/v1/messages/count_tokens` (the model's own
+//! template and tokenizer, through the neuron's `/tokenize`).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use cortex_core::anthropic::{CountTokensResponse, MessagesRequest, StreamEvent};
+use cortex_core::neuron_api::{TokenizeRequest, TokenizeResponse};
+use cortex_core::openai::{ChatCompletion, ChatCompletionChunk};
+use futures::stream;
+
+use super::error::{Anthropic, GatewayError};
+use super::{body_or_error, parse, resolve, AppState};
+use crate::admission::Permit;
+use crate::fleet::InFlightGuard;
+use crate::metrics::ModelLabel;
+use crate::neuron_client::error_of;
+use crate::proxy::stats::Stats;
+use crate::proxy::upstream::UpstreamSse;
+use crate::proxy::{dispatch, Dispatched};
+use crate::translate::request::{messages_to_chat, messages_to_chat_for_count};
+use crate::translate::response::chat_to_message;
+use crate::translate::stream::{encode_event, AnthropicStream};
+
+/// The neuron tells the prompt size in this header, so that
+/// `message_start` can carry `input_tokens`.
+pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
+
+pub async fn messages(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match handle(&s, body).await {
+        Ok(r) => r,
+        Err(e) => Anthropic(e).into_response(),
+    }
+}
+
+async fn handle(
+    s: &Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let body = body_or_error(body)?;
+    let req: MessagesRequest = parse(&body)?;
+    let requested = req.model.clone();
+    let resolved = resolve(s, &requested)?;
+    let stream = req.stream.unwrap_or(false);
+    let mut chat = messages_to_chat(req)?;
+    chat.model = resolved.id.clone();
+    let upstream_body =
+        serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let (permit, waited) = s
+        .admission
+        .admit(&resolved.id, s.limits.load_wait.get())
+        .await?;
+    s.metrics
+        .queue_wait
+        .get_or_create(&ModelLabel {
+            model: resolved.id.clone(),
+        })
+        .observe(waited.as_secs_f64());
+    let deadline = started + s.limits.request_deadline.get();
+    let d = dispatch(
+        s,
+        &resolved.id,
+        "/v1/chat/completions",
+        Bytes::from(upstream_body),
+        deadline,
+    )
+    .await?;
+    let mut stats = Stats::new(
+        s.metrics.clone(),
+        &resolved.id,
+        &d.replica.node.name,
+        "anthropic",
+        started,
+    );
+    let status = d.resp.status();
+    if status != StatusCode::OK || !stream {
+        let bytes = s
+            .client
+            .read_body(
+                &d.replica.node,
+                d.resp.into_body(),
+                s.limits.first_byte_timeout.get(),
+            )
+            .await?;
+        stats.finish(status.as_u16());
+        if status != StatusCode::OK {
+            let (message, code) = error_of(&bytes);
+            return Err(GatewayError::Upstream {
+                status: status.as_u16(),
+                message,
+                code,
+            });
+        }
+        let answer: ChatCompletion = serde_json::from_slice(&bytes).map_err(|e| {
+            GatewayError::BadGateway(format!("the neuron sent an invalid answer: {e}"))
+        })?;
+        stats.usage = Some(answer.usage);
+        return Ok(Json(chat_to_message(answer, &requested)).into_response());
+    }
+    let hint = d
+        .resp
+        .headers()
+        .get(PROMPT_TOKENS_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    let id = format!(
+        "msg_{:016x}{:08x}",
+        rand::random::<u64>(),
+        rand::random::<u32>()
+    );
+    Ok(translate_stream(
+        s,
+        d,
+        stats,
+        AnthropicStream::new(id, requested, hint),
+        permit,
+    ))
+}
+
+struct Translating {
+    up: UpstreamSse,
+    tr: AnthropicStream,
+    stats: Stats,
+    ping: tokio::time::Interval,
+    started: bool,
+    _guard: InFlightGuard,
+    _permit: Permit,
+}
+
+fn encode_all(events: &[StreamEvent]) -> Bytes {
+    let mut out = Vec::new();
+    for e in events {
+        out.extend_from_slice(&encode_event(e));
+    }
+    Bytes::from(out)
+}
+
+fn translate_stream(
+    s: &AppState,
+    d: Dispatched,
+    stats: Stats,
+    tr: AnthropicStream,
+    permit: Permit,
+) -> Response {
+    let up = UpstreamSse::new(
+        d.resp.into_body(),
+        s.limits.max_upstream_line.bytes() as usize,
+        s.limits.first_byte_timeout.get(),
+        s.limits.idle_timeout.get(),
+    );
+    let mut ping = tokio::time::interval(s.limits.ping_interval.get());
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let state = Translating {
+        up,
+        tr,
+        stats,
+        ping,
+        started: false,
+        _guard: d.guard,
+        _permit: permit,
+    };
+    let body = stream::unfold(state, |mut t| async move {
+        if !t.started {
+            t.started = true;
+            // The interval's first tick is immediate; consume it.
+            t.ping.tick().await;
+            return Some((Ok::<_, Infallible>(encode_all(&t.tr.start())), t));
+        }
+        loop {
+            if t.tr.is_done() {
+                return None;
+            }
+            let next = tokio::select! {
+                ev = t.up.next() => ev,
+                _ = t.ping.tick() => {
+                    match t.tr.ping() {
+                        Some(p) => return Some((Ok(encode_all(&[p])), t)),
+                        None => continue,
+                    }
+                }
+            };
+            let events = match next {
+                None => {
+                    t.stats.finish(502);
+                    t.tr.fail(
+                        "api_error",
+                        "the neuron ended the stream before it was complete",
+                    )
+                }
+                Some(Err(f)) => {
+                    t.stats.finish(502);
+                    t.tr.fail("api_error", &f.0)
+                }
+                Some(Ok(ev)) if ev.data == "[DONE]" => {
+                    t.stats.finish(200);
+                    t.tr.finish()
+                }
+                Some(Ok(ev)) => match serde_json::from_str::<ChatCompletionChunk>(&ev.data) {
+                    Ok(chunk) => {
+                        let output = chunk.choices.iter().any(|c| {
+                            c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
+                                || c.delta.tool_calls.is_some()
+                        });
+                        if output {
+                            t.stats.token();
+                            t.up.started = true;
+                        }
+                        if let Some(u) = chunk.usage {
+                            t.stats.usage = Some(u);
+                        }
+                        t.tr.on_chunk(chunk)
+                    }
+                    Err(_) => {
+                        // Not a chunk: the neuron's error line, or garbage.
+                        let (message, _) = error_of(ev.data.as_bytes());
+                        t.stats.finish(500);
+                        t.tr.fail("api_error", &message)
+                    }
+                },
+            };
+            if events.is_empty() {
+                continue;
+            }
+            return Some((Ok(encode_all(&events)), t));
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// `POST /v1/messages/count_tokens` → `{"input_tokens": N}`.
+pub async fn count_tokens(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match count(&s, body).await {
+        Ok(r) => r,
+        Err(e) => Anthropic(e).into_response(),
+    }
+}
+
+async fn count(
+    s: &Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let body = body_or_error(body)?;
+    let req: MessagesRequest = parse(&body)?;
+    let resolved = resolve(s, &req.model)?;
+    let chat = messages_to_chat_for_count(req)?;
+    let tok = TokenizeRequest {
+        model: resolved.id.clone(),
+        messages: chat.messages,
+        prompt: None,
+        tools: chat.tools,
+        return_tokens: false,
+    };
+    let bytes = serde_json::to_vec(&tok).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let deadline = started + s.limits.request_deadline.get();
+    let d = dispatch(s, &resolved.id, "/tokenize", Bytes::from(bytes), deadline).await?;
+    let mut stats = Stats::new(
+        s.metrics.clone(),
+        &resolved.id,
+        &d.replica.node.name,
+        "count_tokens",
+        started,
+    );
+    let status = d.resp.status();
+    let bytes = s
+        .client
+        .read_body(
+            &d.replica.node,
+            d.resp.into_body(),
+            s.limits.first_byte_timeout.get(),
+        )
+        .await?;
+    stats.finish(status.as_u16());
+    if status != StatusCode::OK {
+        let (message, code) = error_of(&bytes);
+        return Err(GatewayError::Upstream {
+            status: status.as_u16(),
+            message,
+            code,
+        });
+    }
+    let t: TokenizeResponse = serde_json::from_slice(&bytes)
+        .map_err(|e| GatewayError::BadGateway(format!("the neuron sent an invalid answer: {e}")))?;
+    Ok(Json(CountTokensResponse {
+        input_tokens: t.count,
+    })
+    .into_response())
+}

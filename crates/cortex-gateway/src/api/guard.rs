@@ -1,0 +1,120 @@
+//! Request guards applied before any handler: path normalisation (paths
+//! with `..`, `.`, `//`, encoded slashes, dots or backslashes are refused, so
+//! no trick reaches a protected handler) and API-key authentication of
+//! every route when keys are configured. Keys are compared in constant
+//! time and never logged or echoed.
+
+use std::sync::Arc;
+
+use axum::extract::{Request, State};
+use axum::http::header;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+
+use super::error::{Anthropic, GatewayError, OpenAi};
+use super::AppState;
+
+/// Is this an Anthropic-dialect path?
+pub fn is_anthropic(path: &str) -> bool {
+    path.starts_with("/v1/messages")
+}
+
+fn reject(path: &str, e: GatewayError) -> Response {
+    if is_anthropic(path) {
+        Anthropic(e).into_response()
+    } else {
+        OpenAi(e).into_response()
+    }
+}
+
+/// Is the raw path acceptable as it is?
+pub fn path_is_clean(path: &str) -> bool {
+    if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
+        return false;
+    }
+    let lower = path.to_ascii_lowercase();
+    if ["%2e", "%2f", "%5c", "%00"]
+        .iter()
+        .any(|p| lower.contains(p))
+    {
+        return false;
+    }
+    !path.split('/').any(|seg| seg == "." || seg == "..")
+}
+
+pub async fn normalise_path(req: Request, next: Next) -> Response {
+    let path = req.uri().path().to_string();
+    if !path_is_clean(&path) {
+        return reject(&path, GatewayError::RouteNotFound);
+    }
+    next.run(req).await
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// The key a request presents: `Authorization: Bearer K` or `x-api-key: K`.
+fn presented(req: &Request) -> Option<&str> {
+    let h = req.headers();
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
+}
+
+pub async fn authenticate(
+    State(state): State<Arc<AppState>>,
+    req: Request,
+    next: Next,
+) -> Response {
+    if state.api_keys.is_empty() {
+        return next.run(req).await;
+    }
+    let ok = presented(&req).is_some_and(|k| {
+        state
+            .api_keys
+            .iter()
+            .any(|key| constant_time_eq(k.as_bytes(), key.as_bytes()))
+    });
+    if !ok {
+        let path = req.uri().path().to_string();
+        return reject(&path, GatewayError::Unauthorized);
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn path_tricks_are_refused() {
+        for ok in ["/v1/models", "/admin/models/smollm2/load", "/health"] {
+            assert!(path_is_clean(ok), "{ok}");
+        }
+        for bad in [
+            "//admin/fleet",
+            "/v1/../admin/fleet",
+            "/v1/./models",
+            "/v1/%2e%2e/admin/fleet",
+            "/admin%2Ffleet",
+            "/v1\\..\\admin",
+            "/v1/models/%00",
+            "admin",
+        ] {
+            assert!(!path_is_clean(bad), "{bad}");
+        }
+    }
+
+    proptest! {
+        #[test]
+        fn clean_paths_have_no_dot_segments(p in "/[a-zA-Z0-9./%_-]{0,40}") {
+            if path_is_clean(&p) {
+                prop_assert!(!p.split('/').any(|s| s == ".." || s == "."));
+                prop_assert!(!p.to_ascii_lowercase().contains("%2f"));
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! The gateway's HTTP API: OpenAI routes ([`openai`]), Anthropic routes
+//! ([`anthropic`]), the admin API ([`admin`]), authentication and path
+//! normalisation ([`guard`]), and errors in each dialect ([`error`]).
+
+pub mod admin;
+pub mod anthropic;
+pub mod error;
+pub mod guard;
+pub mod openai;
+
+use std::sync::Arc;
+
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use bytes::Bytes;
+use cortex_core::config::LimitsConfig;
+use cortex_core::model_id::is_valid_model_id;
+
+use crate::admission::Admission;
+use crate::fleet::{FleetHandle, Resolved};
+use crate::metrics::GatewayMetrics;
+use crate::neuron_client::NeuronClient;
+use error::{GatewayError, OpenAi};
+
+/// What every handler shares.
+pub struct AppState {
+    pub fleet: FleetHandle,
+    pub client: NeuronClient,
+    pub admission: Admission,
+    pub metrics: GatewayMetrics,
+    pub limits: LimitsConfig,
+    pub api_keys: Vec<String>,
+}
+
+/// The API routes.
+pub fn app(state: Arc<AppState>) -> Router {
+    let limit = state.limits.max_body.bytes() as usize;
+    Router::new()
+        .route("/v1/models", get(openai::models))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
+        .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/health", get(health))
+        .route("/ready", get(ready))
+        .route("/admin/fleet", get(admin::fleet))
+        .route("/admin/models/{id}/{action}", post(admin::model_action))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::authenticate,
+        ))
+        .layer(axum::middleware::from_fn(guard::normalise_path))
+        .layer(DefaultBodyLimit::max(limit))
+        .with_state(state)
+}
+
+async fn health() -> Json<serde_json::Value> {
+    Json(serde_json::json!({"status": "ok"}))
+}
+
+/// Ready when at least one neuron is up.
+async fn ready(State(s): State<Arc<AppState>>) -> Response {
+    let up = s.fleet.table().nodes_up;
+    let body = Json(serde_json::json!({"ready": up > 0, "neurons_up": up}));
+    if up > 0 {
+        body.into_response()
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, body).into_response()
+    }
+}
+
+async fn not_found() -> Response {
+    OpenAi(GatewayError::RouteNotFound).into_response()
+}
+
+async fn method_not_allowed() -> Response {
+    let mut r = OpenAi(GatewayError::bad_request(
+        "method not allowed on this route",
+    ))
+    .into_response();
+    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
+    r
+}
+
+/// The body, or the right error: 413 over the limit, 400 otherwise.
+pub fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, GatewayError> {
+    body.map_err(|e| {
+        if e.status() == StatusCode::PAYLOAD_TOO_LARGE {
+            GatewayError::PayloadTooLarge
+        } else {
+            GatewayError::bad_request(format!("cannot read the request body: {e}"))
+        }
+    })
+}
+
+/// Parse a JSON body into `T`, with a 400 naming the problem.
+pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(GatewayError::bad_request(
+            "request body is empty; expected a JSON object",
+        ));
+    }
+    serde_json::from_slice(bytes)
+        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))
+}
+
+/// Resolve a client's model name. Names are identifiers: anything else is
+/// unknown (404) without touching files or the network.
+pub fn resolve(state: &AppState, name: &str) -> Result<Resolved, GatewayError> {
+    if !is_valid_model_id(name) {
+        return Err(GatewayError::ModelNotFound(
+            name.chars().take(128).collect(),
+        ));
+    }
+    let table = state.fleet.table();
+    let r = table
+        .resolve(name)
+        .cloned()
+        .ok_or_else(|| GatewayError::ModelNotFound(name.to_string()))?;
+    if !r.servable {
+        return Err(GatewayError::Unavailable {
+            message: format!("no healthy neuron can serve `{name}` right now"),
+            retry_after_s: 5,
+        });
+    }
+    Ok(r)
+}

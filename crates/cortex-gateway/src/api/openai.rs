@@ -1,0 +1,279 @@
+//! OpenAI routes: `/v1/chat/completions` (passed through to the neuron,
+//! which speaks OpenAI; streams are forwarded event by event as they
+//! arrive) and `/v1/models` (the merged catalogue).
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::State;
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use bytes::Bytes;
+use cortex_core::openai::{ModelList, ModelObject};
+use futures::stream;
+use serde::Deserialize;
+
+use super::error::{GatewayError, OpenAi};
+use super::{body_or_error, parse, resolve, AppState};
+use crate::admission::Permit;
+use crate::fleet::InFlightGuard;
+use crate::metrics::ModelLabel;
+use crate::proxy::stats::{Probe, Stats};
+use crate::proxy::upstream::UpstreamSse;
+use crate::proxy::{dispatch, Dispatched};
+
+/// What the gateway reads of a chat request; the rest passes through.
+#[derive(Deserialize)]
+struct ChatProbe {
+    model: String,
+    #[serde(default)]
+    stream: Option<bool>,
+    #[serde(default)]
+    stream_options: Option<StreamOptionsProbe>,
+}
+
+#[derive(Deserialize)]
+struct StreamOptionsProbe {
+    #[serde(default)]
+    include_usage: Option<bool>,
+}
+
+pub async fn chat_completions(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    match chat(&s, body).await {
+        Ok(r) => r,
+        Err(e) => OpenAi(e).into_response(),
+    }
+}
+
+async fn chat(
+    s: &Arc<AppState>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let body = body_or_error(body)?;
+    let probe: ChatProbe = parse(&body)?;
+    let resolved = resolve(s, &probe.model)?;
+    let stream = probe.stream.unwrap_or(false);
+    let wants_usage = probe
+        .stream_options
+        .as_ref()
+        .and_then(|o| o.include_usage)
+        .unwrap_or(false);
+    // The neuron knows the canonical id; streams always carry usage so that
+    // token metrics can be tapped (the usage chunk is dropped again when the
+    // client did not ask for it).
+    let body = if resolved.id != probe.model || (stream && !wants_usage) {
+        rewrite(&body, &resolved.id, stream)?
+    } else {
+        body
+    };
+    let (permit, waited) = s
+        .admission
+        .admit(&resolved.id, s.limits.load_wait.get())
+        .await?;
+    s.metrics
+        .queue_wait
+        .get_or_create(&ModelLabel {
+            model: resolved.id.clone(),
+        })
+        .observe(waited.as_secs_f64());
+    let deadline = started + s.limits.request_deadline.get();
+    let d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
+    let mut stats = Stats::new(
+        s.metrics.clone(),
+        &resolved.id,
+        &d.replica.node.name,
+        "openai",
+        started,
+    );
+    let status = d.resp.status();
+    if status != StatusCode::OK || !stream {
+        let headers = d.resp.headers().clone();
+        let bytes = s
+            .client
+            .read_body(
+                &d.replica.node,
+                d.resp.into_body(),
+                s.limits.first_byte_timeout.get(),
+            )
+            .await?;
+        if status == StatusCode::OK {
+            if let Ok(p) = serde_json::from_slice::<Probe>(&bytes) {
+                stats.usage = p.usage;
+            }
+        }
+        stats.finish(status.as_u16());
+        return Ok(passthrough(status, &headers, bytes));
+    }
+    Ok(stream_through(s, d, stats, !wants_usage, permit))
+}
+
+/// A neuron's answer, passed on with its status and content type.
+fn passthrough(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
+    let mut r = (status, body).into_response();
+    for h in [header::CONTENT_TYPE, header::RETRY_AFTER] {
+        if let Some(v) = headers.get(&h) {
+            r.headers_mut().insert(h, v.clone());
+        }
+    }
+    r
+}
+
+/// Set `model` to the canonical id and, for streams, ask for usage.
+fn rewrite(body: &Bytes, id: &str, stream: bool) -> Result<Bytes, GatewayError> {
+    let mut v: serde_json::Map<String, serde_json::Value> = parse(body)?;
+    v.insert("model".into(), serde_json::Value::String(id.to_string()));
+    if stream {
+        v.insert(
+            "stream_options".into(),
+            serde_json::json!({"include_usage": true}),
+        );
+    }
+    serde_json::to_vec(&v)
+        .map(Bytes::from)
+        .map_err(|e| GatewayError::Internal(e.to_string()))
+}
+
+/// One `data: {"error": …}` line for a failure after the stream started.
+fn error_chunk(message: &str) -> Bytes {
+    let e = GatewayError::BadGateway(message.to_string()).openai_body();
+    let mut out = b"data: ".to_vec();
+    let _ = serde_json::to_writer(&mut out, &e);
+    out.extend_from_slice(b"\n\n");
+    Bytes::from(out)
+}
+
+struct Passing {
+    up: UpstreamSse,
+    stats: Stats,
+    strip_usage: bool,
+    done: bool,
+    _guard: InFlightGuard,
+    _permit: Permit,
+}
+
+fn stream_through(
+    s: &AppState,
+    d: Dispatched,
+    stats: Stats,
+    strip_usage: bool,
+    permit: Permit,
+) -> Response {
+    let up = UpstreamSse::new(
+        d.resp.into_body(),
+        s.limits.max_upstream_line.bytes() as usize,
+        s.limits.first_byte_timeout.get(),
+        s.limits.idle_timeout.get(),
+    );
+    let state = Passing {
+        up,
+        stats,
+        strip_usage,
+        done: false,
+        _guard: d.guard,
+        _permit: permit,
+    };
+    let body = stream::unfold(state, |mut p| async move {
+        loop {
+            if p.done {
+                return None;
+            }
+            let out = match p.up.next().await {
+                None => {
+                    p.done = true;
+                    p.stats.finish(502);
+                    error_chunk("the neuron ended the stream before it was complete")
+                }
+                Some(Err(f)) => {
+                    p.done = true;
+                    p.stats.finish(502);
+                    error_chunk(&f.0)
+                }
+                Some(Ok(ev)) if ev.data == "[DONE]" => {
+                    p.done = true;
+                    p.stats.finish(200);
+                    Bytes::from_static(b"data: [DONE]\n\n")
+                }
+                Some(Ok(ev)) => {
+                    let probe: Probe = serde_json::from_str(&ev.data).unwrap_or_default();
+                    if probe.error.is_some() {
+                        p.done = true;
+                        p.stats.finish(500);
+                    }
+                    if probe.has_output() {
+                        p.stats.token();
+                        p.up.started = true;
+                    }
+                    if let Some(u) = probe.usage {
+                        p.stats.usage = Some(u);
+                        if p.strip_usage && probe.choices.is_empty() {
+                            continue;
+                        }
+                    }
+                    let mut out = Vec::with_capacity(ev.data.len() + 8);
+                    out.extend_from_slice(b"data: ");
+                    out.extend_from_slice(ev.data.as_bytes());
+                    out.extend_from_slice(b"\n\n");
+                    Bytes::from(out)
+                }
+            };
+            return Some((Ok::<_, Infallible>(out), p));
+        }
+    });
+    (
+        [
+            (header::CONTENT_TYPE, "text/event-stream"),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        Body::from_stream(body),
+    )
+        .into_response()
+}
+
+/// `GET /v1/models`: every model some healthy neuron can serve, once each.
+/// Anthropic clients (an `anthropic-version` header) get Anthropic's shape.
+pub async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let table = s.fleet.table();
+    let mut ids: Vec<&str> = table
+        .names
+        .values()
+        .filter(|r| r.servable)
+        .map(|r| r.id.as_str())
+        .collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if headers.contains_key("anthropic-version") {
+        let data: Vec<serde_json::Value> = ids
+            .iter()
+            .map(|id| {
+                serde_json::json!({
+                    "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"
+                })
+            })
+            .collect();
+        return Json(serde_json::json!({
+            "data": data,
+            "has_more": false,
+            "first_id": ids.first(),
+            "last_id": ids.last(),
+        }))
+        .into_response();
+    }
+    let data = ids
+        .into_iter()
+        .map(|id| ModelObject {
+            id: id.to_string(),
+            object: "model".into(),
+            created: 0,
+            owned_by: "cortex".into(),
+        })
+        .collect();
+    Json(ModelList::new(data)).into_response()
+}

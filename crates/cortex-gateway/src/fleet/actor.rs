@@ -1,0 +1,682 @@
+//! The fleet actor's loop: handles one command at a time, starts loads and
+//! unloads as tasks, and republishes the routing table after each change.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use cortex_core::fleet::{AdminPinResponse, AdminUnloadResponse};
+use cortex_core::neuron_api::{
+    LoadRequest, LoadResponse, ModelState, UnloadRequest, UnloadResponse,
+};
+use cortex_core::now_unix_ms;
+use http::Method;
+use tokio::sync::mpsc;
+
+use super::state::{FleetState, ModelInfo, PendingLoad, PollChange};
+use super::table::{Replica, RoutingTable};
+use super::{Command, FleetError, FleetSettings, Loaded, Reply};
+use crate::metrics::{EvictionLabels, GatewayMetrics, LoadLabels, NodeLabel};
+use crate::neuron_client::{NeuronClient, NodeInfo, UpstreamError};
+use crate::router::{self, LoadPlan, Policy};
+
+pub(super) struct Actor {
+    state: FleetState,
+    settings: FleetSettings,
+    client: NeuronClient,
+    metrics: GatewayMetrics,
+    tx: mpsc::UnboundedSender<Command>,
+    table: Arc<RwLock<Arc<RoutingTable>>>,
+    waiters: HashMap<String, Vec<Reply<Loaded>>>,
+    load_started: HashMap<String, Instant>,
+}
+
+impl Actor {
+    pub(super) fn new(
+        state: FleetState,
+        settings: FleetSettings,
+        client: NeuronClient,
+        metrics: GatewayMetrics,
+        tx: mpsc::UnboundedSender<Command>,
+        table: Arc<RwLock<Arc<RoutingTable>>>,
+    ) -> Self {
+        Self {
+            state,
+            settings,
+            client,
+            metrics,
+            tx,
+            table,
+            waiters: HashMap::new(),
+            load_started: HashMap::new(),
+        }
+    }
+
+    pub(super) async fn run(mut self, mut rx: mpsc::UnboundedReceiver<Command>) {
+        for n in &self.state.nodes {
+            self.metrics
+                .neuron_up
+                .get_or_create(&NodeLabel {
+                    node: n.info.name.clone(),
+                })
+                .set(0);
+        }
+        self.publish();
+        while let Some(cmd) = rx.recv().await {
+            self.handle(cmd);
+        }
+    }
+
+    fn publish(&mut self) {
+        let t = Arc::new(self.state.table());
+        *self.table.write().unwrap_or_else(|e| e.into_inner()) = t;
+    }
+
+    fn policy(&self) -> Policy {
+        Policy {
+            strategy: self.settings.strategy,
+            min_residency_ms: self.settings.min_residency.as_millis() as u64,
+            now_ms: now_unix_ms(),
+        }
+    }
+
+    fn handle(&mut self, cmd: Command) {
+        match cmd {
+            Command::Poll { node, result } => {
+                let err = result.as_ref().err().cloned();
+                match self.state.apply_poll(&node, result) {
+                    PollChange::CameUp => {
+                        tracing::info!(%node, "neuron is up (admitted to routing)");
+                        self.set_up(&node, true);
+                    }
+                    PollChange::WentDown => {
+                        tracing::warn!(%node, error = ?err, "neuron is down: it failed its status polls; its models leave routing");
+                        self.set_up(&node, false);
+                    }
+                    PollChange::None => {
+                        if let Some(e) = err {
+                            tracing::debug!(%node, error = %e, "status poll failed");
+                        }
+                    }
+                }
+                self.ensure_pinned();
+                self.publish();
+            }
+            Command::NodeFailed { node } => {
+                if self.state.mark_down(&node) == PollChange::WentDown {
+                    tracing::warn!(%node, "neuron is down: a request could not connect; it comes back at its next good poll");
+                    self.set_up(&node, false);
+                }
+                self.publish();
+            }
+            Command::Poisoned { model, node } => {
+                tracing::warn!(%model, %node, "neuron reports the model poisoned; it leaves routing on that node");
+                self.state.mark_poisoned(&model, &node);
+                self.publish();
+            }
+            Command::EnsureReady {
+                model,
+                avoid,
+                node,
+                reply,
+            } => self.ensure(&model, avoid, node, Some(reply)),
+            Command::LoadDone {
+                model,
+                node,
+                result,
+            } => self.load_done(&model, &node, result),
+            Command::Unload { model, node, reply } => self.unload(&model, node, reply),
+            Command::SetPin {
+                model,
+                pinned,
+                reply,
+            } => {
+                let r = self.resolve(&model).map(|info| {
+                    self.state.pins.insert(info.id.clone(), pinned);
+                    tracing::info!(model = %info.id, pinned, "pin changed");
+                    AdminPinResponse {
+                        model: info.id,
+                        pinned,
+                    }
+                });
+                let _ = reply.send(r);
+                self.ensure_pinned();
+                self.publish();
+            }
+            Command::View { reply } => {
+                let _ = reply.send(self.state.view());
+            }
+            Command::EvictorTick { cycle } => self.evict(cycle),
+        }
+    }
+
+    fn set_up(&self, node: &str, up: bool) {
+        self.metrics
+            .neuron_up
+            .get_or_create(&NodeLabel {
+                node: node.to_string(),
+            })
+            .set(i64::from(up));
+    }
+
+    fn resolve(&self, name: &str) -> Result<ModelInfo, FleetError> {
+        self.state
+            .models()
+            .into_iter()
+            .find(|m| m.id == name || m.aliases.iter().any(|a| a == name))
+            .ok_or_else(|| FleetError::UnknownModel(name.to_string()))
+    }
+
+    fn replica(&mut self, model: &str, node: &str) -> Option<Replica> {
+        let info = self.state.node(node)?.info.clone();
+        Some(Replica {
+            model: model.to_string(),
+            counters: self.state.counters(model, node),
+            node: info,
+        })
+    }
+
+    /// Give `reply` a ready replica of `name`, loading it when needed.
+    fn ensure(
+        &mut self,
+        name: &str,
+        avoid: Vec<String>,
+        only: Option<String>,
+        reply: Option<Reply<Loaded>>,
+    ) {
+        let send = |reply: Option<Reply<Loaded>>, r: Result<Loaded, FleetError>| {
+            if let Some(tx) = reply {
+                let _ = tx.send(r);
+            }
+        };
+        let info = match self.resolve(name) {
+            Ok(i) => i,
+            Err(e) => return send(reply, Err(e)),
+        };
+        let id = info.id.clone();
+        if let Some(n) = &only {
+            if self.state.node(n).is_none() {
+                return send(reply, Err(FleetError::UnknownNode(n.clone())));
+            }
+        }
+        // Ready somewhere acceptable?
+        let table = self.state.table();
+        let ready = table.ready.get(&id).and_then(|rs| {
+            let ok: Vec<&Replica> = rs
+                .iter()
+                .filter(|r| only.as_ref().is_none_or(|n| &r.node.name == n))
+                .collect();
+            let preferred: Vec<&&Replica> = ok
+                .iter()
+                .filter(|r| !avoid.contains(&r.node.name))
+                .collect();
+            preferred
+                .first()
+                .map(|r| (**r).clone())
+                .or_else(|| ok.first().map(|r| (*r).clone()))
+        });
+        if let Some(r) = ready {
+            return send(
+                reply,
+                Ok(Loaded {
+                    replica: r,
+                    load_ms: 0,
+                    evicted: Vec::new(),
+                }),
+            );
+        }
+        // Already loading: wait on that load.
+        if let Some(p) = self.state.loads.get(&id) {
+            if only.as_ref().is_none_or(|n| n == &p.node) {
+                if let Some(r) = reply {
+                    self.waiters.entry(id).or_default().push(r);
+                }
+                return;
+            }
+            return send(
+                reply,
+                Err(FleetError::Busy {
+                    model: id,
+                    reason: format!("it is being loaded on {}", p.node),
+                    retry_after_ms: 1000,
+                }),
+            );
+        }
+        let Some((mut wanted, info)) = self.state.wanted(&id, &avoid) else {
+            return send(reply, Err(FleetError::UnknownModel(name.to_string())));
+        };
+        if let Some(n) = &only {
+            wanted.eligible.retain(|e| e == n);
+            wanted.avoid.retain(|a| a != n);
+        }
+        if wanted.eligible.is_empty() {
+            return send(reply, Err(FleetError::NotServable(id)));
+        }
+        match router::plan_load(&wanted, &self.state.rooms(), &self.policy()) {
+            LoadPlan::Load {
+                node,
+                device,
+                evict,
+            } => {
+                let source = info
+                    .loadable
+                    .iter()
+                    .find(|(n, _, _)| n == &node)
+                    .map(|(_, s, _)| s.clone())
+                    .unwrap_or_default();
+                tracing::info!(model = %id, %node, device, evict = ?evict, "loading model");
+                for v in &evict {
+                    self.state.record_unloaded(&node, v);
+                    self.evicted(v, &node, "room");
+                }
+                self.state.loads.insert(
+                    id.clone(),
+                    PendingLoad {
+                        node: node.clone(),
+                        device,
+                        footprint: wanted.footprint,
+                        started_ms: now_unix_ms(),
+                    },
+                );
+                self.load_started.insert(id.clone(), Instant::now());
+                if let Some(r) = reply {
+                    self.waiters.entry(id.clone()).or_default().push(r);
+                }
+                if let Some(n) = self.state.node(&node) {
+                    self.spawn_load(n.info.clone(), id, source, device, evict);
+                }
+                self.publish();
+            }
+            LoadPlan::Wait { retry_after_ms } => send(
+                reply,
+                Err(FleetError::Busy {
+                    model: id,
+                    reason:
+                        "making room would evict a model loaded moments ago (swap-thrashing guard)"
+                            .into(),
+                    retry_after_ms,
+                }),
+            ),
+            // Devices big enough but full of pinned or busy models: that
+            // passes, so it is worth retrying; anything else is not.
+            LoadPlan::Impossible { reason } if reason.contains("busy or loading") => send(
+                reply,
+                Err(FleetError::Busy {
+                    model: id,
+                    reason,
+                    retry_after_ms: 5000,
+                }),
+            ),
+            LoadPlan::Impossible { reason } => {
+                send(reply, Err(FleetError::NoCapacity { model: id, reason }))
+            }
+        }
+    }
+
+    fn evicted(&self, model: &str, node: &str, reason: &'static str) {
+        self.metrics
+            .evictions
+            .get_or_create(&EvictionLabels {
+                model: model.to_string(),
+                node: node.to_string(),
+                reason,
+            })
+            .inc();
+    }
+
+    fn spawn_load(
+        &self,
+        node: Arc<NodeInfo>,
+        model: String,
+        source: String,
+        device: u32,
+        evict: Vec<String>,
+    ) {
+        let client = self.client.clone();
+        let tx = self.tx.clone();
+        let timeout = self.settings.load_timeout;
+        tokio::spawn(async move {
+            let mut evicted = Vec::new();
+            for v in evict {
+                let req = UnloadRequest { model: v.clone() };
+                match client
+                    .call::<_, UnloadResponse>(
+                        &node,
+                        Method::POST,
+                        "/models/unload",
+                        Some(&req),
+                        true,
+                        timeout,
+                    )
+                    .await
+                {
+                    Ok(_) => evicted.push(format!("{}/{v}", node.name)),
+                    Err(e) => {
+                        tracing::warn!(model = %v, node = %node.name, error = %e, "eviction failed")
+                    }
+                }
+            }
+            let req = LoadRequest {
+                model: model.clone(),
+                source: Some(source).filter(|s| !s.is_empty()),
+                device: Some(device),
+            };
+            let result = client
+                .call::<_, LoadResponse>(
+                    &node,
+                    Method::POST,
+                    "/models/load",
+                    Some(&req),
+                    true,
+                    timeout,
+                )
+                .await
+                .map(|r| (r, evicted));
+            let _ = tx.send(Command::LoadDone {
+                model,
+                node: node.name.clone(),
+                result,
+            });
+        });
+    }
+
+    fn load_done(
+        &mut self,
+        model: &str,
+        node: &str,
+        result: Result<(LoadResponse, Vec<String>), UpstreamError>,
+    ) {
+        self.state.loads.remove(model);
+        let secs = self
+            .load_started
+            .remove(model)
+            .map_or(0.0, |t| t.elapsed().as_secs_f64());
+        let ok = result.is_ok();
+        self.metrics
+            .loads
+            .get_or_create(&LoadLabels {
+                model: model.to_string(),
+                node: node.to_string(),
+                result: if ok { "ok" } else { "error" },
+            })
+            .inc();
+        let waiters = self.waiters.remove(model).unwrap_or_default();
+        match result {
+            Ok((resp, evicted)) => {
+                self.metrics
+                    .load_duration
+                    .get_or_create(&GatewayMetrics::model_node(model, node))
+                    .observe(secs);
+                tracing::info!(%model, %node, load_ms = resp.load_ms, "model loaded");
+                self.state.record_loaded(node, resp.model.clone());
+                self.publish();
+                let Some(replica) = self.replica(model, node) else {
+                    return;
+                };
+                for w in waiters {
+                    let _ = w.send(Ok(Loaded {
+                        replica: replica.clone(),
+                        load_ms: resp.load_ms,
+                        evicted: evicted.clone(),
+                    }));
+                }
+            }
+            Err(e) => {
+                tracing::warn!(%model, %node, error = %e, "model load failed");
+                if e.nothing_sent() {
+                    self.state.mark_down(node);
+                    self.set_up(node, false);
+                }
+                self.publish();
+                for w in waiters {
+                    let _ = w.send(Err(FleetError::Load {
+                        model: model.to_string(),
+                        source: e.clone(),
+                    }));
+                }
+            }
+        }
+    }
+
+    fn unload(&mut self, name: &str, only: Option<String>, reply: Reply<AdminUnloadResponse>) {
+        let info = match self.resolve(name) {
+            Ok(i) => i,
+            Err(e) => {
+                let _ = reply.send(Err(e));
+                return;
+            }
+        };
+        if let Some(n) = &only {
+            if self.state.node(n).is_none() {
+                let _ = reply.send(Err(FleetError::UnknownNode(n.clone())));
+                return;
+            }
+        }
+        if self.state.is_pinned(&info.id) {
+            let _ = reply.send(Err(FleetError::Pinned(info.id)));
+            return;
+        }
+        let nodes: Vec<Arc<NodeInfo>> = self
+            .state
+            .nodes
+            .iter()
+            .filter(|n| only.as_ref().is_none_or(|o| o == &n.info.name))
+            .filter(|n| {
+                n.status
+                    .as_ref()
+                    .is_some_and(|s| s.models.iter().any(|m| m.id == info.id))
+            })
+            .map(|n| n.info.clone())
+            .collect();
+        for n in &nodes {
+            self.state.record_unloaded(&n.name, &info.id);
+            self.evicted(&info.id, &n.name, "admin");
+        }
+        self.publish();
+        let client = self.client.clone();
+        let timeout = self.settings.load_timeout;
+        let id = info.id.clone();
+        tokio::spawn(async move {
+            let mut from = Vec::new();
+            for n in nodes {
+                let req = UnloadRequest { model: id.clone() };
+                match client
+                    .call::<_, UnloadResponse>(
+                        &n,
+                        Method::POST,
+                        "/models/unload",
+                        Some(&req),
+                        true,
+                        timeout,
+                    )
+                    .await
+                {
+                    Ok(r) if r.unloaded => from.push(n.name.clone()),
+                    Ok(_) => {}
+                    Err(e) => {
+                        tracing::warn!(model = %id, node = %n.name, error = %e, "unload failed")
+                    }
+                }
+            }
+            let _ = reply.send(Ok(AdminUnloadResponse {
+                model: id,
+                unloaded_from: from,
+            }));
+        });
+    }
+
+    fn spawn_unload(&self, node: Arc<NodeInfo>, model: String) {
+        let client = self.client.clone();
+        let timeout = self.settings.load_timeout;
+        tokio::spawn(async move {
+            let req = UnloadRequest {
+                model: model.clone(),
+            };
+            if let Err(e) = client
+                .call::<_, UnloadResponse>(
+                    &node,
+                    Method::POST,
+                    "/models/unload",
+                    Some(&req),
+                    true,
+                    timeout,
+                )
+                .await
+            {
+                tracing::warn!(%model, node = %node.name, error = %e, "unload failed");
+            }
+        });
+    }
+
+    /// Pinned models are kept loaded: start a load for any that is not
+    /// resident (or loading) on an up node.
+    fn ensure_pinned(&mut self) {
+        let models = self.state.models();
+        for m in models.into_iter().filter(|m| m.pinned) {
+            let resident = self.state.nodes.iter().any(|n| {
+                n.up && n.status.as_ref().is_some_and(|s| {
+                    s.models
+                        .iter()
+                        .any(|r| r.id == m.id && r.state != ModelState::Poisoned)
+                })
+            });
+            if !resident && !self.state.loads.contains_key(&m.id) && !m.loadable.is_empty() {
+                tracing::info!(model = %m.id, "loading pinned model");
+                self.ensure(&m.id, Vec::new(), None, None);
+            }
+        }
+    }
+
+    /// One evictor cycle: idle and poisoned unloads, then every
+    /// `defrag_after_cycles` cycles a defragmentation pass.
+    fn evict(&mut self, cycle: u64) {
+        let now = now_unix_ms();
+        let idle_ms = self.settings.idle_unload_after.as_millis() as u64;
+        let rooms = self.state.rooms();
+        for (node, model) in router::idle_victims(&rooms, idle_ms, now) {
+            let poisoned = self.state.node(&node).is_some_and(|n| {
+                n.status.as_ref().is_some_and(|s| {
+                    s.models
+                        .iter()
+                        .any(|m| m.id == model && m.state == ModelState::Poisoned)
+                })
+            });
+            tracing::info!(%model, %node, poisoned, "evictor unloads model");
+            self.state.record_unloaded(&node, &model);
+            self.evicted(&model, &node, if poisoned { "poisoned" } else { "idle" });
+            if let Some(n) = self.state.node(&node) {
+                self.spawn_unload(n.info.clone(), model);
+            }
+        }
+        let every = u64::from(self.settings.defrag_after_cycles);
+        if every > 0 && cycle > 0 && cycle % every == 0 {
+            self.defrag();
+        }
+        self.ensure_pinned();
+        self.publish();
+    }
+
+    fn defrag(&mut self) {
+        let rooms = self.state.rooms();
+        let resident: std::collections::HashSet<&str> = rooms
+            .iter()
+            .flat_map(|n| {
+                n.devices
+                    .iter()
+                    .flat_map(|d| d.residents.iter().map(|r| r.model.as_str()))
+            })
+            .collect();
+        let models = self.state.models();
+        let mut waiting: Vec<u64> = models
+            .iter()
+            .filter(|m| !resident.contains(m.id.as_str()) && !self.state.loads.contains_key(&m.id))
+            .filter_map(|m| m.loadable.iter().map(|(_, _, f)| *f).max())
+            .filter(|f| *f > 0)
+            .collect();
+        waiting.sort_unstable_by(|a, b| b.cmp(a));
+        let moves = router::defrag_plan_with(&rooms, &waiting, &self.policy(), |model, node| {
+            models
+                .iter()
+                .any(|m| m.id == model && m.loadable.iter().any(|(n, _, _)| n == node))
+        });
+        for mv in moves {
+            let Some(info) = models.iter().find(|m| m.id == mv.model) else {
+                continue;
+            };
+            let Some((_, source, footprint)) = info
+                .loadable
+                .iter()
+                .find(|(n, _, _)| n == &mv.to_node)
+                .cloned()
+            else {
+                continue;
+            };
+            let (Some(to), Some(from)) =
+                (self.state.node(&mv.to_node), self.state.node(&mv.from_node))
+            else {
+                continue;
+            };
+            let (to, from) = (to.info.clone(), from.info.clone());
+            tracing::info!(model = %mv.model, from = %mv.from_node, to = %mv.to_node, "defragmentation: moving model");
+            // Requests for it now wait on the load at its new place.
+            self.state.record_unloaded(&mv.from_node, &mv.model);
+            self.evicted(&mv.model, &mv.from_node, "defrag");
+            self.state.loads.insert(
+                mv.model.clone(),
+                PendingLoad {
+                    node: mv.to_node.clone(),
+                    device: mv.to_device,
+                    footprint,
+                    started_ms: now_unix_ms(),
+                },
+            );
+            self.load_started.insert(mv.model.clone(), Instant::now());
+            let client = self.client.clone();
+            let tx = self.tx.clone();
+            let timeout = self.settings.load_timeout;
+            let model = mv.model.clone();
+            let device = mv.to_device;
+            tokio::spawn(async move {
+                let req = LoadRequest {
+                    model: model.clone(),
+                    source: Some(source),
+                    device: Some(device),
+                };
+                let result = client
+                    .call::<_, LoadResponse>(
+                        &to,
+                        Method::POST,
+                        "/models/load",
+                        Some(&req),
+                        true,
+                        timeout,
+                    )
+                    .await;
+                let loaded = result.is_ok();
+                let _ = tx.send(Command::LoadDone {
+                    model: model.clone(),
+                    node: to.name.clone(),
+                    result: result.map(|r| (r, Vec::new())),
+                });
+                if loaded {
+                    let req = UnloadRequest {
+                        model: model.clone(),
+                    };
+                    if let Err(e) = client
+                        .call::<_, UnloadResponse>(
+                            &from,
+                            Method::POST,
+                            "/models/unload",
+                            Some(&req),
+                            true,
+                            timeout,
+                        )
+                        .await
+                    {
+                        tracing::warn!(%model, node = %from.name, error = %e, "defragmentation unload failed");
+                    }
+                }
+            });
+        }
+    }
+}

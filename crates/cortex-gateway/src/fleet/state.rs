@@ -1,0 +1,470 @@
+//! The fleet's state and the pure logic over it: poll results, up/down,
+//! the merged catalogue, the routing snapshot, the rooms the placement
+//! policy sees, and the admin view. Owned by the fleet actor; no I/O here,
+//! so every rule is unit-tested directly.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Instant;
+
+use cortex_core::config::ModelSource;
+use cortex_core::fleet::{CatalogEntry, FleetView, NodeView, Placement};
+use cortex_core::neuron_api::{ModelState, ModelStatus, NodeStatus};
+
+use super::table::{Counters, Replica, Resolved, RoutingTable};
+use crate::catalog::Catalog;
+use crate::neuron_client::NodeInfo;
+use crate::router::{DeviceRoom, NodeRoom, Resident, Wanted};
+
+/// One neuron as the gateway knows it.
+#[derive(Debug)]
+pub struct NodeState {
+    pub info: Arc<NodeInfo>,
+    pub up: bool,
+    /// Failed polls (or connections) in a row.
+    pub failures: u32,
+    pub last_ok: Option<Instant>,
+    /// The last good `/status`, updated by our own loads and unloads.
+    pub status: Option<NodeStatus>,
+}
+
+/// A load the gateway has started and not yet seen finish.
+#[derive(Debug, Clone)]
+pub struct PendingLoad {
+    pub node: String,
+    pub device: u32,
+    pub footprint: u64,
+    pub started_ms: u64,
+}
+
+/// A model of the merged catalogue.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ModelInfo {
+    pub id: String,
+    pub aliases: Vec<String>,
+    pub configured: bool,
+    pub pinned: bool,
+    pub priority: i32,
+    /// Profile affinity (empty = any).
+    pub affinity: Vec<String>,
+    /// Up nodes that can load it, with the `source` to ask for and the
+    /// estimated footprint (0 = unknown, e.g. a hub file not yet fetched).
+    pub loadable: Vec<(String, String, u64)>,
+}
+
+/// Everything the actor owns.
+#[derive(Debug)]
+pub struct FleetState {
+    pub nodes: Vec<NodeState>,
+    pub catalog: Catalog,
+    /// Runtime pins and unpins (`cortex pin|unpin`); they override
+    /// `pinned` of models.toml.
+    pub pins: HashMap<String, bool>,
+    pub loads: HashMap<String, PendingLoad>,
+    counters: HashMap<(String, String), Arc<Counters>>,
+    down_after: u32,
+}
+
+/// What a poll changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PollChange {
+    None,
+    WentDown,
+    CameUp,
+}
+
+impl FleetState {
+    pub fn new(nodes: Vec<NodeInfo>, catalog: Catalog, down_after: u32) -> Self {
+        Self {
+            nodes: nodes
+                .into_iter()
+                .map(|info| NodeState {
+                    info: Arc::new(info),
+                    up: false,
+                    failures: 0,
+                    last_ok: None,
+                    status: None,
+                })
+                .collect(),
+            catalog,
+            pins: HashMap::new(),
+            loads: HashMap::new(),
+            counters: HashMap::new(),
+            down_after: down_after.max(1),
+        }
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeState> {
+        self.nodes.iter().find(|n| n.info.name == name)
+    }
+
+    fn node_mut(&mut self, name: &str) -> Option<&mut NodeState> {
+        self.nodes.iter_mut().find(|n| n.info.name == name)
+    }
+
+    /// Record a poll. A node is down after `down_after` failures in a row
+    /// and up again at its next good poll.
+    pub fn apply_poll(&mut self, node: &str, result: Result<NodeStatus, String>) -> PollChange {
+        let down_after = self.down_after;
+        let Some(n) = self.node_mut(node) else {
+            return PollChange::None;
+        };
+        match result {
+            Ok(status) => {
+                n.failures = 0;
+                n.last_ok = Some(Instant::now());
+                n.status = Some(status);
+                if !n.up {
+                    n.up = true;
+                    return PollChange::CameUp;
+                }
+            }
+            Err(_) => {
+                n.failures = n.failures.saturating_add(1);
+                if n.up && n.failures >= down_after {
+                    n.up = false;
+                    return PollChange::WentDown;
+                }
+            }
+        }
+        PollChange::None
+    }
+
+    /// A request could not even connect: down at once.
+    pub fn mark_down(&mut self, node: &str) -> PollChange {
+        let down_after = self.down_after;
+        let Some(n) = self.node_mut(node) else {
+            return PollChange::None;
+        };
+        n.failures = n.failures.max(down_after);
+        if n.up {
+            n.up = false;
+            return PollChange::WentDown;
+        }
+        PollChange::None
+    }
+
+    /// A neuron said this model is poisoned: it leaves routing there now.
+    pub fn mark_poisoned(&mut self, model: &str, node: &str) {
+        if let Some(m) = self.status_model_mut(node, model) {
+            m.state = ModelState::Poisoned;
+        }
+    }
+
+    fn status_model_mut(&mut self, node: &str, model: &str) -> Option<&mut ModelStatus> {
+        self.node_mut(node)?
+            .status
+            .as_mut()?
+            .models
+            .iter_mut()
+            .find(|m| m.id == model)
+    }
+
+    /// Our own load finished: the model is resident there.
+    pub fn record_loaded(&mut self, node: &str, status: ModelStatus) {
+        if let Some(s) = self.node_mut(node).and_then(|n| n.status.as_mut()) {
+            s.models.retain(|m| m.id != status.id);
+            s.models.push(status);
+        }
+    }
+
+    /// We unloaded (or are unloading) it: it leaves routing there now.
+    pub fn record_unloaded(&mut self, node: &str, model: &str) {
+        if let Some(s) = self.node_mut(node).and_then(|n| n.status.as_mut()) {
+            s.models.retain(|m| m.id != model);
+        }
+    }
+
+    pub fn counters(&mut self, model: &str, node: &str) -> Arc<Counters> {
+        self.counters
+            .entry((model.to_string(), node.to_string()))
+            .or_default()
+            .clone()
+    }
+
+    fn counter_values(&self, model: &str, node: &str) -> (u64, u64) {
+        self.counters
+            .get(&(model.to_string(), node.to_string()))
+            .map_or((0, 0), |c| {
+                (
+                    c.in_flight.load(Ordering::Relaxed),
+                    c.last_used_ms.load(Ordering::Relaxed),
+                )
+            })
+    }
+
+    pub fn is_pinned(&self, id: &str) -> bool {
+        match self.pins.get(id) {
+            Some(p) => *p,
+            None => self
+                .catalog
+                .profile(id)
+                .is_some_and(|p| p.pinned && p.id == id),
+        }
+    }
+
+    /// The merged catalogue (see `catalog`): profiles first, then models
+    /// found on up neurons that no profile covers, by id.
+    pub fn models(&self) -> Vec<ModelInfo> {
+        let up: Vec<&NodeState> = self.nodes.iter().filter(|n| n.up).collect();
+        let mut out: Vec<ModelInfo> = Vec::new();
+        for p in self.catalog.profiles() {
+            let hub = matches!(ModelSource::parse(&p.source), Ok(ModelSource::Hub { .. }));
+            let mut loadable = Vec::new();
+            for n in &up {
+                if !p.neurons.is_empty() && !p.neurons.contains(&n.info.name) {
+                    continue;
+                }
+                let Some(st) = &n.status else { continue };
+                if let Some(a) = st.available.iter().find(|a| a.source == p.source) {
+                    loadable.push((n.info.name.clone(), p.source.clone(), a.estimated_bytes));
+                } else if hub {
+                    loadable.push((n.info.name.clone(), p.source.clone(), 0));
+                }
+            }
+            out.push(ModelInfo {
+                id: p.id.clone(),
+                aliases: p.aliases.clone(),
+                configured: true,
+                pinned: self.is_pinned(&p.id),
+                priority: p.priority,
+                affinity: p.neurons.clone(),
+                loadable,
+            });
+        }
+        let mut discovered: BTreeMap<String, ModelInfo> = BTreeMap::new();
+        for n in &up {
+            let Some(st) = &n.status else { continue };
+            for a in &st.available {
+                if self.catalog.covering(&a.source).is_some()
+                    || self.catalog.profile(&a.id).is_some()
+                {
+                    continue;
+                }
+                discovered
+                    .entry(a.id.clone())
+                    .or_insert_with(|| self.discovered(&a.id))
+                    .loadable
+                    .push((n.info.name.clone(), a.source.clone(), a.estimated_bytes));
+            }
+        }
+        // Loaded models that match neither a profile nor a file (loaded by
+        // hand on the neuron) are still servable where they are.
+        for n in &self.nodes {
+            let Some(st) = &n.status else { continue };
+            for m in &st.models {
+                if self.catalog.profile(&m.id).is_none() && !discovered.contains_key(&m.id) {
+                    discovered.insert(m.id.clone(), self.discovered(&m.id));
+                }
+            }
+        }
+        out.extend(discovered.into_values());
+        out
+    }
+
+    fn discovered(&self, id: &str) -> ModelInfo {
+        ModelInfo {
+            id: id.to_string(),
+            aliases: Vec::new(),
+            configured: false,
+            pinned: self.is_pinned(id),
+            priority: 0,
+            affinity: Vec::new(),
+            loadable: Vec::new(),
+        }
+    }
+
+    /// Replicas of `id` on up nodes, with their neuron-side state.
+    fn residents_of(&self, id: &str) -> Vec<(&NodeState, &ModelStatus)> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let m = n.status.as_ref()?.models.iter().find(|m| m.id == id)?;
+                Some((n, m))
+            })
+            .collect()
+    }
+
+    /// The snapshot the request path reads.
+    pub fn table(&mut self) -> RoutingTable {
+        let models = self.models();
+        let mut t = RoutingTable {
+            nodes_up: self.nodes.iter().filter(|n| n.up).count(),
+            ..RoutingTable::default()
+        };
+        let mut ready_pairs = Vec::new();
+        for m in &models {
+            let ready: Vec<String> = self
+                .residents_of(&m.id)
+                .into_iter()
+                .filter(|(n, s)| n.up && s.state == ModelState::Ready)
+                .map(|(n, _)| n.info.name.clone())
+                .collect();
+            let resolved = Resolved {
+                id: m.id.clone(),
+                servable: !ready.is_empty() || !m.loadable.is_empty(),
+            };
+            for name in std::iter::once(&m.id).chain(&m.aliases) {
+                t.names.insert(name.clone(), resolved.clone());
+            }
+            ready_pairs.push((m.id.clone(), ready));
+        }
+        for (id, nodes) in ready_pairs {
+            let replicas: Vec<Replica> = nodes
+                .iter()
+                .filter_map(|node| {
+                    let info = self.node(node)?.info.clone();
+                    Some(Replica {
+                        model: id.clone(),
+                        node: info,
+                        counters: self.counters(&id, node),
+                    })
+                })
+                .collect();
+            if !replicas.is_empty() {
+                t.ready.insert(id, replicas);
+            }
+        }
+        t
+    }
+
+    /// What the placement policy sees: up nodes, their devices and the
+    /// models on them (pending loads included).
+    pub fn rooms(&self) -> Vec<NodeRoom> {
+        self.nodes
+            .iter()
+            .filter_map(|n| {
+                let st = n.status.as_ref()?;
+                let mut devices: Vec<DeviceRoom> = st
+                    .devices
+                    .iter()
+                    .map(|d| DeviceRoom {
+                        index: d.index,
+                        budget: d.memory_budget_bytes,
+                        residents: Vec::new(),
+                    })
+                    .collect();
+                for m in &st.models {
+                    let (gw_in_flight, gw_last) = self.counter_values(&m.id, &n.info.name);
+                    let r = Resident {
+                        model: m.id.clone(),
+                        footprint: m.footprint_bytes(),
+                        pinned: self.is_pinned(&m.id),
+                        priority: self.catalog.profile(&m.id).map_or(0, |p| p.priority),
+                        in_flight: m.in_flight.max(gw_in_flight),
+                        last_used_ms: m.last_used_at.max(gw_last),
+                        loaded_at_ms: m.loaded_at,
+                        loading: m.state == ModelState::Loading,
+                        poisoned: m.state == ModelState::Poisoned,
+                    };
+                    if let Some(d) = devices.iter_mut().find(|d| d.index == m.device) {
+                        d.residents.push(r);
+                    }
+                }
+                for (model, l) in &self.loads {
+                    if l.node != n.info.name || st.models.iter().any(|m| &m.id == model) {
+                        continue;
+                    }
+                    if let Some(d) = devices.iter_mut().find(|d| d.index == l.device) {
+                        d.residents.push(Resident {
+                            model: model.clone(),
+                            footprint: l.footprint,
+                            pinned: false,
+                            priority: 0,
+                            in_flight: 0,
+                            last_used_ms: l.started_ms,
+                            loaded_at_ms: l.started_ms,
+                            loading: true,
+                            poisoned: false,
+                        });
+                    }
+                }
+                Some(NodeRoom {
+                    name: n.info.name.clone(),
+                    up: n.up,
+                    devices,
+                })
+            })
+            .collect()
+    }
+
+    /// The placement request for `id`, or `None` when it is unknown.
+    /// Nodes where it is poisoned, or listed in `avoid`, are last resorts.
+    pub fn wanted(&self, id: &str, avoid: &[String]) -> Option<(Wanted, ModelInfo)> {
+        let info = self.models().into_iter().find(|m| m.id == id)?;
+        let mut avoid: Vec<String> = avoid.to_vec();
+        for (n, s) in self.residents_of(id) {
+            if s.state == ModelState::Poisoned && !avoid.contains(&n.info.name) {
+                avoid.push(n.info.name.clone());
+            }
+        }
+        let footprint = info.loadable.iter().map(|(_, _, f)| *f).max().unwrap_or(0);
+        Some((
+            Wanted {
+                model: id.to_string(),
+                footprint,
+                eligible: info.loadable.iter().map(|(n, _, _)| n.clone()).collect(),
+                avoid,
+            },
+            info,
+        ))
+    }
+
+    /// The admin view (`/admin/fleet`, `cortex status`).
+    pub fn view(&self) -> FleetView {
+        let nodes = self
+            .nodes
+            .iter()
+            .map(|n| NodeView {
+                name: n.info.name.clone(),
+                endpoint: n.info.base.clone(),
+                up: n.up,
+                consecutive_failures: n.failures,
+                last_seen_ms_ago: n.last_ok.map(|t| t.elapsed().as_millis() as u64),
+                version: n.status.as_ref().map(|s| s.version.clone()),
+                devices: n
+                    .status
+                    .as_ref()
+                    .map(|s| s.devices.clone())
+                    .unwrap_or_default(),
+            })
+            .collect();
+        let models = self
+            .models()
+            .into_iter()
+            .map(|m| {
+                let placements = self
+                    .residents_of(&m.id)
+                    .into_iter()
+                    .map(|(n, s)| Placement {
+                        node: n.info.name.clone(),
+                        state: s.state,
+                        device: s.device,
+                        memory_bytes: s.memory_bytes,
+                        kv_reserve_bytes: s.kv_reserve_bytes,
+                        loaded_at: s.loaded_at,
+                        last_used_at: s
+                            .last_used_at
+                            .max(self.counter_values(&m.id, &n.info.name).1),
+                        in_flight: s.in_flight.max(self.counter_values(&m.id, &n.info.name).0),
+                    })
+                    .collect();
+                CatalogEntry {
+                    id: m.id.clone(),
+                    aliases: m.aliases.clone(),
+                    pinned: m.pinned,
+                    priority: m.priority,
+                    configured: m.configured,
+                    placements,
+                    loadable_on: m.loadable.iter().map(|(n, _, _)| n.clone()).collect(),
+                }
+            })
+            .collect();
+        FleetView { nodes, models }
+    }
+}
+
+#[cfg(test)]
+#[path = "state_tests.rs"]
+mod tests;

@@ -1,0 +1,180 @@
+//! Tests of the fleet state rules.
+
+use super::*;
+use cortex_core::config::ModelsFile;
+use cortex_core::neuron_api::{AvailableModel, DeviceKind, DeviceStatus};
+
+fn status(
+    name: &str,
+    available: &[(&str, &str, u64)],
+    models: &[(&str, ModelState)],
+) -> NodeStatus {
+    NodeStatus {
+        name: name.into(),
+        version: "test".into(),
+        devices: vec![DeviceStatus {
+            index: 0,
+            kind: DeviceKind::Cpu,
+            name: "cpu".into(),
+            memory_total_bytes: 1000,
+            memory_free_bytes: 1000,
+            memory_budget_bytes: 1000,
+            memory_used_bytes: 0,
+        }],
+        models: models
+            .iter()
+            .map(|(id, state)| ModelStatus {
+                id: id.to_string(),
+                state: *state,
+                device: 0,
+                memory_bytes: 100,
+                kv_reserve_bytes: 10,
+                loaded_at: 1,
+                last_used_at: 1,
+                in_flight: 0,
+                source: format!("{id}.gguf"),
+                context_length: 4096,
+                error: None,
+            })
+            .collect(),
+        available: available
+            .iter()
+            .map(|(id, source, bytes)| AvailableModel {
+                id: id.to_string(),
+                source: source.to_string(),
+                size_bytes: *bytes,
+                estimated_bytes: *bytes,
+            })
+            .collect(),
+    }
+}
+
+fn fleet(models_toml: &str) -> FleetState {
+    let models = ModelsFile::from_toml(models_toml, "models.toml").unwrap();
+    FleetState::new(
+        vec![
+            NodeInfo::new("a", "http://127.0.0.1:1", None),
+            NodeInfo::new("b", "http://127.0.0.1:2/", None),
+        ],
+        Catalog::new(models),
+        2,
+    )
+}
+
+#[test]
+fn down_after_n_failures_and_back_on_next_good_poll() {
+    let mut f = fleet("");
+    assert_eq!(
+        f.apply_poll("a", Ok(status("a", &[], &[]))),
+        PollChange::CameUp
+    );
+    assert_eq!(f.apply_poll("a", Err("refused".into())), PollChange::None);
+    assert!(f.node("a").unwrap().up, "one failure is not enough");
+    assert_eq!(
+        f.apply_poll("a", Err("refused".into())),
+        PollChange::WentDown
+    );
+    assert!(!f.node("a").unwrap().up);
+    assert_eq!(f.apply_poll("a", Err("refused".into())), PollChange::None);
+    assert_eq!(
+        f.apply_poll("a", Ok(status("a", &[], &[]))),
+        PollChange::CameUp
+    );
+    assert_eq!(f.node("a").unwrap().failures, 0);
+    assert_eq!(f.mark_down("a"), PollChange::WentDown);
+}
+
+#[test]
+fn catalogue_merges_profiles_and_discovered_files() {
+    let mut f = fleet("[[models]]\nid = \"small\"\nsource = \"S.gguf\"\naliases = [\"s\"]\n");
+    f.apply_poll(
+        "a",
+        Ok(status(
+            "a",
+            &[("s-derived", "S.gguf", 50), ("other", "O.gguf", 70)],
+            &[],
+        )),
+    );
+    f.apply_poll(
+        "b",
+        Ok(status(
+            "b",
+            &[("other", "O.gguf", 70)],
+            &[("manual", ModelState::Ready)],
+        )),
+    );
+    let ids: Vec<String> = f.models().into_iter().map(|m| m.id).collect();
+    assert_eq!(
+        ids,
+        vec!["small", "manual", "other"],
+        "a covered file is not listed twice"
+    );
+    let t = f.table();
+    assert_eq!(t.resolve("s").unwrap().id, "small");
+    assert!(t.resolve("s-derived").is_none());
+    assert!(t.resolve("other").unwrap().servable);
+    assert_eq!(t.ready.get("manual").unwrap()[0].node.name, "b");
+    let other = f.models().into_iter().find(|m| m.id == "other").unwrap();
+    assert_eq!(other.loadable.len(), 2);
+}
+
+#[test]
+fn down_nodes_and_poisoned_models_leave_routing() {
+    let mut f = fleet("");
+    f.apply_poll(
+        "a",
+        Ok(status(
+            "a",
+            &[("m", "m.gguf", 50)],
+            &[("m", ModelState::Ready)],
+        )),
+    );
+    f.apply_poll(
+        "b",
+        Ok(status(
+            "b",
+            &[("m", "m.gguf", 50)],
+            &[("m", ModelState::Ready)],
+        )),
+    );
+    assert_eq!(f.table().ready["m"].len(), 2);
+    f.mark_poisoned("m", "a");
+    let t = f.table();
+    assert_eq!(t.ready["m"].len(), 1);
+    assert_eq!(t.ready["m"][0].node.name, "b");
+    let (w, _) = f.wanted("m", &[]).unwrap();
+    assert_eq!(
+        w.avoid,
+        vec!["a"],
+        "a poisoned node is a last resort for reloads"
+    );
+    f.mark_down("b");
+    let t = f.table();
+    assert!(!t.ready.contains_key("m"));
+    assert!(t.resolve("m").unwrap().servable, "still loadable on a");
+    f.mark_down("a");
+    assert!(!f.table().resolve("m").is_some_and(|r| r.servable));
+}
+
+#[test]
+fn affinity_limits_where_a_profile_loads() {
+    let mut f = fleet("[[models]]\nid = \"p\"\nsource = \"P.gguf\"\nneurons = [\"b\"]\n");
+    f.apply_poll("a", Ok(status("a", &[("p", "P.gguf", 50)], &[])));
+    assert!(f.wanted("p", &[]).unwrap().0.eligible.is_empty());
+    f.apply_poll("b", Ok(status("b", &[("p", "P.gguf", 50)], &[])));
+    assert_eq!(f.wanted("p", &[]).unwrap().0.eligible, vec!["b"]);
+}
+
+#[test]
+fn pins_override_profiles_and_rooms_carry_them() {
+    let mut f = fleet("[[models]]\nid = \"p\"\nsource = \"P.gguf\"\npinned = true\n");
+    assert!(f.is_pinned("p"));
+    f.pins.insert("p".into(), false);
+    assert!(!f.is_pinned("p"));
+    f.pins.insert("q".into(), true);
+    f.apply_poll("a", Ok(status("a", &[], &[("q", ModelState::Ready)])));
+    let rooms = f.rooms();
+    let r = &rooms[0].devices[0].residents[0];
+    assert!(r.pinned);
+    assert_eq!(r.footprint, 110);
+}

@@ -1,0 +1,268 @@
+//! HTTP client for the neuron API: pooled HTTP/1.1 connections over
+//! loopback or a private network, with timeouts, bounded reads, and errors
+//! that say whether anything reached the neuron (the retry rule depends on
+//! it).
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// A neuron as the gateway addresses it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeInfo {
+    pub name: String,
+    /// `http://host:port`, no trailing slash.
+    pub base: String,
+    pub admin_token: Option<String>,
+}
+
+impl NodeInfo {
+    pub fn new(name: &str, endpoint: &str, admin_token: Option<String>) -> Self {
+        Self {
+            name: name.to_string(),
+            base: endpoint.trim_end_matches('/').to_string(),
+            admin_token,
+        }
+    }
+}
+
+/// What went wrong talking to a neuron.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum UpstreamError {
+    /// No connection: nothing was sent, so another neuron may be tried.
+    #[error("cannot connect to neuron {node}: {message}")]
+    Connect { node: String, message: String },
+    #[error("neuron {node} did not answer in time ({what})")]
+    Timeout { node: String, what: &'static str },
+    /// The connection failed after the request was (perhaps) sent.
+    #[error("connection to neuron {node} failed: {message}")]
+    Transport { node: String, message: String },
+    /// The neuron answered with an error status.
+    #[error("neuron {node} answered {status}: {message}")]
+    Status {
+        node: String,
+        status: u16,
+        code: Option<String>,
+        message: String,
+    },
+    #[error("neuron {node} sent an invalid answer: {message}")]
+    Invalid { node: String, message: String },
+}
+
+impl UpstreamError {
+    /// True when no byte of the request reached the neuron.
+    pub fn nothing_sent(&self) -> bool {
+        matches!(self, UpstreamError::Connect { .. })
+    }
+
+    /// The neuron's error `code`, when it answered with one.
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            UpstreamError::Status { code, .. } => code.as_deref(),
+            _ => None,
+        }
+    }
+}
+
+/// The neuron's error envelope, as far as we read it.
+#[derive(serde::Deserialize)]
+struct Envelope {
+    error: EnvelopeBody,
+}
+
+#[derive(serde::Deserialize)]
+struct EnvelopeBody {
+    message: String,
+    #[serde(default)]
+    code: Option<String>,
+}
+
+/// Message and code of an OpenAI error envelope, or the raw text.
+pub fn error_of(body: &[u8]) -> (String, Option<String>) {
+    match serde_json::from_slice::<Envelope>(body) {
+        Ok(e) => (e.error.message, e.error.code),
+        Err(_) => (
+            String::from_utf8_lossy(body).chars().take(512).collect(),
+            None,
+        ),
+    }
+}
+
+/// Pooled client for every neuron.
+#[derive(Clone)]
+pub struct NeuronClient {
+    http: Client<HttpConnector, Full<Bytes>>,
+    /// Largest answer read into memory.
+    max_body: usize,
+}
+
+impl std::fmt::Debug for NeuronClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("NeuronClient")
+    }
+}
+
+impl NeuronClient {
+    pub fn new(connect_timeout: Duration, max_body: usize) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_connect_timeout(Some(connect_timeout));
+        connector.set_nodelay(true);
+        let http = Client::builder(TokioExecutor::new())
+            .pool_idle_timeout(Duration::from_secs(60))
+            .pool_max_idle_per_host(1024)
+            .build(connector);
+        Self { http, max_body }
+    }
+
+    fn request(
+        &self,
+        node: &NodeInfo,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        admin: bool,
+    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
+        let uri: Uri =
+            format!("{}{path}", node.base)
+                .parse()
+                .map_err(|e| UpstreamError::Connect {
+                    node: node.name.clone(),
+                    message: format!("bad endpoint: {e}"),
+                })?;
+        let mut req = Request::builder().method(method).uri(uri);
+        if !body.is_empty() {
+            req = req.header(
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            );
+        }
+        if admin {
+            if let Some(t) = &node.admin_token {
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
+                    req = req.header(header::AUTHORIZATION, v);
+                }
+            }
+        }
+        req.body(Full::new(body))
+            .map_err(|e| UpstreamError::Invalid {
+                node: node.name.clone(),
+                message: e.to_string(),
+            })
+    }
+
+    /// Send a request; the answer's body is left to the caller. Errors
+    /// distinguish "nothing sent" (connect) from later failures.
+    pub async fn send(
+        &self,
+        node: &NodeInfo,
+        method: Method,
+        path: &str,
+        body: Bytes,
+        admin: bool,
+        timeout: Duration,
+    ) -> Result<Response<Incoming>, UpstreamError> {
+        let req = self.request(node, method, path, body, admin)?;
+        match tokio::time::timeout(timeout, self.http.request(req)).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                node: node.name.clone(),
+                what: "answer headers",
+            }),
+            Ok(Ok(resp)) => Ok(resp),
+            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+                node: node.name.clone(),
+                message: source_chain(&e),
+            }),
+            Ok(Err(e)) => Err(UpstreamError::Transport {
+                node: node.name.clone(),
+                message: source_chain(&e),
+            }),
+        }
+    }
+
+    /// Read a whole answer, bounded by the client's limit.
+    pub async fn read_body(
+        &self,
+        node: &NodeInfo,
+        body: Incoming,
+        timeout: Duration,
+    ) -> Result<Bytes, UpstreamError> {
+        let limited = Limited::new(body, self.max_body);
+        match tokio::time::timeout(timeout, limited.collect()).await {
+            Err(_) => Err(UpstreamError::Timeout {
+                node: node.name.clone(),
+                what: "answer body",
+            }),
+            Ok(Ok(c)) => Ok(c.to_bytes()),
+            Ok(Err(e)) => Err(UpstreamError::Transport {
+                node: node.name.clone(),
+                message: e.to_string(),
+            }),
+        }
+    }
+
+    /// A JSON call: send `body` (if any), read and decode the JSON answer;
+    /// error statuses become [`UpstreamError::Status`].
+    pub async fn call<B: Serialize, T: DeserializeOwned>(
+        &self,
+        node: &NodeInfo,
+        method: Method,
+        path: &str,
+        body: Option<&B>,
+        admin: bool,
+        timeout: Duration,
+    ) -> Result<T, UpstreamError> {
+        let bytes = match body {
+            Some(b) => Bytes::from(serde_json::to_vec(b).map_err(|e| UpstreamError::Invalid {
+                node: node.name.clone(),
+                message: e.to_string(),
+            })?),
+            None => Bytes::new(),
+        };
+        let work = async {
+            let resp = self.send(node, method, path, bytes, admin, timeout).await?;
+            let status = resp.status();
+            let body = self.read_body(node, resp.into_body(), timeout).await?;
+            Ok::<_, UpstreamError>((status, body))
+        };
+        let (status, body) =
+            tokio::time::timeout(timeout, work)
+                .await
+                .map_err(|_| UpstreamError::Timeout {
+                    node: node.name.clone(),
+                    what: "whole answer",
+                })??;
+        if status != StatusCode::OK {
+            let (message, code) = error_of(&body);
+            return Err(UpstreamError::Status {
+                node: node.name.clone(),
+                status: status.as_u16(),
+                code,
+                message,
+            });
+        }
+        serde_json::from_slice(&body).map_err(|e| UpstreamError::Invalid {
+            node: node.name.clone(),
+            message: e.to_string(),
+        })
+    }
+}
+
+/// An error and its sources, joined.
+fn source_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        s.push_str(": ");
+        s.push_str(&c.to_string());
+        cur = c.source();
+    }
+    s
+}

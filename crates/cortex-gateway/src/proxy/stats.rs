@@ -1,0 +1,160 @@
+//! Metrics tapped from a request as it passes: time to first token,
+//! inter-token latency, tokens, tokens per second, duration and status,
+//! per model and node. Recorded once, when the request ends (also when the
+//! client goes away).
+
+use std::time::Instant;
+
+use cortex_core::openai::Usage;
+use serde::Deserialize;
+
+use crate::metrics::{GatewayMetrics, RequestLabels};
+
+/// The parts of an OpenAI chunk or answer the tap reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct Probe {
+    #[serde(default)]
+    pub choices: Vec<ProbeChoice>,
+    #[serde(default)]
+    pub usage: Option<Usage>,
+    #[serde(default)]
+    pub error: Option<serde_json::Value>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ProbeChoice {
+    #[serde(default)]
+    pub delta: Option<ProbeDelta>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct ProbeDelta {
+    #[serde(default)]
+    pub content: Option<String>,
+    #[serde(default)]
+    pub tool_calls: Option<serde_json::Value>,
+}
+
+impl Probe {
+    /// Does this chunk carry generated output?
+    pub fn has_output(&self) -> bool {
+        self.choices.iter().any(|c| {
+            c.delta.as_ref().is_some_and(|d| {
+                d.content.as_deref().is_some_and(|s| !s.is_empty()) || d.tool_calls.is_some()
+            })
+        })
+    }
+}
+
+/// One request's measurements.
+pub struct Stats {
+    metrics: GatewayMetrics,
+    model: String,
+    node: String,
+    api: &'static str,
+    started: Instant,
+    first: Option<Instant>,
+    last: Option<Instant>,
+    pub usage: Option<Usage>,
+    pub status: u16,
+    recorded: bool,
+}
+
+impl Stats {
+    pub fn new(
+        metrics: GatewayMetrics,
+        model: &str,
+        node: &str,
+        api: &'static str,
+        started: Instant,
+    ) -> Self {
+        Self {
+            metrics,
+            model: model.to_string(),
+            node: node.to_string(),
+            api,
+            started,
+            first: None,
+            last: None,
+            usage: None,
+            status: 200,
+            recorded: false,
+        }
+    }
+
+    /// A chunk with output arrived.
+    pub fn token(&mut self) {
+        let now = Instant::now();
+        let labels = GatewayMetrics::model_node(&self.model, &self.node);
+        match self.last {
+            None => {
+                self.first = Some(now);
+                self.metrics
+                    .ttft
+                    .get_or_create(&labels)
+                    .observe(now.duration_since(self.started).as_secs_f64());
+            }
+            Some(prev) => self
+                .metrics
+                .inter_token
+                .get_or_create(&labels)
+                .observe(now.duration_since(prev).as_secs_f64()),
+        }
+        self.last = Some(now);
+    }
+
+    pub fn saw_first_token(&self) -> bool {
+        self.first.is_some()
+    }
+
+    /// Record everything; later calls do nothing. `status` 499 = the client
+    /// went away.
+    pub fn finish(&mut self, status: u16) {
+        if self.recorded {
+            return;
+        }
+        self.recorded = true;
+        self.status = status;
+        let labels = GatewayMetrics::model_node(&self.model, &self.node);
+        self.metrics
+            .request_duration
+            .get_or_create(&labels)
+            .observe(self.started.elapsed().as_secs_f64());
+        self.metrics
+            .requests
+            .get_or_create(&RequestLabels {
+                model: self.model.clone(),
+                node: self.node.clone(),
+                api: self.api,
+                status,
+            })
+            .inc();
+        if let Some(u) = self.usage {
+            self.metrics
+                .prompt_tokens
+                .get_or_create(&labels)
+                .inc_by(u.prompt_tokens);
+            self.metrics
+                .completion_tokens
+                .get_or_create(&labels)
+                .inc_by(u.completion_tokens);
+            let gen_secs = match (self.first, self.last) {
+                (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
+                _ => 0.0,
+            };
+            if u.completion_tokens > 1 && gen_secs > 0.0 {
+                self.metrics
+                    .tokens_per_second
+                    .get_or_create(&labels)
+                    .observe((u.completion_tokens - 1) as f64 / gen_secs);
+            }
+        }
+    }
+}
+
+impl Drop for Stats {
+    fn drop(&mut self) {
+        // A stream dropped before its end: the client went away.
+        self.finish(499);
+    }
+}

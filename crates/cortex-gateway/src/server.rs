@@ -1,0 +1,206 @@
+//! Assembling and running the gateway: the fleet actor, pollers, the
+//! evictor, the API and metrics listeners, and graceful shutdown. HTTP/1.1
+//! connections are served by hyper directly so that header size (431) and
+//! header-read time (slowloris) are bounded.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::extract::State;
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use hyper::server::conn::http1;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
+use prometheus_client::registry::Registry;
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::admission::Admission;
+use crate::api::{self, AppState};
+use crate::catalog::Catalog;
+use crate::fleet::{FleetHandle, FleetSettings};
+use crate::metrics::GatewayMetrics;
+use crate::neuron_client::{NeuronClient, NodeInfo};
+use crate::settings::GatewaySettings;
+
+/// Largest request head (request line + headers); larger gets 431.
+const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A client must send its request head within this time.
+const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A built gateway, its background tasks running.
+pub struct Gateway {
+    state: Arc<AppState>,
+    prometheus: Arc<Registry>,
+    stop: CancellationToken,
+}
+
+impl Gateway {
+    /// Start the fleet actor, the pollers and the evictor. Needs a Tokio runtime.
+    pub fn start(settings: GatewaySettings) -> Self {
+        let cfg = settings.config;
+        let mut prometheus = Registry::default();
+        let metrics = GatewayMetrics::new(&mut prometheus);
+        let client = NeuronClient::new(
+            cfg.limits.connect_timeout.get(),
+            cfg.limits.max_upstream_line.bytes() as usize,
+        );
+        let nodes: Vec<NodeInfo> = cfg
+            .neurons
+            .iter()
+            .map(|n| NodeInfo::new(&n.name, &n.endpoint, n.admin_token.clone()))
+            .collect();
+        let fleet = FleetHandle::spawn(
+            nodes.clone(),
+            Catalog::new(settings.models),
+            FleetSettings {
+                strategy: cfg.eviction.strategy(),
+                min_residency: cfg.eviction.min_residency.get(),
+                idle_unload_after: cfg.eviction.idle_unload_after.get(),
+                defrag_after_cycles: cfg.eviction.defrag_after_cycles,
+                down_after_failures: cfg.gateway.down_after_failures,
+                load_timeout: cfg.limits.load_timeout.get(),
+            },
+            client.clone(),
+            metrics.clone(),
+        );
+        let stop = CancellationToken::new();
+        crate::poller::spawn(
+            nodes.into_iter().map(Arc::new).collect(),
+            client.clone(),
+            fleet.clone(),
+            cfg.gateway.poll_interval.get(),
+            cfg.gateway.poll_timeout.get(),
+            stop.clone(),
+        );
+        crate::evictor::spawn(fleet.clone(), cfg.eviction.interval.get(), stop.clone());
+        let l = &cfg.limits;
+        let state = Arc::new(AppState {
+            admission: Admission::new(
+                l.max_in_flight_total,
+                l.max_in_flight_per_model,
+                l.max_queued_per_model,
+            ),
+            fleet,
+            client,
+            metrics,
+            limits: cfg.limits.clone(),
+            api_keys: cfg.gateway.api_keys.clone(),
+        });
+        Self {
+            state,
+            prometheus: Arc::new(prometheus),
+            stop,
+        }
+    }
+
+    pub fn fleet(&self) -> &FleetHandle {
+        &self.state.fleet
+    }
+
+    /// The API routes (for tests with `oneshot`).
+    pub fn router(&self) -> Router {
+        api::app(self.state.clone())
+    }
+
+    /// `GET /metrics`.
+    pub fn metrics_router(&self) -> Router {
+        Router::new()
+            .route("/metrics", get(metrics))
+            .with_state(self.prometheus.clone())
+    }
+
+    /// Serve both listeners until `shutdown` resolves, then stop accepting
+    /// and give open requests `grace` to finish.
+    pub async fn run(
+        self,
+        api: TcpListener,
+        metrics: TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        grace: Duration,
+    ) -> std::io::Result<()> {
+        tracing::info!(api = %api.local_addr()?, metrics = %metrics.local_addr()?, "gateway listening");
+        let signal = CancellationToken::new();
+        let s2 = signal.clone();
+        tokio::spawn(async move {
+            shutdown.await;
+            s2.cancel();
+        });
+        let api_task = tokio::spawn(serve(api, self.router(), signal.clone(), grace));
+        let metrics_task =
+            tokio::spawn(serve(metrics, self.metrics_router(), signal.clone(), grace));
+        let _ = api_task.await;
+        let _ = metrics_task.await;
+        self.stop.cancel();
+        tracing::info!("gateway stopped");
+        Ok(())
+    }
+}
+
+async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
+    let mut text = String::new();
+    if prometheus_client::encoding::text::encode(&mut text, &registry).is_err() {
+        return (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode metrics").into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// Accept HTTP/1.1 connections until `stop`, then drain for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let graceful = GracefulShutdown::new();
+    let mut builder = http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let _ = stream.set_nodelay(true);
+        let svc = TowerToHyperService::new(router.clone());
+        let conn = builder.serve_connection(TokioIo::new(stream), svc);
+        let conn = graceful.watch(conn);
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+    drop(listener);
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            ?grace,
+            "grace period over; closing the remaining connections"
+        );
+    }
+}
