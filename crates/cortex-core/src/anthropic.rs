@@ -62,6 +62,9 @@ impl SystemPrompt {
 pub enum Role {
     User,
     Assistant,
+    /// Not in Anthropic's API, but newer Claude Code sends system messages
+    /// inside `messages`; they fold into the system prompt.
+    System,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

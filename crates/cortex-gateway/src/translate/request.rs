@@ -128,6 +128,13 @@ fn convert_messages(system: Option<SystemPrompt>, messages: Vec<Message>) -> Vec
         match message.role {
             ARole::User => push_user(&mut out, message.content),
             ARole::Assistant => out.push(assistant_message(message.content)),
+            ARole::System => {
+                let text = match message.content {
+                    MessageContent::Text(t) => t,
+                    MessageContent::Blocks(b) => cortex_core::anthropic::blocks_text(&b, "\n"),
+                };
+                out.push(ChatMessage::text(Role::System, text));
+            }
         }
     }
     fold_leading_system(out)

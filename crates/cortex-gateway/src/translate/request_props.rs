@@ -138,6 +138,7 @@ fn normalise(messages: Vec<Message>) -> Vec<Message> {
                 }
                 keep.extend(calls);
             }
+            ARole::System => keep.push(text_block(texts.join("\n"))),
         }
         out.push(Message {
             role: message.role,

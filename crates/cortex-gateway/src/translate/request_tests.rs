@@ -289,3 +289,23 @@ fn odd_assistant_turns_keep_alternation() {
         ]
     );
 }
+
+#[test]
+fn system_messages_inside_messages_fold_into_the_system_prompt() {
+    // Newer Claude Code sends system messages inside `messages`.
+    let got = messages_to_chat(anthropic(json!({
+        "model": "m",
+        "max_tokens": 8,
+        "system": "one",
+        "messages": [
+            {"role": "system", "content": "two"},
+            {"role": "system", "content": [{"type": "text", "text": "three"}]},
+            {"role": "user", "content": "hi"}
+        ]
+    })))
+    .unwrap();
+    assert_eq!(got.messages.len(), 2);
+    assert_eq!(got.messages[0].role, Role::System);
+    assert_eq!(got.messages[0].text_content(), "one\n\ntwo\n\nthree");
+    assert_eq!(got.messages[1].text_content(), "hi");
+}

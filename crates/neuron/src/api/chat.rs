@@ -28,6 +28,10 @@ use crate::metrics::{NeuronMetrics, RequestLabels};
 /// The header that injects a test fault, when fault injection is enabled.
 pub const INJECT_HEADER: &str = "x-neuron-inject-fault";
 
+/// Streams carry the prompt size up front (the gateway puts it in
+/// Anthropic's `message_start`).
+pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
+
 /// Checked request values.
 struct Checked {
     sampling: SamplingParams,
@@ -391,6 +395,7 @@ struct StreamState {
 }
 
 fn stream_response(gen: Generation, meta: Meta, include_usage: bool, rec: Recorder) -> Response {
+    let prompt_tokens = gen.prompt_tokens;
     let state = StreamState {
         gen,
         meta,
@@ -457,6 +462,7 @@ fn stream_response(gen: Generation, meta: Meta, include_usage: bool, rec: Record
             (header::CONTENT_TYPE, "text/event-stream"),
             (header::CACHE_CONTROL, "no-cache"),
         ],
+        [(PROMPT_TOKENS_HEADER, prompt_tokens.to_string())],
         Body::from_stream(body),
     )
         .into_response()
