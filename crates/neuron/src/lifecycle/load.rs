@@ -1,253 +1,26 @@
-//! Model lifecycle: which models are loaded, loading or poisoned, on which
-//! device, and who is using them.
-//!
-//! Loads of one model coalesce (later callers wait on the first load);
-//! unloads wait for in-flight requests; a request holds an [`InFlight`]
-//! guard for as long as it runs. The table is one mutex-protected map whose
-//! critical sections never await. Inference itself belongs to the device
-//! workers; this module only decides what may run.
+//! Loading and unloading: coalesced loads in the background, device
+//! choice against each device's budget, and unloads that wait for the
+//! requests in flight.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use cortex_core::config::{ModelSource, NeuronConfig};
+use cortex_core::config::ModelSource;
 use cortex_core::model_id::is_valid_model_id;
-use cortex_core::neuron_api::{AvailableModel, DeviceStatus, ModelState, ModelStatus, NodeStatus};
+use cortex_core::neuron_api::ModelStatus;
 use cortex_core::now_unix_ms;
 use tokio::sync::{watch, Notify};
 
-use crate::device::memory_free;
-use crate::device_worker::{DeviceWorker, ModelKey};
-use crate::engine::ModelAssets;
+use super::{LifecycleError, LoadResult, LoadingSlot, Model, Next, Registry, Slot};
+use crate::device_worker::DeviceWorker;
 use crate::fault::ModelHealth;
 use crate::metrics::{LoadLabels, NeuronMetrics};
 use crate::paths::{self, PathError};
 
-/// Why a lifecycle operation or a request admission failed.
-#[derive(Debug, thiserror::Error)]
-pub enum LifecycleError {
-    #[error("invalid model id {0:?}: use letters, digits, '.', '_', '-' and ':'")]
-    InvalidId(String),
-    #[error("model {0:?} is not loaded on this neuron")]
-    NotLoaded(String),
-    #[error("model {0:?} is still loading")]
-    Loading(String),
-    #[error("no model file for {0:?} in the models directories")]
-    Unknown(String),
-    #[error("model {model:?} is poisoned after a device fault and must be reloaded: {why}")]
-    Poisoned { model: String, why: String },
-    #[error("model {0:?} is being unloaded")]
-    Unloading(String),
-    #[error(transparent)]
-    Path(#[from] PathError),
-    #[error("bad source: {0}")]
-    BadSource(String),
-    #[error("no device {0} on this neuron")]
-    NoDevice(u32),
-    #[error("not enough memory for {model:?}: needs {needed} bytes, {free} bytes of budget free on the best device")]
-    InsufficientMemory {
-        model: String,
-        needed: u64,
-        free: u64,
-    },
-    #[error("loading {model:?} failed: {message}")]
-    LoadFailed {
-        model: String,
-        message: String,
-        invalid_file: bool,
-    },
-}
-
-/// A loaded model.
-pub struct Model {
-    pub id: String,
-    pub source: String,
-    pub key: ModelKey,
-    pub worker: Arc<DeviceWorker>,
-    pub assets: Arc<ModelAssets>,
-    pub weights_bytes: u64,
-    pub kv_reserve: u64,
-    pub loaded_at: u64,
-    pub health: Arc<ModelHealth>,
-    last_used: AtomicU64,
-    in_flight: AtomicU64,
-    closing: AtomicBool,
-    idle: Notify,
-}
-
-impl Model {
-    fn status(&self) -> ModelStatus {
-        let poisoned = self.health.poisoned();
-        ModelStatus {
-            id: self.id.clone(),
-            state: if poisoned.is_some() {
-                ModelState::Poisoned
-            } else {
-                ModelState::Ready
-            },
-            device: self.worker.info().index,
-            memory_bytes: self.weights_bytes,
-            kv_reserve_bytes: self.kv_reserve,
-            loaded_at: self.loaded_at,
-            last_used_at: self.last_used.load(Ordering::Relaxed),
-            in_flight: self.in_flight.load(Ordering::Relaxed),
-            source: self.source.clone(),
-            context_length: self.assets.meta.max_positions() as u64,
-            error: poisoned,
-        }
-    }
-
-    pub fn in_flight(&self) -> u64 {
-        self.in_flight.load(Ordering::Relaxed)
-    }
-}
-
-/// Held by a request while it uses a model; unload waits for all of them.
-pub struct InFlight {
-    model: Arc<Model>,
-    metrics: NeuronMetrics,
-}
-
-impl InFlight {
-    pub fn model(&self) -> &Arc<Model> {
-        &self.model
-    }
-}
-
-impl Drop for InFlight {
-    fn drop(&mut self) {
-        self.model.last_used.store(now_unix_ms(), Ordering::Relaxed);
-        self.metrics
-            .in_flight
-            .get_or_create(&NeuronMetrics::model(&self.model.id))
-            .dec();
-        if self.model.in_flight.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.model.idle.notify_waiters();
-        }
-    }
-}
-
-type LoadResult = Option<Result<(), Arc<LifecycleError>>>;
-
-struct LoadingSlot {
-    done: watch::Receiver<LoadResult>,
-    device: u32,
-    source: String,
-    estimated_bytes: u64,
-    kv_reserve: u64,
-    started: u64,
-}
-
-enum Slot {
-    Loading(LoadingSlot),
-    Ready(Arc<Model>),
-}
-
-/// The model table of one neuron.
-pub struct Registry {
-    name: String,
-    workers: Vec<Arc<DeviceWorker>>,
-    models_dirs: Vec<PathBuf>,
-    hub_cache: PathBuf,
-    config: NeuronConfig,
-    metrics: NeuronMetrics,
-    slots: Mutex<HashMap<String, Slot>>,
-    next_key: AtomicU64,
-    /// `inspect()` results by (path, size, mtime): the header read is not free.
-    estimates: Mutex<HashMap<(PathBuf, u64, SystemTime), u64>>,
-}
-
-enum Next {
-    Done(ModelStatus),
-    Wait(watch::Receiver<LoadResult>),
-    Reload(Arc<Model>),
-}
-
 impl Registry {
-    pub fn new(
-        name: String,
-        workers: Vec<Arc<DeviceWorker>>,
-        models_dirs: Vec<PathBuf>,
-        hub_cache: PathBuf,
-        config: NeuronConfig,
-        metrics: NeuronMetrics,
-    ) -> Arc<Self> {
-        Arc::new(Self {
-            name,
-            workers,
-            models_dirs,
-            hub_cache,
-            config,
-            metrics,
-            slots: Mutex::new(HashMap::new()),
-            next_key: AtomicU64::new(1),
-            estimates: Mutex::new(HashMap::new()),
-        })
-    }
-
-    fn slots(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
-        self.slots.lock().unwrap_or_else(|e| e.into_inner())
-    }
-
-    pub fn workers(&self) -> &[Arc<DeviceWorker>] {
-        &self.workers
-    }
-
-    /// Admit a request for `id`.
-    pub fn acquire(&self, id: &str) -> Result<InFlight, LifecycleError> {
-        let slots = self.slots();
-        match slots.get(id) {
-            Some(Slot::Ready(m)) => {
-                if let Some(why) = m.health.poisoned() {
-                    return Err(LifecycleError::Poisoned {
-                        model: id.to_string(),
-                        why,
-                    });
-                }
-                if m.closing.load(Ordering::Acquire) {
-                    return Err(LifecycleError::Unloading(id.to_string()));
-                }
-                m.in_flight.fetch_add(1, Ordering::AcqRel);
-                m.last_used.store(now_unix_ms(), Ordering::Relaxed);
-                self.metrics
-                    .in_flight
-                    .get_or_create(&NeuronMetrics::model(id))
-                    .inc();
-                Ok(InFlight {
-                    model: m.clone(),
-                    metrics: self.metrics.clone(),
-                })
-            }
-            Some(Slot::Loading(_)) => Err(LifecycleError::Loading(id.to_string())),
-            None => Err(LifecycleError::NotLoaded(id.to_string())),
-        }
-    }
-
-    /// A loaded model (ready or poisoned), without admitting a request.
-    pub fn get(&self, id: &str) -> Option<Arc<Model>> {
-        match self.slots().get(id) {
-            Some(Slot::Ready(m)) => Some(m.clone()),
-            _ => None,
-        }
-    }
-
-    /// Ids of loaded (ready) models.
-    pub fn ready_ids(&self) -> Vec<(String, u64)> {
-        let mut v: Vec<_> = self
-            .slots()
-            .iter()
-            .filter_map(|(id, s)| match s {
-                Slot::Ready(m) if m.health.poisoned().is_none() => Some((id.clone(), m.loaded_at)),
-                _ => None,
-            })
-            .collect();
-        v.sort();
-        v
-    }
-
     /// Load `id`; returns its status and how long the load took (0 when it
     /// was already loaded). Concurrent calls for one model share one load.
     pub async fn load(
@@ -474,7 +247,7 @@ impl Registry {
     }
 
     /// Estimated weight bytes of a file once loaded (cached per file version).
-    async fn estimate(&self, path: &Path) -> Result<u64, LifecycleError> {
+    pub(super) async fn estimate(&self, path: &Path) -> Result<u64, LifecycleError> {
         let meta =
             std::fs::metadata(path).map_err(|_| PathError::NotFound(path.display().to_string()))?;
         let key = (
@@ -507,7 +280,7 @@ impl Registry {
     }
 
     /// Footprints (weights + KV reserve) placed on each device index.
-    fn used_by_device(slots: &HashMap<String, Slot>) -> HashMap<u32, u64> {
+    pub(super) fn used_by_device(slots: &HashMap<String, Slot>) -> HashMap<u32, u64> {
         let mut used = HashMap::new();
         for s in slots.values() {
             let (dev, bytes) = match s {
@@ -605,86 +378,6 @@ impl Registry {
             if let Err(e) = self.unload(&id).await {
                 tracing::warn!(model = %id, error = %e, "unload at shutdown failed");
             }
-        }
-    }
-
-    /// The node's `/status`.
-    pub async fn status(&self) -> NodeStatus {
-        let (models, used) = {
-            let slots = self.slots();
-            let mut models: Vec<ModelStatus> = slots
-                .iter()
-                .map(|(id, s)| match s {
-                    Slot::Ready(m) => m.status(),
-                    Slot::Loading(l) => ModelStatus {
-                        id: id.clone(),
-                        state: ModelState::Loading,
-                        device: l.device,
-                        memory_bytes: l.estimated_bytes,
-                        kv_reserve_bytes: l.kv_reserve,
-                        loaded_at: l.started,
-                        last_used_at: l.started,
-                        in_flight: 0,
-                        source: l.source.clone(),
-                        context_length: 0,
-                        error: None,
-                    },
-                })
-                .collect();
-            models.sort_by(|a, b| a.id.cmp(&b.id));
-            (models, Self::used_by_device(&slots))
-        };
-        let devices = self
-            .workers
-            .iter()
-            .map(|w| {
-                let i = w.info();
-                let used = used.get(&i.index).copied().unwrap_or(0);
-                let label = crate::metrics::DeviceLabel { device: i.label() };
-                self.metrics
-                    .memory_used
-                    .get_or_create(&label)
-                    .set(used as i64);
-                self.metrics
-                    .memory_budget
-                    .get_or_create(&label)
-                    .set(i.memory_budget as i64);
-                self.metrics
-                    .memory_total
-                    .get_or_create(&label)
-                    .set(i.memory_total as i64);
-                DeviceStatus {
-                    index: i.index,
-                    kind: i.kind,
-                    name: i.name.clone(),
-                    memory_total_bytes: i.memory_total,
-                    memory_free_bytes: memory_free(i),
-                    memory_budget_bytes: i.memory_budget,
-                    memory_used_bytes: used,
-                }
-            })
-            .collect();
-        let mut available = Vec::new();
-        for f in paths::scan(&self.models_dirs) {
-            let kv = self.config.kv_reserve(&f.id).bytes();
-            match self.estimate(&f.path).await {
-                Ok(w) => available.push(AvailableModel {
-                    id: f.id,
-                    source: f.source,
-                    size_bytes: f.size,
-                    estimated_bytes: w + kv,
-                }),
-                Err(e) => {
-                    tracing::debug!(file = %f.path.display(), error = %e, "not a loadable model; skipped")
-                }
-            }
-        }
-        NodeStatus {
-            name: self.name.clone(),
-            version: env!("CARGO_PKG_VERSION").to_string(),
-            devices,
-            models,
-            available,
         }
     }
 }

@@ -1,0 +1,194 @@
+//! Upkeep done by the fleet actor: pinned models kept loaded, the
+//! evictor's cycle (idle and poisoned unloads) and defragmentation moves.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use cortex_core::neuron_api::{
+    LoadRequest, LoadResponse, ModelState, UnloadRequest, UnloadResponse,
+};
+use cortex_core::now_unix_ms;
+use http::Method;
+
+use super::super::state::PendingLoad;
+use super::super::Command;
+use super::Actor;
+use crate::neuron_client::NodeInfo;
+use crate::router;
+
+impl Actor {
+    fn spawn_unload(&self, node: Arc<NodeInfo>, model: String) {
+        let client = self.client.clone();
+        let timeout = self.settings.load_timeout;
+        tokio::spawn(async move {
+            let req = UnloadRequest {
+                model: model.clone(),
+            };
+            if let Err(e) = client
+                .call::<_, UnloadResponse>(
+                    &node,
+                    Method::POST,
+                    "/models/unload",
+                    Some(&req),
+                    true,
+                    timeout,
+                )
+                .await
+            {
+                tracing::warn!(%model, node = %node.name, error = %e, "unload failed");
+            }
+        });
+    }
+
+    /// Pinned models are kept loaded: start a load for any that is not
+    /// resident (or loading) on an up node.
+    pub(super) fn ensure_pinned(&mut self) {
+        let models = self.state.models();
+        for m in models.into_iter().filter(|m| m.pinned) {
+            let resident = self.state.nodes.iter().any(|n| {
+                n.up && n.status.as_ref().is_some_and(|s| {
+                    s.models
+                        .iter()
+                        .any(|r| r.id == m.id && r.state != ModelState::Poisoned)
+                })
+            });
+            if !resident && !self.state.loads.contains_key(&m.id) && !m.loadable.is_empty() {
+                tracing::info!(model = %m.id, "loading pinned model");
+                self.ensure(&m.id, Vec::new(), None, None);
+            }
+        }
+    }
+
+    /// One evictor cycle: idle and poisoned unloads, then every
+    /// `defrag_after_cycles` cycles a defragmentation pass.
+    pub(super) fn evict(&mut self, cycle: u64) {
+        let now = now_unix_ms();
+        let idle_ms = self.settings.idle_unload_after.as_millis() as u64;
+        let rooms = self.state.rooms();
+        for (node, model) in router::idle_victims(&rooms, idle_ms, now) {
+            let poisoned = self.state.node(&node).is_some_and(|n| {
+                n.status.as_ref().is_some_and(|s| {
+                    s.models
+                        .iter()
+                        .any(|m| m.id == model && m.state == ModelState::Poisoned)
+                })
+            });
+            tracing::info!(%model, %node, poisoned, "evictor unloads model");
+            self.state.record_unloaded(&node, &model);
+            self.evicted(&model, &node, if poisoned { "poisoned" } else { "idle" });
+            if let Some(n) = self.state.node(&node) {
+                self.spawn_unload(n.info.clone(), model);
+            }
+        }
+        let every = u64::from(self.settings.defrag_after_cycles);
+        if every > 0 && cycle > 0 && cycle % every == 0 {
+            self.defrag();
+        }
+        self.ensure_pinned();
+        self.publish();
+    }
+
+    fn defrag(&mut self) {
+        let rooms = self.state.rooms();
+        let resident: std::collections::HashSet<&str> = rooms
+            .iter()
+            .flat_map(|n| {
+                n.devices
+                    .iter()
+                    .flat_map(|d| d.residents.iter().map(|r| r.model.as_str()))
+            })
+            .collect();
+        let models = self.state.models();
+        let mut waiting: Vec<u64> = models
+            .iter()
+            .filter(|m| !resident.contains(m.id.as_str()) && !self.state.loads.contains_key(&m.id))
+            .filter_map(|m| m.loadable.iter().map(|(_, _, f)| *f).max())
+            .filter(|f| *f > 0)
+            .collect();
+        waiting.sort_unstable_by(|a, b| b.cmp(a));
+        let moves = router::defrag_plan_with(&rooms, &waiting, &self.policy(), |model, node| {
+            models
+                .iter()
+                .any(|m| m.id == model && m.loadable.iter().any(|(n, _, _)| n == node))
+        });
+        for mv in moves {
+            let Some(info) = models.iter().find(|m| m.id == mv.model) else {
+                continue;
+            };
+            let Some((_, source, footprint)) = info
+                .loadable
+                .iter()
+                .find(|(n, _, _)| n == &mv.to_node)
+                .cloned()
+            else {
+                continue;
+            };
+            let (Some(to), Some(from)) =
+                (self.state.node(&mv.to_node), self.state.node(&mv.from_node))
+            else {
+                continue;
+            };
+            let (to, from) = (to.info.clone(), from.info.clone());
+            tracing::info!(model = %mv.model, from = %mv.from_node, to = %mv.to_node, "defragmentation: moving model");
+            // Requests for it now wait on the load at its new place.
+            self.state.record_unloaded(&mv.from_node, &mv.model);
+            self.evicted(&mv.model, &mv.from_node, "defrag");
+            self.state.loads.insert(
+                mv.model.clone(),
+                PendingLoad {
+                    node: mv.to_node.clone(),
+                    device: mv.to_device,
+                    footprint,
+                    started_ms: now_unix_ms(),
+                },
+            );
+            self.load_started.insert(mv.model.clone(), Instant::now());
+            let client = self.client.clone();
+            let tx = self.tx.clone();
+            let timeout = self.settings.load_timeout;
+            let model = mv.model.clone();
+            let device = mv.to_device;
+            tokio::spawn(async move {
+                let req = LoadRequest {
+                    model: model.clone(),
+                    source: Some(source),
+                    device: Some(device),
+                };
+                let result = client
+                    .call::<_, LoadResponse>(
+                        &to,
+                        Method::POST,
+                        "/models/load",
+                        Some(&req),
+                        true,
+                        timeout,
+                    )
+                    .await;
+                let loaded = result.is_ok();
+                let _ = tx.send(Command::LoadDone {
+                    model: model.clone(),
+                    node: to.name.clone(),
+                    result: result.map(|r| (r, Vec::new())),
+                });
+                if loaded {
+                    let req = UnloadRequest {
+                        model: model.clone(),
+                    };
+                    if let Err(e) = client
+                        .call::<_, UnloadResponse>(
+                            &from,
+                            Method::POST,
+                            "/models/unload",
+                            Some(&req),
+                            true,
+                            timeout,
+                        )
+                        .await
+                    {
+                        tracing::warn!(%model, node = %from.name, error = %e, "defragmentation unload failed");
+                    }
+                }
+            });
+        }
+    }
+}
