@@ -6,6 +6,9 @@
 use std::time::Duration;
 
 use bytes::Bytes;
+use cortex_core::neuron_api::{
+    LoadRequest, LoadResponse, NodeStatus, UnloadRequest, UnloadResponse,
+};
 use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
@@ -252,6 +255,62 @@ impl NeuronClient {
             node: node.name.clone(),
             message: e.to_string(),
         })
+    }
+
+    /// `GET /status`.
+    pub async fn status(
+        &self,
+        node: &NodeInfo,
+        timeout: Duration,
+    ) -> Result<NodeStatus, UpstreamError> {
+        self.call::<(), _>(node, Method::GET, "/status", None, false, timeout)
+            .await
+    }
+
+    /// `POST /models/load` (with the node's admin token).
+    pub async fn load(
+        &self,
+        node: &NodeInfo,
+        model: &str,
+        source: Option<String>,
+        device: Option<u32>,
+        timeout: Duration,
+    ) -> Result<LoadResponse, UpstreamError> {
+        let req = LoadRequest {
+            model: model.to_string(),
+            source,
+            device,
+        };
+        self.call(
+            node,
+            Method::POST,
+            "/models/load",
+            Some(&req),
+            true,
+            timeout,
+        )
+        .await
+    }
+
+    /// `POST /models/unload` (with the node's admin token).
+    pub async fn unload(
+        &self,
+        node: &NodeInfo,
+        model: &str,
+        timeout: Duration,
+    ) -> Result<UnloadResponse, UpstreamError> {
+        let req = UnloadRequest {
+            model: model.to_string(),
+        };
+        self.call(
+            node,
+            Method::POST,
+            "/models/unload",
+            Some(&req),
+            true,
+            timeout,
+        )
+        .await
     }
 }
 

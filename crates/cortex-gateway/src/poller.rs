@@ -7,8 +7,6 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use cortex_core::neuron_api::NodeStatus;
-use http::Method;
 use tokio_util::sync::CancellationToken;
 
 use crate::fleet::FleetHandle;
@@ -34,7 +32,7 @@ pub fn spawn(
                     _ = tick.tick() => {}
                 }
                 let result = client
-                    .call::<(), NodeStatus>(&node, Method::GET, "/status", None, false, timeout)
+                    .status(&node, timeout)
                     .await
                     .map_err(|e| e.to_string());
                 fleet.poll_result(&node.name, result);

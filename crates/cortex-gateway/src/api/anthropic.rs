@@ -20,10 +20,9 @@ use cortex_core::openai::{ChatCompletion, ChatCompletionChunk};
 use futures::stream;
 
 use super::error::{Anthropic, GatewayError};
-use super::{body_or_error, parse, resolve, AppState};
+use super::{admit, body_or_error, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
-use crate::metrics::ModelLabel;
 use crate::neuron_client::error_of;
 use crate::proxy::stats::Stats;
 use crate::proxy::upstream::UpstreamSse;
@@ -60,16 +59,7 @@ async fn handle(
     chat.model = resolved.id.clone();
     let upstream_body =
         serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let (permit, waited) = s
-        .admission
-        .admit(&resolved.id, s.limits.load_wait.get())
-        .await?;
-    s.metrics
-        .queue_wait
-        .get_or_create(&ModelLabel {
-            model: resolved.id.clone(),
-        })
-        .observe(waited.as_secs_f64());
+    let permit = admit(s, &resolved.id).await?;
     let deadline = started + s.limits.request_deadline.get();
     let d = dispatch(
         s,

@@ -20,9 +20,9 @@ use bytes::Bytes;
 use cortex_core::config::LimitsConfig;
 use cortex_core::model_id::is_valid_model_id;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, Permit};
 use crate::fleet::{FleetHandle, Resolved};
-use crate::metrics::GatewayMetrics;
+use crate::metrics::{GatewayMetrics, ModelLabel};
 use crate::neuron_client::NeuronClient;
 use error::{GatewayError, OpenAi};
 
@@ -129,4 +129,21 @@ pub fn resolve(state: &AppState, name: &str) -> Result<Resolved, GatewayError> {
         });
     }
     Ok(r)
+}
+
+/// Admit a request for `model` (bounded by `load_wait`), recording how long
+/// it queued.
+pub async fn admit(state: &AppState, model: &str) -> Result<Permit, GatewayError> {
+    let (permit, waited) = state
+        .admission
+        .admit(model, state.limits.load_wait.get())
+        .await?;
+    state
+        .metrics
+        .queue_wait
+        .get_or_create(&ModelLabel {
+            model: model.to_string(),
+        })
+        .observe(waited.as_secs_f64());
+    Ok(permit)
 }

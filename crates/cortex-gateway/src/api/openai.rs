@@ -18,10 +18,9 @@ use futures::stream;
 use serde::Deserialize;
 
 use super::error::{GatewayError, OpenAi};
-use super::{body_or_error, parse, resolve, AppState};
+use super::{admit, body_or_error, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
-use crate::metrics::ModelLabel;
 use crate::proxy::stats::{Probe, Stats};
 use crate::proxy::upstream::UpstreamSse;
 use crate::proxy::{dispatch, Dispatched};
@@ -74,16 +73,7 @@ async fn chat(
     } else {
         body
     };
-    let (permit, waited) = s
-        .admission
-        .admit(&resolved.id, s.limits.load_wait.get())
-        .await?;
-    s.metrics
-        .queue_wait
-        .get_or_create(&ModelLabel {
-            model: resolved.id.clone(),
-        })
-        .observe(waited.as_secs_f64());
+    let permit = admit(s, &resolved.id).await?;
     let deadline = started + s.limits.request_deadline.get();
     let d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
     let mut stats = Stats::new(

@@ -6,9 +6,8 @@ use std::sync::{Arc, RwLock};
 use std::time::Instant;
 
 use cortex_core::fleet::{AdminPinResponse, AdminUnloadResponse};
-use cortex_core::neuron_api::{LoadRequest, LoadResponse, UnloadRequest, UnloadResponse};
+use cortex_core::neuron_api::LoadResponse;
 use cortex_core::now_unix_ms;
-use http::Method;
 use tokio::sync::mpsc;
 
 use super::state::{FleetState, ModelInfo, PendingLoad, PollChange};
@@ -338,36 +337,19 @@ impl Actor {
         tokio::spawn(async move {
             let mut evicted = Vec::new();
             for v in evict {
-                let req = UnloadRequest { model: v.clone() };
-                match client
-                    .call::<_, UnloadResponse>(
-                        &node,
-                        Method::POST,
-                        "/models/unload",
-                        Some(&req),
-                        true,
-                        timeout,
-                    )
-                    .await
-                {
+                match client.unload(&node, &v, timeout).await {
                     Ok(_) => evicted.push(format!("{}/{v}", node.name)),
                     Err(e) => {
                         tracing::warn!(model = %v, node = %node.name, error = %e, "eviction failed")
                     }
                 }
             }
-            let req = LoadRequest {
-                model: model.clone(),
-                source: Some(source).filter(|s| !s.is_empty()),
-                device: Some(device),
-            };
             let result = client
-                .call::<_, LoadResponse>(
+                .load(
                     &node,
-                    Method::POST,
-                    "/models/load",
-                    Some(&req),
-                    true,
+                    &model,
+                    Some(source).filter(|s| !s.is_empty()),
+                    Some(device),
                     timeout,
                 )
                 .await
@@ -479,18 +461,7 @@ impl Actor {
         tokio::spawn(async move {
             let mut from = Vec::new();
             for n in nodes {
-                let req = UnloadRequest { model: id.clone() };
-                match client
-                    .call::<_, UnloadResponse>(
-                        &n,
-                        Method::POST,
-                        "/models/unload",
-                        Some(&req),
-                        true,
-                        timeout,
-                    )
-                    .await
-                {
+                match client.unload(&n, &id, timeout).await {
                     Ok(r) if r.unloaded => from.push(n.name.clone()),
                     Ok(_) => {}
                     Err(e) => {

@@ -4,11 +4,8 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cortex_core::neuron_api::{
-    LoadRequest, LoadResponse, ModelState, UnloadRequest, UnloadResponse,
-};
+use cortex_core::neuron_api::ModelState;
 use cortex_core::now_unix_ms;
-use http::Method;
 
 use super::super::state::PendingLoad;
 use super::super::Command;
@@ -21,20 +18,7 @@ impl Actor {
         let client = self.client.clone();
         let timeout = self.settings.load_timeout;
         tokio::spawn(async move {
-            let req = UnloadRequest {
-                model: model.clone(),
-            };
-            if let Err(e) = client
-                .call::<_, UnloadResponse>(
-                    &node,
-                    Method::POST,
-                    "/models/unload",
-                    Some(&req),
-                    true,
-                    timeout,
-                )
-                .await
-            {
+            if let Err(e) = client.unload(&node, &model, timeout).await {
                 tracing::warn!(%model, node = %node.name, error = %e, "unload failed");
             }
         });
@@ -149,20 +133,8 @@ impl Actor {
             let model = mv.model.clone();
             let device = mv.to_device;
             tokio::spawn(async move {
-                let req = LoadRequest {
-                    model: model.clone(),
-                    source: Some(source),
-                    device: Some(device),
-                };
                 let result = client
-                    .call::<_, LoadResponse>(
-                        &to,
-                        Method::POST,
-                        "/models/load",
-                        Some(&req),
-                        true,
-                        timeout,
-                    )
+                    .load(&to, &model, Some(source), Some(device), timeout)
                     .await;
                 let loaded = result.is_ok();
                 let _ = tx.send(Command::LoadDone {
@@ -171,20 +143,7 @@ impl Actor {
                     result: result.map(|r| (r, Vec::new())),
                 });
                 if loaded {
-                    let req = UnloadRequest {
-                        model: model.clone(),
-                    };
-                    if let Err(e) = client
-                        .call::<_, UnloadResponse>(
-                            &from,
-                            Method::POST,
-                            "/models/unload",
-                            Some(&req),
-                            true,
-                            timeout,
-                        )
-                        .await
-                    {
+                    if let Err(e) = client.unload(&from, &model, timeout).await {
                         tracing::warn!(%model, node = %from.name, error = %e, "defragmentation unload failed");
                     }
                 }
