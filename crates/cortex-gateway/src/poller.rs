@@ -31,11 +31,12 @@ pub fn spawn(
                     _ = stop.cancelled() => break,
                     _ = tick.tick() => {}
                 }
+                let sent_ms = cortex_core::now_unix_ms();
                 let result = client
                     .status(&node, timeout)
                     .await
                     .map_err(|e| e.to_string());
-                fleet.poll_result(&node.name, result);
+                fleet.poll_result(&node.name, sent_ms, result);
             }
         });
     }

@@ -81,9 +81,13 @@ impl Actor {
 
     fn handle(&mut self, cmd: Command) {
         match cmd {
-            Command::Poll { node, result } => {
+            Command::Poll {
+                node,
+                sent_ms,
+                result,
+            } => {
                 let err = result.as_ref().err().cloned();
-                match self.state.apply_poll(&node, result) {
+                match self.state.apply_poll(&node, sent_ms, result) {
                     PollChange::CameUp => {
                         tracing::info!(%node, "neuron is up (admitted to routing)");
                         self.set_up(&node, true);

@@ -76,6 +76,8 @@ type Reply<T> = oneshot::Sender<Result<T, FleetError>>;
 pub(crate) enum Command {
     Poll {
         node: String,
+        /// Unix ms at which the poll was sent.
+        sent_ms: u64,
         result: Result<NodeStatus, String>,
     },
     NodeFailed {
@@ -224,10 +226,11 @@ impl FleetHandle {
         rx.await.map_err(|_| FleetError::Stopped)
     }
 
-    /// A poll answered (or failed).
-    pub fn poll_result(&self, node: &str, result: Result<NodeStatus, String>) {
+    /// A poll sent at `sent_ms` (unix ms) answered (or failed).
+    pub fn poll_result(&self, node: &str, sent_ms: u64, result: Result<NodeStatus, String>) {
         self.send(Command::Poll {
             node: node.to_string(),
+            sent_ms,
             result,
         });
     }

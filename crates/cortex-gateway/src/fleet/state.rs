@@ -11,6 +11,7 @@ use std::time::Instant;
 use cortex_core::config::ModelSource;
 use cortex_core::fleet::{CatalogEntry, FleetView, NodeView, Placement};
 use cortex_core::neuron_api::{ModelState, ModelStatus, NodeStatus};
+use cortex_core::now_unix_ms;
 
 use super::table::{Counters, Replica, Resolved, RoutingTable};
 use crate::catalog::Catalog;
@@ -27,6 +28,10 @@ pub struct NodeState {
     pub last_ok: Option<Instant>,
     /// The last good `/status`, updated by our own loads and unloads.
     pub status: Option<NodeStatus>,
+    /// Unix ms at which the poll that gave `status` was sent.
+    pub status_sent_ms: u64,
+    /// Unix ms of our own latest load or unload on this node.
+    pub changed_ms: u64,
 }
 
 /// A load the gateway has started and not yet seen finish.
@@ -85,6 +90,8 @@ impl FleetState {
                     failures: 0,
                     last_ok: None,
                     status: None,
+                    status_sent_ms: 0,
+                    changed_ms: 0,
                 })
                 .collect(),
             catalog,
@@ -103,9 +110,14 @@ impl FleetState {
         self.nodes.iter_mut().find(|n| n.info.name == name)
     }
 
-    /// Record a poll. A node is down after `down_after` failures in a row
-    /// and up again at its next good poll.
-    pub fn apply_poll(&mut self, node: &str, result: Result<NodeStatus, String>) -> PollChange {
+    /// Record a poll sent at `sent_ms` (unix ms). A node is down after
+    /// `down_after` failures in a row and up again at its next good poll.
+    pub fn apply_poll(
+        &mut self,
+        node: &str,
+        sent_ms: u64,
+        result: Result<NodeStatus, String>,
+    ) -> PollChange {
         let down_after = self.down_after;
         let Some(n) = self.node_mut(node) else {
             return PollChange::None;
@@ -114,7 +126,12 @@ impl FleetState {
             Ok(status) => {
                 n.failures = 0;
                 n.last_ok = Some(Instant::now());
-                n.status = Some(status);
+                // A poll sent before our own latest load/unload there would
+                // undo it until the next poll: keep what we know instead.
+                if n.status.is_none() || sent_ms >= n.changed_ms {
+                    n.status = Some(status);
+                    n.status_sent_ms = sent_ms;
+                }
                 if !n.up {
                     n.up = true;
                     return PollChange::CameUp;
@@ -163,16 +180,22 @@ impl FleetState {
 
     /// Our own load finished: the model is resident there.
     pub fn record_loaded(&mut self, node: &str, status: ModelStatus) {
-        if let Some(s) = self.node_mut(node).and_then(|n| n.status.as_mut()) {
-            s.models.retain(|m| m.id != status.id);
-            s.models.push(status);
+        if let Some(n) = self.node_mut(node) {
+            n.changed_ms = now_unix_ms();
+            if let Some(s) = n.status.as_mut() {
+                s.models.retain(|m| m.id != status.id);
+                s.models.push(status);
+            }
         }
     }
 
     /// We unloaded (or are unloading) it: it leaves routing there now.
     pub fn record_unloaded(&mut self, node: &str, model: &str) {
-        if let Some(s) = self.node_mut(node).and_then(|n| n.status.as_mut()) {
-            s.models.retain(|m| m.id != model);
+        if let Some(n) = self.node_mut(node) {
+            n.changed_ms = now_unix_ms();
+            if let Some(s) = n.status.as_mut() {
+                s.models.retain(|m| m.id != model);
+            }
         }
     }
 
@@ -192,6 +215,19 @@ impl FleetState {
                     c.last_used_ms.load(Ordering::Relaxed),
                 )
             })
+    }
+
+    /// Requests in flight on `m` at `n`. The neuron's count is as old as
+    /// the last poll: once a request through the gateway has started or
+    /// ended after that poll was sent, the gateway's own counter is the
+    /// truth (requests that bypass the gateway show again at the next poll).
+    fn in_flight(&self, n: &NodeState, m: &ModelStatus) -> u64 {
+        let (gw, gw_last) = self.counter_values(&m.id, &n.info.name);
+        if gw_last >= n.status_sent_ms {
+            gw
+        } else {
+            m.in_flight.max(gw)
+        }
     }
 
     pub fn is_pinned(&self, id: &str) -> bool {
@@ -346,13 +382,13 @@ impl FleetState {
                     })
                     .collect();
                 for m in &st.models {
-                    let (gw_in_flight, gw_last) = self.counter_values(&m.id, &n.info.name);
+                    let (_, gw_last) = self.counter_values(&m.id, &n.info.name);
                     let r = Resident {
                         model: m.id.clone(),
                         footprint: m.footprint_bytes(),
                         pinned: self.is_pinned(&m.id),
                         priority: self.catalog.profile(&m.id).map_or(0, |p| p.priority),
-                        in_flight: m.in_flight.max(gw_in_flight),
+                        in_flight: self.in_flight(n, m),
                         last_used_ms: m.last_used_at.max(gw_last),
                         loaded_at_ms: m.loaded_at,
                         loading: m.state == ModelState::Loading,
@@ -447,7 +483,7 @@ impl FleetState {
                         last_used_at: s
                             .last_used_at
                             .max(self.counter_values(&m.id, &n.info.name).1),
-                        in_flight: s.in_flight.max(self.counter_values(&m.id, &n.info.name).0),
+                        in_flight: self.in_flight(n, s),
                     })
                     .collect();
                 CatalogEntry {

@@ -65,19 +65,25 @@ fn fleet(models_toml: &str) -> FleetState {
 fn down_after_n_failures_and_back_on_next_good_poll() {
     let mut f = fleet("");
     assert_eq!(
-        f.apply_poll("a", Ok(status("a", &[], &[]))),
+        f.apply_poll("a", 0, Ok(status("a", &[], &[]))),
         PollChange::CameUp
     );
-    assert_eq!(f.apply_poll("a", Err("refused".into())), PollChange::None);
+    assert_eq!(
+        f.apply_poll("a", 0, Err("refused".into())),
+        PollChange::None
+    );
     assert!(f.node("a").unwrap().up, "one failure is not enough");
     assert_eq!(
-        f.apply_poll("a", Err("refused".into())),
+        f.apply_poll("a", 0, Err("refused".into())),
         PollChange::WentDown
     );
     assert!(!f.node("a").unwrap().up);
-    assert_eq!(f.apply_poll("a", Err("refused".into())), PollChange::None);
     assert_eq!(
-        f.apply_poll("a", Ok(status("a", &[], &[]))),
+        f.apply_poll("a", 0, Err("refused".into())),
+        PollChange::None
+    );
+    assert_eq!(
+        f.apply_poll("a", 0, Ok(status("a", &[], &[]))),
         PollChange::CameUp
     );
     assert_eq!(f.node("a").unwrap().failures, 0);
@@ -89,6 +95,7 @@ fn catalogue_merges_profiles_and_discovered_files() {
     let mut f = fleet("[[models]]\nid = \"small\"\nsource = \"S.gguf\"\naliases = [\"s\"]\n");
     f.apply_poll(
         "a",
+        0,
         Ok(status(
             "a",
             &[("s-derived", "S.gguf", 50), ("other", "O.gguf", 70)],
@@ -97,6 +104,7 @@ fn catalogue_merges_profiles_and_discovered_files() {
     );
     f.apply_poll(
         "b",
+        0,
         Ok(status(
             "b",
             &[("other", "O.gguf", 70)],
@@ -123,6 +131,7 @@ fn down_nodes_and_poisoned_models_leave_routing() {
     let mut f = fleet("");
     f.apply_poll(
         "a",
+        0,
         Ok(status(
             "a",
             &[("m", "m.gguf", 50)],
@@ -131,6 +140,7 @@ fn down_nodes_and_poisoned_models_leave_routing() {
     );
     f.apply_poll(
         "b",
+        0,
         Ok(status(
             "b",
             &[("m", "m.gguf", 50)],
@@ -159,9 +169,9 @@ fn down_nodes_and_poisoned_models_leave_routing() {
 #[test]
 fn affinity_limits_where_a_profile_loads() {
     let mut f = fleet("[[models]]\nid = \"p\"\nsource = \"P.gguf\"\nneurons = [\"b\"]\n");
-    f.apply_poll("a", Ok(status("a", &[("p", "P.gguf", 50)], &[])));
+    f.apply_poll("a", 0, Ok(status("a", &[("p", "P.gguf", 50)], &[])));
     assert!(f.wanted("p", &[]).unwrap().0.eligible.is_empty());
-    f.apply_poll("b", Ok(status("b", &[("p", "P.gguf", 50)], &[])));
+    f.apply_poll("b", 0, Ok(status("b", &[("p", "P.gguf", 50)], &[])));
     assert_eq!(f.wanted("p", &[]).unwrap().0.eligible, vec!["b"]);
 }
 
@@ -172,9 +182,83 @@ fn pins_override_profiles_and_rooms_carry_them() {
     f.pins.insert("p".into(), false);
     assert!(!f.is_pinned("p"));
     f.pins.insert("q".into(), true);
-    f.apply_poll("a", Ok(status("a", &[], &[("q", ModelState::Ready)])));
+    f.apply_poll("a", 0, Ok(status("a", &[], &[("q", ModelState::Ready)])));
     let rooms = f.rooms();
     let r = &rooms[0].devices[0].residents[0];
     assert!(r.pinned);
     assert_eq!(r.footprint, 110);
+}
+
+#[test]
+fn a_polled_in_flight_count_is_stale_once_a_later_request_ended() {
+    use std::sync::atomic::Ordering;
+    let mut f = fleet("");
+    let busy = || {
+        let mut s = status("a", &[("m", "m.gguf", 50)], &[("m", ModelState::Ready)]);
+        s.models[0].in_flight = 1;
+        s
+    };
+    let in_flight = |f: &FleetState| f.rooms()[0].devices[0].residents[0].in_flight;
+    let viewed = |f: &FleetState| f.view().models[0].placements[0].in_flight;
+    // A poll sent at t=1000 saw one request in flight.
+    f.apply_poll("a", 1_000, Ok(busy()));
+    assert_eq!(in_flight(&f), 1);
+    // It was ours: it ended at t=2000, after that poll was sent.
+    let c = f.counters("m", "a");
+    c.last_used_ms.store(2_000, Ordering::Relaxed);
+    assert_eq!(
+        in_flight(&f),
+        0,
+        "the poll is older than what the gateway saw"
+    );
+    assert_eq!(viewed(&f), 0);
+    // A later poll still sees one (a request that bypassed the gateway).
+    f.apply_poll("a", 3_000, Ok(busy()));
+    assert_eq!(in_flight(&f), 1);
+    assert_eq!(viewed(&f), 1);
+    // One in flight through the gateway, started after the poll, counts.
+    c.in_flight.store(1, Ordering::Relaxed);
+    c.last_used_ms.store(4_000, Ordering::Relaxed);
+    assert_eq!(in_flight(&f), 1);
+}
+
+#[test]
+fn a_poll_sent_before_our_own_change_does_not_undo_it() {
+    let mut f = fleet("");
+    f.apply_poll(
+        "a",
+        1,
+        Ok(status(
+            "a",
+            &[("m", "m.gguf", 50)],
+            &[("m", ModelState::Ready)],
+        )),
+    );
+    let sent = cortex_core::now_unix_ms();
+    f.record_unloaded("a", "m");
+    // The poll left before the unload was recorded: it still shows m.
+    f.apply_poll(
+        "a",
+        sent.saturating_sub(1),
+        Ok(status(
+            "a",
+            &[("m", "m.gguf", 50)],
+            &[("m", ModelState::Ready)],
+        )),
+    );
+    assert!(
+        !f.table().ready.contains_key("m"),
+        "a stale poll must not bring m back"
+    );
+    // A later poll is the truth again.
+    f.apply_poll(
+        "a",
+        cortex_core::now_unix_ms() + 1,
+        Ok(status(
+            "a",
+            &[("m", "m.gguf", 50)],
+            &[("m", ModelState::Ready)],
+        )),
+    );
+    assert!(f.table().ready.contains_key("m"));
 }

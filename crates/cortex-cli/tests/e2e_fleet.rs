@@ -1,0 +1,397 @@
+//! End to end through real binaries and real HTTP: `neuron` processes behind
+//! a `cortex serve --config cortex.toml` process, driven over HTTP and with
+//! the `cortex` command line. Cold loads, LRU eviction under
+//! `--memory-budget`, pinning, a SIGKILLed neuron, re-admission after a
+//! restart on the same port, and `cortex status` / `cortex models`.
+//!
+//! Two models without downloading anything: each neuron's models dir holds
+//! the default GGUF under two names, `alpha.gguf` and `beta.gguf`. Budgets
+//! are 1.5 footprints (read from a neuron's `/status`), so a neuron holds
+//! one model and never two.
+
+#![allow(clippy::unwrap_used)]
+
+mod e2e_common;
+
+use std::path::PathBuf;
+use std::sync::OnceLock;
+
+use e2e_common::*;
+use serde_json::Value;
+
+const ALPHA: &str = "alpha";
+const BETA: &str = "beta";
+
+/// Neurons behind one gateway, all killed on drop (gateway first).
+struct Fleet {
+    gw: Gateway,
+    neurons: Vec<Neuron>,
+    models: Vec<PathBuf>,
+    budget: u64,
+    _tmp: tempfile::TempDir,
+}
+
+impl Fleet {
+    /// Neurons named `names`, each with `alpha` and `beta` and a budget
+    /// that fits one of them; `None` when the model is missing.
+    fn start(names: &[&str]) -> Option<Self> {
+        let source = models_dir()?;
+        let tmp = tempdir();
+        let budget = footprint(&source) * 3 / 2;
+        let mut neurons = Vec::new();
+        let mut models = Vec::new();
+        for name in names {
+            let dir = tmp.path().join(format!("models-{name}"));
+            model_links(&source, &dir, &[ALPHA, BETA]);
+            neurons.push(spawn_neuron(name, &dir, Some(budget)));
+            models.push(dir);
+        }
+        let endpoints: Vec<(&str, &str)> = neurons
+            .iter()
+            .map(|n| (n.name.as_str(), n.url.as_str()))
+            .collect();
+        let config = write_gateway_config(tmp.path(), &endpoints);
+        let gw = spawn_gateway(tmp.path(), &["--config".as_ref(), config.as_os_str()]);
+        let fleet = Self {
+            gw,
+            neurons,
+            models,
+            budget,
+            _tmp: tmp,
+        };
+        wait_until("every neuron up and both models listed", WAIT, || {
+            let f = fleet.view();
+            let up = names.iter().all(|n| node_up(&f, n) == Some(true));
+            let ids = model_ids(&fleet.gw.api);
+            (up && ids.iter().any(|i| i == ALPHA) && ids.iter().any(|i| i == BETA)).then_some(())
+        });
+        Some(fleet)
+    }
+
+    fn api(&self) -> &str {
+        &self.gw.api
+    }
+
+    fn view(&self) -> Value {
+        fleet(&self.gw.api)
+    }
+
+    fn neuron(&mut self, name: &str) -> &mut Neuron {
+        self.neurons.iter_mut().find(|n| n.name == name).unwrap()
+    }
+
+    /// `cortex ARGS… --gateway URL`, which must succeed.
+    fn cli(&self, args: &[&str]) -> String {
+        let mut all = args.to_vec();
+        all.extend(["--gateway", self.api()]);
+        cortex_ok(&all)
+    }
+
+    fn chat_ok(&self, model: &str) -> Value {
+        let (s, v) = chat(self.api(), model, "Say hello.", 4);
+        assert_eq!(s, 200, "chat for {model}: {v}");
+        v
+    }
+
+    fn metrics(&self) -> String {
+        get_text(&format!("{}/metrics", self.gw.metrics))
+    }
+}
+
+/// The footprint (weights estimate + KV reserve) of the default model, as
+/// a neuron reports it in `available[].estimated_bytes`; probed once.
+fn footprint(source: &std::path::Path) -> u64 {
+    static BYTES: OnceLock<u64> = OnceLock::new();
+    *BYTES.get_or_init(|| {
+        let tmp = tempdir();
+        let dir = tmp.path().join("models");
+        model_links(source, &dir, &[ALPHA]);
+        let n = spawn_neuron("probe", &dir, None);
+        let (s, status) = get(&format!("{}/status", n.url));
+        assert_eq!(s, 200, "{status}");
+        let a = status["available"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == ALPHA)
+            .unwrap_or_else(|| panic!("alpha not available: {status}"));
+        let bytes = a["estimated_bytes"].as_u64().unwrap();
+        assert!(bytes > a["size_bytes"].as_u64().unwrap(), "{a}");
+        bytes
+    })
+}
+
+/// Ids of the models a neuron reports in its own `/status`, with states.
+fn neuron_models(n: &Neuron) -> Vec<(String, String)> {
+    let (s, v) = get(&format!("{}/status", n.url));
+    assert_eq!(s, 200, "{v}");
+    v["models"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| {
+            (
+                m["id"].as_str().unwrap().to_string(),
+                m["state"].as_str().unwrap().to_string(),
+            )
+        })
+        .collect()
+}
+
+/// The in-flight count the fleet view reports for `model` (one placement).
+fn in_flight(view: &Value, model: &str) -> Option<u64> {
+    view["models"]
+        .as_array()?
+        .iter()
+        .find(|m| m["id"] == model)?["placements"][0]["in_flight"]
+        .as_u64()
+}
+
+fn pair(id: &str, state: &str) -> (String, String) {
+    (id.to_string(), state.to_string())
+}
+
+#[test]
+fn the_first_request_loads_the_model_cold() {
+    let Some(f) = Fleet::start(&["nA", "nB"]) else {
+        return;
+    };
+    let view = f.view();
+    assert!(placements(&view, ALPHA).is_empty(), "{view}");
+    assert!(placements(&view, BETA).is_empty(), "{view}");
+
+    let v = f.chat_ok(ALPHA);
+    let content = v["choices"][0]["message"]["content"].as_str().unwrap();
+    assert!(!content.trim().is_empty(), "{v}");
+    let finish = v["choices"][0]["finish_reason"].as_str().unwrap();
+    assert!(["stop", "length"].contains(&finish), "{v}");
+    assert_eq!(v["model"], ALPHA, "{v}");
+
+    let view = f.view();
+    let ready = ready_on(&view, ALPHA);
+    assert_eq!(ready.len(), 1, "alpha ready on exactly one node: {view}");
+    assert!(["nA", "nB"].contains(&ready[0].as_str()), "{view}");
+    assert!(placements(&view, BETA).is_empty(), "{view}");
+    // The same request again is served by the loaded model.
+    f.chat_ok(ALPHA);
+    assert_eq!(ready_on(&f.view(), ALPHA), ready);
+}
+
+#[test]
+fn lru_evicts_the_older_model_under_the_memory_budget() {
+    let Some(f) = Fleet::start(&["nA"]) else {
+        return;
+    };
+    let evictions = |m: &str| {
+        metric_sum(
+            &f.metrics(),
+            "cortex_model_evictions_total",
+            &[&format!("model=\"{m}\"")],
+        )
+    };
+    assert_eq!(evictions(ALPHA), 0.0);
+    f.chat_ok(ALPHA);
+    assert_eq!(ready_on(&f.view(), ALPHA), ["nA"]);
+    f.chat_ok(BETA);
+
+    let view = f.view();
+    assert_eq!(ready_on(&view, BETA), ["nA"], "{view}");
+    assert!(placements(&view, ALPHA).is_empty(), "alpha evicted: {view}");
+    assert_eq!(neuron_models(&f.neurons[0]), [pair(BETA, "ready")]);
+    assert!(
+        metric_sum(
+            &f.metrics(),
+            "cortex_model_evictions_total",
+            &["model=\"alpha\"", "node=\"nA\"", "reason=\"room\""],
+        ) >= 1.0,
+        "{}",
+        f.metrics()
+    );
+    assert_eq!(evictions(BETA), 0.0);
+    // The neuron's budget really is what the gateway planned against.
+    let (_, status) = get(&format!("{}/status", f.neurons[0].url));
+    assert_eq!(status["devices"][0]["memory_budget_bytes"], f.budget);
+}
+
+/// A poll taken while alpha's request ran reported `in_flight: 1`; once the
+/// request has ended the gateway's own counter wins, so beta evicts the idle
+/// alpha at once instead of getting 503 "held by … busy … models".
+#[test]
+fn a_model_can_be_evicted_as_soon_as_its_last_request_ended() {
+    let Some(f) = Fleet::start(&["nA"]) else {
+        return;
+    };
+    // A generation long enough that a status poll (every 200 ms) sees it.
+    let (s, v) = chat(f.api(), ALPHA, "Write a short poem about the sea.", 16);
+    assert_eq!(s, 200, "{v}");
+    // Nothing is in flight any more: alpha is idle and may be evicted.
+    let (s, v) = chat(f.api(), BETA, "Say hello.", 8);
+    assert_eq!(s, 200, "beta right after alpha ended: {v}");
+    assert_eq!(ready_on(&f.view(), BETA), ["nA"]);
+}
+
+#[test]
+fn a_pinned_model_stays_until_unpinned() {
+    let Some(f) = Fleet::start(&["nA"]) else {
+        return;
+    };
+    assert_eq!(f.cli(&["pin", ALPHA]), "pinned alpha\n");
+    // Pinned models are loaded by the gateway on its own.
+    wait_until("pinned alpha loaded", WAIT, || {
+        (ready_on(&f.view(), ALPHA) == ["nA"]).then_some(())
+    });
+
+    // One neuron, room for one model, and that one is pinned: beta waits.
+    let (s, v, headers) = post(
+        &format!("{}/v1/chat/completions", f.api()),
+        &chat_body(BETA, "Say hello.", 8),
+    );
+    assert_eq!(s, 503, "{v}");
+    let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
+    assert!(retry >= 1, "{headers:?}");
+    assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    let view = f.view();
+    assert_eq!(ready_on(&view, ALPHA), ["nA"], "{view}");
+    assert!(placements(&view, BETA).is_empty(), "{view}");
+    assert_eq!(neuron_models(&f.neurons[0]), [pair(ALPHA, "ready")]);
+    let models = f.cli(&["models", "--json"]);
+    let models: Value = serde_json::from_str(&models).unwrap();
+    let alpha = models
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == ALPHA)
+        .unwrap();
+    assert_eq!(alpha["pinned"], true, "{models}");
+
+    assert_eq!(f.cli(&["unpin", ALPHA]), "unpinned alpha\n");
+    f.chat_ok(BETA);
+    let view = f.view();
+    assert_eq!(ready_on(&view, BETA), ["nA"], "{view}");
+    assert!(placements(&view, ALPHA).is_empty(), "{view}");
+}
+
+#[test]
+fn requests_survive_a_sigkilled_neuron() {
+    let Some(mut f) = Fleet::start(&["nA", "nB"]) else {
+        return;
+    };
+    let out = f.cli(&["load", ALPHA, "--node", "nA"]);
+    assert!(out.starts_with("loaded alpha on nA in "), "{out}");
+    let out = f.cli(&["load", ALPHA, "--node", "nB"]);
+    assert!(out.starts_with("loaded alpha on nB in "), "{out}");
+    let mut both = ready_on(&f.view(), ALPHA);
+    both.sort();
+    assert_eq!(both, ["nA", "nB"]);
+
+    let status = f.neuron("nA").proc.kill_hard();
+    assert!(!status.success());
+    for i in 0..5 {
+        let (s, v) = chat(f.api(), ALPHA, "Say hello.", 4);
+        assert_eq!(s, 200, "request {i} after the kill: {v}");
+    }
+    wait_until("nA marked down", WAIT, || {
+        (node_up(&f.view(), "nA") == Some(false)).then_some(())
+    });
+    let view = f.view();
+    assert_eq!(node_up(&view, "nB"), Some(true), "{view}");
+    assert!(ready_on(&view, ALPHA).contains(&"nB".to_string()), "{view}");
+    let metrics = f.metrics();
+    assert_eq!(
+        metric_sum(&metrics, "cortex_neuron_up", &["node=\"nA\""]),
+        0.0,
+        "{metrics}"
+    );
+    // Every answer after the kill came from nB.
+    assert!(
+        metric_sum(
+            &metrics,
+            "cortex_requests_total",
+            &["node=\"nB\"", "status=\"200\""]
+        ) >= 5.0,
+        "{metrics}"
+    );
+}
+
+#[test]
+fn a_restarted_neuron_is_admitted_again() {
+    let Some(mut f) = Fleet::start(&["nA", "nB"]) else {
+        return;
+    };
+    let addr = f.neuron("nA").addr.clone();
+    f.neuron("nA").proc.kill_hard();
+    wait_until("nA marked down", WAIT, || {
+        (node_up(&f.view(), "nA") == Some(false)).then_some(())
+    });
+
+    let dir = f.models[0].clone();
+    let budget = f.budget;
+    let again = respawn_neuron("nA", &dir, Some(budget), &addr);
+    assert_eq!(again.addr, addr);
+    *f.neuron("nA") = again;
+    wait_until("nA up again", WAIT, || {
+        (node_up(&f.view(), "nA") == Some(true)).then_some(())
+    });
+
+    let out = f.cli(&["load", ALPHA, "--node", "nA"]);
+    assert!(out.starts_with("loaded alpha on nA in "), "{out}");
+    // alpha lives on nA only, so this request can only be served there.
+    f.chat_ok(ALPHA);
+    assert_eq!(ready_on(&f.view(), ALPHA), ["nA"]);
+    let metrics = f.metrics();
+    assert!(
+        metric_sum(
+            &metrics,
+            "cortex_requests_total",
+            &["model=\"alpha\"", "node=\"nA\"", "status=\"200\""]
+        ) >= 1.0,
+        "{metrics}"
+    );
+    assert_eq!(neuron_models(&f.neurons[0]), [pair(ALPHA, "ready")]);
+}
+
+#[test]
+fn status_and_models_show_the_live_fleet() {
+    let Some(f) = Fleet::start(&["nA", "nB"]) else {
+        return;
+    };
+    let out = f.cli(&["load", ALPHA, "--node", "nB"]);
+    assert!(out.starts_with("loaded alpha on nB in "), "{out}");
+
+    let table = f.cli(&["status", "--no-color"]);
+    let line = |prefix: &str| -> String {
+        table
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no line starting with {prefix:?}:\n{table}"))
+            .to_string()
+    };
+    assert!(table.starts_with("NODES\n"), "{table}");
+    assert!(table.contains("\nMODELS\n"), "{table}");
+    for n in &f.neurons {
+        let l = line(&format!("{} ", n.name));
+        assert!(l.contains(" UP "), "{l}");
+        assert!(l.contains(&n.url), "{l}");
+        assert!(l.contains(" cpu "), "{l}");
+    }
+    let alpha = line("alpha ");
+    assert!(alpha.contains(" nB "), "{alpha}");
+    assert!(alpha.contains(" ready "), "{alpha}");
+    let beta = line("beta ");
+    assert!(beta.contains("available on: nA, nB"), "{beta}");
+
+    let listing = f.cli(&["models"]);
+    let alpha = listing.lines().find(|l| l.starts_with("alpha ")).unwrap();
+    assert!(alpha.ends_with("ready on: nB"), "{listing}");
+    let beta = listing.lines().find(|l| l.starts_with("beta ")).unwrap();
+    assert!(beta.ends_with("loadable on: nA, nB"), "{listing}");
+
+    let json = f.cli(&["status", "--json"]);
+    let view: cortex_core::fleet::FleetView = serde_json::from_str(&json).unwrap();
+    let names: Vec<&str> = view.nodes.iter().map(|n| n.name.as_str()).collect();
+    assert_eq!(names, ["nA", "nB"]);
+    assert!(view.nodes.iter().all(|n| n.up), "{json}");
+    let mut ids: Vec<&str> = view.models.iter().map(|m| m.id.as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, [ALPHA, BETA]);
+}
