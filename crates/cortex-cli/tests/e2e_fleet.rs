@@ -224,7 +224,9 @@ fn a_model_can_be_evicted_as_soon_as_its_last_request_ended() {
     // A generation long enough that a status poll (every 200 ms) sees it.
     let (s, v) = chat(f.api(), ALPHA, "Write a short poem about the sea.", 16);
     assert_eq!(s, 200, "{v}");
-    // Nothing is in flight any more: alpha is idle and may be evicted.
+    // Nothing is in flight any more, whatever the last poll saw.
+    assert_eq!(in_flight(&f.view(), ALPHA), Some(0));
+    // Alpha is idle and may be evicted.
     let (s, v) = chat(f.api(), BETA, "Say hello.", 8);
     assert_eq!(s, 200, "beta right after alpha ended: {v}");
     assert_eq!(ready_on(&f.view(), BETA), ["nA"]);
