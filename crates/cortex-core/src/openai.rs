@@ -47,6 +47,12 @@ pub struct ChatCompletionRequest {
     pub frequency_penalty: Option<f64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub presence_penalty: Option<f64>,
+    /// cortex extension: when the requested `max_tokens` does not fit the
+    /// context after the prompt, generate as many as fit instead of
+    /// answering 400 (Anthropic clients such as Claude Code ask for far more
+    /// than small models hold).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clamp_max_tokens: Option<bool>,
 }
 
 impl ChatCompletionRequest {

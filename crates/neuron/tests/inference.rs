@@ -218,6 +218,16 @@ async fn prompt_past_the_context_is_a_clear_400() {
         .await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["param"], "max_tokens");
+    // With the clamp extension (what the gateway's Anthropic route sends) it
+    // generates what fits instead.
+    let (s, b) = n
+        .chat(
+            json!({"model": MODEL_ID, "messages": user(FRANCE), "temperature": 0,
+                     "max_tokens": 32000, "clamp_max_tokens": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["choices"][0]["finish_reason"], "stop");
     // Nothing broke.
     let (s, _) = n
         .chat(json!({"model": MODEL_ID, "messages": user("hi"), "max_tokens": 2}))

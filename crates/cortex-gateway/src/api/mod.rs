@@ -41,6 +41,7 @@ pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body.bytes() as usize;
     Router::new()
         .route("/v1/models", get(openai::models))
+        .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
@@ -74,8 +75,12 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn not_found() -> Response {
-    OpenAi(GatewayError::RouteNotFound).into_response()
+async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
+    if guard::is_anthropic(uri.path()) || openai::wants_anthropic(&headers) {
+        error::Anthropic(GatewayError::RouteNotFound).into_response()
+    } else {
+        OpenAi(GatewayError::RouteNotFound).into_response()
+    }
 }
 
 async fn method_not_allowed() -> Response {

@@ -8,12 +8,12 @@ use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use cortex_core::openai::{ModelList, ModelObject};
+use cortex_core::openai::{ModelList, ModelObject, Stop};
 use futures::stream;
 use serde::Deserialize;
 
@@ -33,7 +33,12 @@ struct ChatProbe {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptionsProbe>,
+    #[serde(default)]
+    stop: Option<Stop>,
 }
+
+/// OpenAI's limit on stop sequences.
+const OPENAI_MAX_STOPS: usize = 4;
 
 #[derive(Deserialize)]
 struct StreamOptionsProbe {
@@ -58,6 +63,14 @@ async fn chat(
     let started = Instant::now();
     let body = body_or_error(body)?;
     let probe: ChatProbe = parse(&body)?;
+    if let Some(Stop::Many(v)) = &probe.stop {
+        if v.len() > OPENAI_MAX_STOPS {
+            return Err(GatewayError::BadRequest {
+                message: format!("stop: at most {OPENAI_MAX_STOPS} stop sequences are allowed"),
+                param: Some("stop".into()),
+            });
+        }
+    }
     let resolved = resolve(s, &probe.model)?;
     let stream = probe.stream.unwrap_or(false);
     let wants_usage = probe
@@ -227,27 +240,46 @@ fn stream_through(
         .into_response()
 }
 
-/// `GET /v1/models`: every model some healthy neuron can serve, once each.
-/// Anthropic clients (an `anthropic-version` header) get Anthropic's shape.
-pub async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+/// Ids of every model some healthy neuron can serve, sorted, once each.
+fn servable_ids(s: &AppState) -> Vec<String> {
     let table = s.fleet.table();
-    let mut ids: Vec<&str> = table
+    let mut ids: Vec<String> = table
         .names
         .values()
         .filter(|r| r.servable)
-        .map(|r| r.id.as_str())
+        .map(|r| r.id.clone())
         .collect();
     ids.sort_unstable();
     ids.dedup();
-    if headers.contains_key("anthropic-version") {
-        let data: Vec<serde_json::Value> = ids
-            .iter()
-            .map(|id| {
-                serde_json::json!({
-                    "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"
-                })
-            })
-            .collect();
+    ids
+}
+
+/// Anthropic clients send `anthropic-version`; they get Anthropic's shapes.
+pub fn wants_anthropic(headers: &HeaderMap) -> bool {
+    headers.contains_key("anthropic-version")
+}
+
+fn openai_model(id: &str) -> ModelObject {
+    ModelObject {
+        id: id.to_string(),
+        object: "model".into(),
+        created: 0,
+        owned_by: "cortex".into(),
+    }
+}
+
+fn anthropic_model(id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "type": "model", "id": id, "display_name": id, "created_at": "1970-01-01T00:00:00Z"
+    })
+}
+
+/// `GET /v1/models`: every model some healthy neuron can serve, once each.
+/// Anthropic clients get Anthropic's list shape.
+pub async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Response {
+    let ids = servable_ids(&s);
+    if wants_anthropic(&headers) {
+        let data: Vec<serde_json::Value> = ids.iter().map(|id| anthropic_model(id)).collect();
         return Json(serde_json::json!({
             "data": data,
             "has_more": false,
@@ -256,14 +288,24 @@ pub async fn models(State(s): State<Arc<AppState>>, headers: HeaderMap) -> Respo
         }))
         .into_response();
     }
-    let data = ids
-        .into_iter()
-        .map(|id| ModelObject {
-            id: id.to_string(),
-            object: "model".into(),
-            created: 0,
-            owned_by: "cortex".into(),
-        })
-        .collect();
-    Json(ModelList::new(data)).into_response()
+    Json(ModelList::new(
+        ids.iter().map(|id| openai_model(id)).collect(),
+    ))
+    .into_response()
+}
+
+/// `GET /v1/models/{id}` (`models.retrieve` in both SDKs); aliases resolve.
+pub async fn model(
+    State(s): State<Arc<AppState>>,
+    Path(id): Path<String>,
+    headers: HeaderMap,
+) -> Response {
+    let found =
+        resolve(&s, &id).map_err(|_| GatewayError::ModelNotFound(id.chars().take(128).collect()));
+    match (found, wants_anthropic(&headers)) {
+        (Ok(r), true) => Json(anthropic_model(&r.id)).into_response(),
+        (Ok(r), false) => Json(openai_model(&r.id)).into_response(),
+        (Err(e), true) => super::error::Anthropic(e).into_response(),
+        (Err(e), false) => OpenAi(e).into_response(),
+    }
 }

@@ -62,6 +62,14 @@ pub fn messages_to_chat(mut req: MessagesRequest) -> Result<ChatCompletionReques
         req.top_k,
         req.stream,
     );
+    if let Some(t) = temperature {
+        if !(0.0..=1.0).contains(&t) {
+            return Err(TranslateError::invalid(
+                "temperature",
+                format!("temperature: must be between 0 and 1, got {t}"),
+            ));
+        }
+    }
     let stop_sequences = req.stop_sequences.take();
     let metadata = req.metadata.take();
     let mut chat = convert(req)?;
@@ -72,6 +80,7 @@ pub fn messages_to_chat(mut req: MessagesRequest) -> Result<ChatCompletionReques
     chat.stop = stop_sequences.filter(|s| !s.is_empty()).map(Stop::Many);
     chat.user = metadata.and_then(|m| m.user_id);
     chat.stream = stream;
+    chat.clamp_max_tokens = Some(true);
     if stream == Some(true) {
         chat.stream_options = Some(StreamOptions {
             include_usage: Some(true),

@@ -33,6 +33,7 @@ fn text_conversation_and_sampling_fields() {
     .unwrap();
     let want = openai(json!({
         "model": "qwen",
+        "clamp_max_tokens": true,
         "messages": [
             {"role": "system", "content": "be brief"},
             {"role": "user", "content": "hi"},
@@ -120,6 +121,7 @@ fn tool_use_and_tool_results() {
     .unwrap();
     let want = openai(json!({
         "model": "m",
+        "clamp_max_tokens": true,
         "max_tokens": 100,
         "messages": [
             {"role": "user", "content": "weather in Paris and Rome?"},
@@ -308,4 +310,22 @@ fn system_messages_inside_messages_fold_into_the_system_prompt() {
     assert_eq!(got.messages[0].role, Role::System);
     assert_eq!(got.messages[0].text_content(), "one\n\ntwo\n\nthree");
     assert_eq!(got.messages[1].text_content(), "hi");
+}
+
+#[test]
+fn anthropic_ranges_and_the_clamp_extension() {
+    let base =
+        json!({"model": "m", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]});
+    let mut hot = base.clone();
+    hot["temperature"] = json!(1.5);
+    let e = messages_to_chat(anthropic(hot)).unwrap_err();
+    assert!(e.to_string().contains("temperature"), "{e}");
+    let mut one = base.clone();
+    one["temperature"] = json!(1.0);
+    assert!(messages_to_chat(anthropic(one)).is_ok());
+    // Anthropic clients ask for more than small models hold: clamp, don't fail.
+    assert_eq!(
+        messages_to_chat(anthropic(base)).unwrap().clamp_max_tokens,
+        Some(true)
+    );
 }

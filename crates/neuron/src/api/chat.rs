@@ -28,6 +28,10 @@ use crate::metrics::{NeuronMetrics, RequestLabels};
 /// The header that injects a test fault, when fault injection is enabled.
 pub const INJECT_HEADER: &str = "x-neuron-inject-fault";
 
+/// Stop sequences per request. OpenAI allows 4 (the gateway enforces that
+/// on its OpenAI route); Anthropic has no documented cap.
+pub const MAX_STOPS: usize = 16;
+
 /// Streams carry the prompt size up front (the gateway puts it in
 /// Anthropic's `message_start`).
 pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
@@ -93,10 +97,10 @@ fn check(req: &ChatCompletionRequest) -> Result<Checked, ApiError> {
         }
     }
     let stops = req.stop.clone().map(|s| s.into_vec()).unwrap_or_default();
-    if stops.len() > 4 {
+    if stops.len() > MAX_STOPS {
         return Err(ApiError::bad_param(
             "stop",
-            "at most 4 stop sequences are allowed",
+            format!("at most {MAX_STOPS} stop sequences are allowed"),
         ));
     }
     Ok(Checked {
@@ -173,6 +177,7 @@ pub async fn chat_completions(
     }
     let room = ctx - prompt.len();
     let max_new_tokens = match checked.max_tokens {
+        Some(n) if n > room && req.clamp_max_tokens == Some(true) => room,
         Some(n) if n > room => {
             return Err(ApiError::bad_param(
                 "max_tokens",
@@ -497,7 +502,7 @@ mod tests {
             ("top_p", json!(1.5), "top_p"),
             ("top_k", json!(-1), "top_k"),
             ("n", json!(2), "n"),
-            ("stop", json!(["a", "b", "c", "d", "e"]), "stop"),
+            ("stop", json!(vec!["s"; MAX_STOPS + 1]), "stop"),
         ] {
             let e = with(k, v.clone())
                 .err()
