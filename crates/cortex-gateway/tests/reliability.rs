@@ -504,7 +504,6 @@ async fn client_errors_from_a_neuron_never_count_against_it() {
 /// `count_tokens` goes to a neuron (and may load a model) but never passes
 /// admission: it is neither capped per model nor in total.
 #[tokio::test]
-#[ignore = "bug: /v1/messages/count_tokens bypasses admission (api/anthropic.rs count)"]
 async fn count_tokens_passes_admission_too() {
     let a = FakeNeuron::builder("a")
         .file("m", 100)

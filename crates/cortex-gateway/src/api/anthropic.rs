@@ -258,6 +258,7 @@ async fn count(
     let body = body_or_error(body)?;
     let req: MessagesRequest = parse(&body)?;
     let resolved = resolve(s, &req.model)?;
+    let _permit = admit(s, &resolved.id).await?;
     let chat = messages_to_chat_for_count(req)?;
     let tok = TokenizeRequest {
         model: resolved.id.clone(),

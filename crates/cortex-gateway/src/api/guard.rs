@@ -50,6 +50,12 @@ pub async fn normalise_path(req: Request, next: Next) -> Response {
     next.run(req).await
 }
 
+/// Does this caller speak Anthropic? Anthropic paths, and any request with
+/// an `anthropic-version` header.
+fn wants_anthropic(req: &Request) -> bool {
+    is_anthropic(req.uri().path()) || req.headers().contains_key("anthropic-version")
+}
+
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
@@ -78,8 +84,11 @@ pub async fn authenticate(
             .any(|key| constant_time_eq(k.as_bytes(), key.as_bytes()))
     });
     if !ok {
-        let path = req.uri().path().to_string();
-        return reject(&path, GatewayError::Unauthorized);
+        return if wants_anthropic(&req) {
+            Anthropic(GatewayError::Unauthorized).into_response()
+        } else {
+            OpenAi(GatewayError::Unauthorized).into_response()
+        };
     }
     next.run(req).await
 }

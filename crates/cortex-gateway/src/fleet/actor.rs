@@ -117,6 +117,11 @@ impl Actor {
                 self.state.mark_poisoned(&model, &node);
                 self.publish();
             }
+            Command::Gone { model, node } => {
+                tracing::debug!(%model, %node, "model is no longer on the node; it leaves routing there");
+                self.state.record_unloaded(&node, &model);
+                self.publish();
+            }
             Command::EnsureReady {
                 model,
                 avoid,
@@ -460,13 +465,20 @@ impl Actor {
         }
         self.publish();
         let client = self.client.clone();
+        let tx = self.tx.clone();
         let timeout = self.settings.load_timeout;
         let id = info.id.clone();
         tokio::spawn(async move {
             let mut from = Vec::new();
             for n in nodes {
                 match client.unload(&n, &id, timeout).await {
-                    Ok(r) if r.unloaded => from.push(n.name.clone()),
+                    Ok(r) if r.unloaded => {
+                        let _ = tx.send(Command::Gone {
+                            model: id.clone(),
+                            node: n.name.clone(),
+                        });
+                        from.push(n.name.clone());
+                    }
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(model = %id, node = %n.name, error = %e, "unload failed")

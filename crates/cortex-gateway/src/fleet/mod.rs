@@ -87,6 +87,10 @@ pub(crate) enum Command {
         model: String,
         node: String,
     },
+    Gone {
+        model: String,
+        node: String,
+    },
     EnsureReady {
         model: String,
         avoid: Vec<String>,
@@ -245,6 +249,15 @@ impl FleetHandle {
     /// A neuron answered that `model` is poisoned.
     pub fn poisoned(&self, model: &str, node: &str) {
         self.send(Command::Poisoned {
+            model: model.to_string(),
+            node: node.to_string(),
+        });
+    }
+
+    /// `model` is no longer on `node`: the neuron said so, or our unload
+    /// finished.
+    pub fn gone(&self, model: &str, node: &str) {
+        self.send(Command::Gone {
             model: model.to_string(),
             node: node.to_string(),
         });

@@ -128,7 +128,7 @@ impl FleetState {
                 n.last_ok = Some(Instant::now());
                 // A poll sent before our own latest load/unload there would
                 // undo it until the next poll: keep what we know instead.
-                if n.status.is_none() || sent_ms >= n.changed_ms {
+                if n.status.is_none() || sent_ms > n.changed_ms {
                     n.status = Some(status);
                     n.status_sent_ms = sent_ms;
                 }

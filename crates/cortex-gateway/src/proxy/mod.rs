@@ -83,11 +83,10 @@ pub async fn dispatch(
             .await
         {
             Ok(resp)
-                if !last
-                    && matches!(
-                        resp.status(),
-                        StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
-                    ) =>
+                if matches!(
+                    resp.status(),
+                    StatusCode::NOT_FOUND | StatusCode::SERVICE_UNAVAILABLE
+                ) =>
             {
                 // Read the (small) error to see whether the neuron ran anything.
                 let status = resp.status().as_u16();
@@ -97,8 +96,21 @@ pub async fn dispatch(
                     .await?;
                 let (message, code) = error_of(&bytes);
                 if code.as_deref().is_some_and(|c| NOT_PROCESSED.contains(&c)) {
-                    if code.as_deref() == Some("model_poisoned") {
-                        state.fleet.poisoned(model, &node);
+                    match code.as_deref() {
+                        Some("model_poisoned") => state.fleet.poisoned(model, &node),
+                        // Lost since the last poll (the neuron restarted, or
+                        // an unload raced this request): forget it there, so
+                        // that the retry loads it again.
+                        Some("model_not_found") => state.fleet.gone(model, &node),
+                        _ => {}
+                    }
+                    if last {
+                        // Not the client's fault, and the model exists:
+                        // never pass a neuron's 404 on as "no such model".
+                        return Err(GatewayError::Unavailable {
+                            message: format!("`{model}` could not be served right now: {message}"),
+                            retry_after_s: 1,
+                        });
                     }
                     tracing::info!(%model, %node, code = ?code, "neuron did not process the request; trying another");
                     retry(state, model, &mut avoid, node);

@@ -17,9 +17,17 @@ impl Actor {
     fn spawn_unload(&self, node: Arc<NodeInfo>, model: String) {
         let client = self.client.clone();
         let timeout = self.settings.load_timeout;
+        let tx = self.tx.clone();
         tokio::spawn(async move {
-            if let Err(e) = client.unload(&node, &model, timeout).await {
-                tracing::warn!(%model, node = %node.name, error = %e, "unload failed");
+            match client.unload(&node, &model, timeout).await {
+                // Polls sent before now may still show it: not after this.
+                Ok(_) => {
+                    let _ = tx.send(Command::Gone {
+                        model,
+                        node: node.name.clone(),
+                    });
+                }
+                Err(e) => tracing::warn!(%model, node = %node.name, error = %e, "unload failed"),
             }
         });
     }
@@ -143,8 +151,16 @@ impl Actor {
                     result: result.map(|r| (r, Vec::new())),
                 });
                 if loaded {
-                    if let Err(e) = client.unload(&from, &model, timeout).await {
-                        tracing::warn!(%model, node = %from.name, error = %e, "defragmentation unload failed");
+                    match client.unload(&from, &model, timeout).await {
+                        Ok(_) => {
+                            let _ = tx.send(Command::Gone {
+                                model,
+                                node: from.name.clone(),
+                            });
+                        }
+                        Err(e) => {
+                            tracing::warn!(%model, node = %from.name, error = %e, "defragmentation unload failed")
+                        }
                     }
                 }
             });
