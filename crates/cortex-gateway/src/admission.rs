@@ -63,6 +63,9 @@ impl Admission {
 
     fn gate(&self, model: &str) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(g) = gates.get(model) {
+            return g.clone();
+        }
         gates
             .entry(model.to_string())
             .or_insert_with(|| {

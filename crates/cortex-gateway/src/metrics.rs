@@ -179,10 +179,83 @@ impl GatewayMetrics {
         m
     }
 
+    /// The handles of one (model, node) pair, looked up once.
+    pub fn replica(&self, model: &str, node: &str) -> ReplicaMetrics {
+        let mn = Self::model_node(model, node);
+        let ok = |api: &'static str| {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    model: model.to_string(),
+                    node: node.to_string(),
+                    api,
+                    status: 200,
+                })
+                .clone()
+        };
+        ReplicaMetrics {
+            model: model.to_string(),
+            node: node.to_string(),
+            requests: self.requests.clone(),
+            ok: [ok(API_NAMES[0]), ok(API_NAMES[1]), ok(API_NAMES[2])],
+            request_duration: self.request_duration.get_or_create(&mn).clone(),
+            ttft: self.ttft.get_or_create(&mn).clone(),
+            inter_token: self.inter_token.get_or_create(&mn).clone(),
+            prompt_tokens: self.prompt_tokens.get_or_create(&mn).clone(),
+            completion_tokens: self.completion_tokens.get_or_create(&mn).clone(),
+            tokens_per_second: self.tokens_per_second.get_or_create(&mn).clone(),
+        }
+    }
+
     pub fn model_node(model: &str, node: &str) -> ModelNode {
         ModelNode {
             model: model.to_string(),
             node: node.to_string(),
+        }
+    }
+}
+
+/// The `api` label values, in the order of [`Api`].
+pub const API_NAMES: [&str; 3] = ["openai", "anthropic", "count_tokens"];
+
+/// Which API a request came through.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Api {
+    OpenAi = 0,
+    Anthropic = 1,
+    CountTokens = 2,
+}
+
+/// Metric handles of one (model, node) pair, so that the request path does
+/// no label lookups (kept in the replica's counters).
+#[derive(Clone)]
+pub struct ReplicaMetrics {
+    model: String,
+    node: String,
+    requests: Family<RequestLabels, Counter>,
+    /// `requests{status="200"}` per [`Api`].
+    ok: [Counter; 3],
+    pub request_duration: Histogram,
+    pub ttft: Histogram,
+    pub inter_token: Histogram,
+    pub prompt_tokens: Counter,
+    pub completion_tokens: Counter,
+    pub tokens_per_second: Histogram,
+}
+
+impl ReplicaMetrics {
+    /// Count one request with its final status.
+    pub fn request(&self, api: Api, status: u16) {
+        if status == 200 {
+            self.ok[api as usize].inc();
+        } else {
+            self.requests
+                .get_or_create(&RequestLabels {
+                    model: self.model.clone(),
+                    node: self.node.clone(),
+                    api: API_NAMES[api as usize],
+                    status,
+                })
+                .inc();
         }
     }
 }

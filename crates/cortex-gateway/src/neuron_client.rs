@@ -25,14 +25,21 @@ pub struct NodeInfo {
     /// `http://host:port`, no trailing slash.
     pub base: String,
     pub admin_token: Option<String>,
+    /// `host:port`, parsed once (request URIs are built from it).
+    authority: Option<http::uri::Authority>,
 }
 
 impl NodeInfo {
     pub fn new(name: &str, endpoint: &str, admin_token: Option<String>) -> Self {
+        let base = endpoint.trim_end_matches('/').to_string();
+        let authority = base
+            .strip_prefix("http://")
+            .and_then(|a| a.parse::<http::uri::Authority>().ok());
         Self {
             name: name.to_string(),
-            base: endpoint.trim_end_matches('/').to_string(),
+            base,
             admin_token,
+            authority,
         }
     }
 }
@@ -133,13 +140,21 @@ impl NeuronClient {
         body: Bytes,
         admin: bool,
     ) -> Result<Request<Full<Bytes>>, UpstreamError> {
-        let uri: Uri =
-            format!("{}{path}", node.base)
-                .parse()
-                .map_err(|e| UpstreamError::Connect {
-                    node: node.name.clone(),
-                    message: format!("bad endpoint: {e}"),
-                })?;
+        let built = match &node.authority {
+            Some(a) => Uri::builder()
+                .scheme(http::uri::Scheme::HTTP)
+                .authority(a.clone())
+                .path_and_query(path)
+                .build()
+                .map_err(|e| e.to_string()),
+            None => format!("{}{path}", node.base)
+                .parse::<Uri>()
+                .map_err(|e| e.to_string()),
+        };
+        let uri = built.map_err(|e| UpstreamError::Connect {
+            node: node.name.clone(),
+            message: format!("bad endpoint: {e}"),
+        })?;
         let mut req = Request::builder().method(method).uri(uri);
         if !body.is_empty() {
             req = req.header(

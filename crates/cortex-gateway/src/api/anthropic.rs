@@ -23,6 +23,7 @@ use super::error::{Anthropic, GatewayError};
 use super::{admit, body_or_error, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
+use crate::metrics::Api;
 use crate::neuron_client::error_of;
 use crate::proxy::stats::Stats;
 use crate::proxy::upstream::UpstreamSse;
@@ -69,13 +70,7 @@ async fn handle(
         deadline,
     )
     .await?;
-    let mut stats = Stats::new(
-        s.metrics.clone(),
-        &resolved.id,
-        &d.replica.node.name,
-        "anthropic",
-        started,
-    );
+    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Anthropic, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
         let bytes = s
@@ -270,13 +265,7 @@ async fn count(
     let bytes = serde_json::to_vec(&tok).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let deadline = started + s.limits.request_deadline.get();
     let d = dispatch(s, &resolved.id, "/tokenize", Bytes::from(bytes), deadline).await?;
-    let mut stats = Stats::new(
-        s.metrics.clone(),
-        &resolved.id,
-        &d.replica.node.name,
-        "count_tokens",
-        started,
-    );
+    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::CountTokens, started);
     let status = d.resp.status();
     let bytes = s
         .client

@@ -42,14 +42,6 @@ pub fn path_is_clean(path: &str) -> bool {
     !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
-pub async fn normalise_path(req: Request, next: Next) -> Response {
-    let path = req.uri().path().to_string();
-    if !path_is_clean(&path) {
-        return reject(&path, GatewayError::RouteNotFound);
-    }
-    next.run(req).await
-}
-
 /// Does this caller speak Anthropic? Anthropic paths, and any request with
 /// an `anthropic-version` header.
 fn wants_anthropic(req: &Request) -> bool {
@@ -69,11 +61,14 @@ fn presented(req: &Request) -> Option<&str> {
         .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
 }
 
-pub async fn authenticate(
-    State(state): State<Arc<AppState>>,
-    req: Request,
-    next: Next,
-) -> Response {
+/// Runs before every handler: refuse path tricks, then check the API key
+/// when keys are configured.
+pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    let path = req.uri().path();
+    if !path_is_clean(path) {
+        let path = path.to_string();
+        return reject(&path, GatewayError::RouteNotFound);
+    }
     if state.api_keys.is_empty() {
         return next.run(req).await;
     }

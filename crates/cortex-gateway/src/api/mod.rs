@@ -53,9 +53,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .method_not_allowed_fallback(method_not_allowed)
         .layer(axum::middleware::from_fn_with_state(
             state.clone(),
-            guard::authenticate,
+            guard::guard,
         ))
-        .layer(axum::middleware::from_fn(guard::normalise_path))
         .layer(DefaultBodyLimit::max(limit))
         .with_state(state)
 }

@@ -21,6 +21,7 @@ use super::error::{GatewayError, OpenAi};
 use super::{admit, body_or_error, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
+use crate::metrics::Api;
 use crate::proxy::stats::{Probe, Stats};
 use crate::proxy::upstream::UpstreamSse;
 use crate::proxy::{dispatch, Dispatched};
@@ -89,13 +90,7 @@ async fn chat(
     let permit = admit(s, &resolved.id).await?;
     let deadline = started + s.limits.request_deadline.get();
     let d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
-    let mut stats = Stats::new(
-        s.metrics.clone(),
-        &resolved.id,
-        &d.replica.node.name,
-        "openai",
-        started,
-    );
+    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::OpenAi, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
         let headers = d.resp.headers().clone();

@@ -5,16 +5,29 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
+
+use crate::metrics::{GatewayMetrics, ReplicaMetrics};
 
 use crate::neuron_client::NodeInfo;
 
 /// Live counters of one (model, node) pair, shared by every snapshot.
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub struct Counters {
     pub in_flight: AtomicU64,
     /// Unix ms of the last request start or end.
     pub last_used_ms: AtomicU64,
+    /// Its metric handles, made on first use.
+    pub metrics: OnceLock<Arc<ReplicaMetrics>>,
+}
+
+impl std::fmt::Debug for Counters {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Counters")
+            .field("in_flight", &self.in_flight)
+            .field("last_used_ms", &self.last_used_ms)
+            .finish()
+    }
 }
 
 /// A model ready on a node.
@@ -39,6 +52,14 @@ impl Replica {
 
     pub fn in_flight(&self) -> u64 {
         self.counters.in_flight.load(Ordering::Relaxed)
+    }
+
+    /// This replica's metric handles.
+    pub fn metrics(&self, all: &GatewayMetrics) -> Arc<ReplicaMetrics> {
+        self.counters
+            .metrics
+            .get_or_init(|| Arc::new(all.replica(&self.model, &self.node.name)))
+            .clone()
     }
 }
 
@@ -85,19 +106,21 @@ impl RoutingTable {
     /// Rule 2: the ready replica with the fewest requests in flight, not on
     /// a node in `avoid`.
     pub fn pick(&self, id: &str, avoid: &[String]) -> Option<Replica> {
-        let replicas = self.ready.get(id)?;
-        let candidates: Vec<&Replica> = replicas
+        // The hot path: the rule of `router::pick_ready`, without allocating.
+        let key = |r: &Replica| {
+            (
+                r.in_flight(),
+                r.counters.last_used_ms.load(Ordering::Relaxed),
+            )
+        };
+        self.ready
+            .get(id)?
             .iter()
             .filter(|r| !avoid.contains(&r.node.name))
-            .collect();
-        let views: Vec<crate::router::ReadyReplica> = candidates
-            .iter()
-            .map(|r| crate::router::ReadyReplica {
-                node: r.node.name.clone(),
-                in_flight: r.in_flight(),
-                last_used_ms: r.counters.last_used_ms.load(Ordering::Relaxed),
+            .min_by(|a, b| {
+                let (ka, kb) = (key(a), key(b));
+                crate::router::ready_order((ka.0, ka.1, &a.node.name), (kb.0, kb.1, &b.node.name))
             })
-            .collect();
-        crate::router::pick_ready(&views).map(|i| candidates[i].clone())
+            .cloned()
     }
 }

@@ -8,7 +8,9 @@ use std::time::Instant;
 use cortex_core::openai::Usage;
 use serde::Deserialize;
 
-use crate::metrics::{GatewayMetrics, RequestLabels};
+use std::sync::Arc;
+
+use crate::metrics::{Api, ReplicaMetrics};
 
 /// The parts of an OpenAI chunk or answer the tap reads.
 #[derive(Debug, Default, Deserialize)]
@@ -48,10 +50,8 @@ impl Probe {
 
 /// One request's measurements.
 pub struct Stats {
-    metrics: GatewayMetrics,
-    model: String,
-    node: String,
-    api: &'static str,
+    metrics: Arc<ReplicaMetrics>,
+    api: Api,
     started: Instant,
     first: Option<Instant>,
     last: Option<Instant>,
@@ -61,17 +61,9 @@ pub struct Stats {
 }
 
 impl Stats {
-    pub fn new(
-        metrics: GatewayMetrics,
-        model: &str,
-        node: &str,
-        api: &'static str,
-        started: Instant,
-    ) -> Self {
+    pub fn new(metrics: Arc<ReplicaMetrics>, api: Api, started: Instant) -> Self {
         Self {
             metrics,
-            model: model.to_string(),
-            node: node.to_string(),
             api,
             started,
             first: None,
@@ -85,19 +77,16 @@ impl Stats {
     /// A chunk with output arrived.
     pub fn token(&mut self) {
         let now = Instant::now();
-        let labels = GatewayMetrics::model_node(&self.model, &self.node);
         match self.last {
             None => {
                 self.first = Some(now);
                 self.metrics
                     .ttft
-                    .get_or_create(&labels)
                     .observe(now.duration_since(self.started).as_secs_f64());
             }
             Some(prev) => self
                 .metrics
                 .inter_token
-                .get_or_create(&labels)
                 .observe(now.duration_since(prev).as_secs_f64()),
         }
         self.last = Some(now);
@@ -115,37 +104,19 @@ impl Stats {
         }
         self.recorded = true;
         self.status = status;
-        let labels = GatewayMetrics::model_node(&self.model, &self.node);
-        self.metrics
-            .request_duration
-            .get_or_create(&labels)
+        let m = &self.metrics;
+        m.request_duration
             .observe(self.started.elapsed().as_secs_f64());
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                model: self.model.clone(),
-                node: self.node.clone(),
-                api: self.api,
-                status,
-            })
-            .inc();
+        m.request(self.api, status);
         if let Some(u) = self.usage {
-            self.metrics
-                .prompt_tokens
-                .get_or_create(&labels)
-                .inc_by(u.prompt_tokens);
-            self.metrics
-                .completion_tokens
-                .get_or_create(&labels)
-                .inc_by(u.completion_tokens);
+            m.prompt_tokens.inc_by(u.prompt_tokens);
+            m.completion_tokens.inc_by(u.completion_tokens);
             let gen_secs = match (self.first, self.last) {
                 (Some(f), Some(l)) => l.duration_since(f).as_secs_f64(),
                 _ => 0.0,
             };
             if u.completion_tokens > 1 && gen_secs > 0.0 {
-                self.metrics
-                    .tokens_per_second
-                    .get_or_create(&labels)
+                m.tokens_per_second
                     .observe((u.completion_tokens - 1) as f64 / gen_secs);
             }
         }

@@ -57,12 +57,19 @@ pub fn pick_ready(replicas: &[ReadyReplica]) -> Option<usize> {
         .iter()
         .enumerate()
         .min_by(|(_, a), (_, b)| {
-            a.in_flight
-                .cmp(&b.in_flight)
-                .then(a.last_used_ms.cmp(&b.last_used_ms))
-                .then_with(|| a.node.cmp(&b.node))
+            ready_order(
+                (a.in_flight, a.last_used_ms, &a.node),
+                (b.in_flight, b.last_used_ms, &b.node),
+            )
         })
         .map(|(i, _)| i)
+}
+
+/// The order of [`pick_ready`] on `(in_flight, last_used_ms, node)`: the
+/// first is preferred. Exposed so the request path can apply the same rule
+/// without building [`ReadyReplica`]s.
+pub fn ready_order(a: (u64, u64, &str), b: (u64, u64, &str)) -> std::cmp::Ordering {
+    a.0.cmp(&b.0).then(a.1.cmp(&b.1)).then_with(|| a.2.cmp(b.2))
 }
 
 /// Rule 3 of DESIGN: where to load `wanted`, and what to unload there first.
