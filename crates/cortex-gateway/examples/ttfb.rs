@@ -62,21 +62,37 @@ fn args() -> Args {
     }
 }
 
-/// (time to first body byte, total) of each counted request, and errors.
-async fn connection(
-    uri: Uri,
-    body: Bytes,
-    warmup: usize,
-    n: usize,
-) -> (Vec<(Duration, Duration)>, usize) {
-    let authority = uri.authority().unwrap().as_str().to_string();
-    let stream = TcpStream::connect(&authority).await.unwrap();
+/// A keep-alive HTTP/1.1 connection to `authority`, its driver spawned.
+async fn connect(authority: &str) -> http1::SendRequest<Full<Bytes>> {
+    let stream = TcpStream::connect(authority).await.unwrap();
     stream.set_nodelay(true).unwrap();
-    let (mut send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
+    let (send, conn) = http1::handshake(TokioIo::new(stream)).await.unwrap();
     tokio::spawn(conn);
-    let mut out = Vec::with_capacity(n);
-    let mut errors = 0;
+    send
+}
+
+/// What one connection measured.
+struct Measured {
+    /// (time to first body byte, total) of each counted request.
+    times: Vec<(Duration, Duration)>,
+    errors: usize,
+    /// Connections the server closed (nginx does after `keepalive_requests`).
+    reconnects: usize,
+}
+
+async fn connection(uri: Uri, body: Bytes, warmup: usize, n: usize) -> Measured {
+    let authority = uri.authority().unwrap().as_str().to_string();
+    let mut send = connect(&authority).await;
+    let mut m = Measured {
+        times: Vec::with_capacity(n),
+        errors: 0,
+        reconnects: 0,
+    };
     for i in 0..warmup + n {
+        if send.ready().await.is_err() {
+            send = connect(&authority).await;
+            m.reconnects += 1;
+        }
         let req = Request::builder()
             .method(Method::POST)
             .uri(uri.path())
@@ -84,19 +100,17 @@ async fn connection(
             .header(header::CONTENT_TYPE, "application/json")
             .body(Full::new(body.clone()))
             .unwrap();
-        send.ready().await.unwrap();
         let start = Instant::now();
         let resp = match send.send_request(req).await {
             Ok(r) => r,
             Err(_) => {
-                errors += 1;
+                m.errors += 1;
                 continue;
             }
         };
-        let ok = resp.status().is_success();
+        let mut failed = !resp.status().is_success();
         let mut body = resp.into_body();
         let mut first = None;
-        let mut failed = !ok;
         while let Some(frame) = body.frame().await {
             match frame {
                 Ok(f) => {
@@ -115,11 +129,11 @@ async fn connection(
             continue;
         }
         match (failed, first) {
-            (false, Some(f)) => out.push((f, total)),
-            _ => errors += 1,
+            (false, Some(f)) => m.times.push((f, total)),
+            _ => m.errors += 1,
         }
     }
-    (out, errors)
+    m
 }
 
 fn pct(sorted: &[f64], p: f64) -> f64 {
@@ -153,11 +167,12 @@ async fn main() {
         .collect();
     let mut ttfb = Vec::with_capacity(a.n);
     let mut total = Vec::with_capacity(a.n);
-    let mut errors = 0;
+    let (mut errors, mut reconnects) = (0, 0);
     for t in tasks {
-        let (times, e) = t.await.unwrap();
-        errors += e;
-        for (f, t) in times {
+        let m = t.await.unwrap();
+        errors += m.errors;
+        reconnects += m.reconnects;
+        for (f, t) in m.times {
             ttfb.push(f.as_secs_f64() * 1e3);
             total.push(t.as_secs_f64() * 1e3);
         }
@@ -166,6 +181,7 @@ async fn main() {
     let line = serde_json::json!({
         "requests": ttfb.len(),
         "errors": errors,
+        "reconnects": reconnects,
         "concurrency": a.c,
         "wall_s": wall,
         "req_per_s": ttfb.len() as f64 / wall,
