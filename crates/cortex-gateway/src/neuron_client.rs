@@ -25,16 +25,19 @@ pub struct NodeInfo {
     /// `http://host:port`, no trailing slash.
     pub base: String,
     pub admin_token: Option<String>,
-    /// `host:port`, parsed once (request URIs are built from it).
-    authority: Option<http::uri::Authority>,
+    /// `host:port`, parsed once (request URIs and the Host header are
+    /// built from it).
+    authority: Option<(http::uri::Authority, HeaderValue)>,
 }
 
 impl NodeInfo {
     pub fn new(name: &str, endpoint: &str, admin_token: Option<String>) -> Self {
         let base = endpoint.trim_end_matches('/').to_string();
-        let authority = base
-            .strip_prefix("http://")
-            .and_then(|a| a.parse::<http::uri::Authority>().ok());
+        let authority = base.strip_prefix("http://").and_then(|a| {
+            let auth = a.parse::<http::uri::Authority>().ok()?;
+            let host = HeaderValue::from_str(auth.as_str()).ok()?;
+            Some((auth, host))
+        });
         Self {
             name: name.to_string(),
             base,
@@ -141,7 +144,7 @@ impl NeuronClient {
         admin: bool,
     ) -> Result<Request<Full<Bytes>>, UpstreamError> {
         let built = match &node.authority {
-            Some(a) => Uri::builder()
+            Some((a, _)) => Uri::builder()
                 .scheme(http::uri::Scheme::HTTP)
                 .authority(a.clone())
                 .path_and_query(path)
@@ -156,6 +159,10 @@ impl NeuronClient {
             message: format!("bad endpoint: {e}"),
         })?;
         let mut req = Request::builder().method(method).uri(uri);
+        if let Some((_, host)) = &node.authority {
+            // Set once here; hyper-util would format it per request.
+            req = req.header(header::HOST, host.clone());
+        }
         if !body.is_empty() {
             req = req.header(
                 header::CONTENT_TYPE,

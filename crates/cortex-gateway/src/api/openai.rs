@@ -93,7 +93,7 @@ async fn chat(
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::OpenAi, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
-        let headers = d.resp.headers().clone();
+        let keep = kept_headers(d.resp.headers());
         let bytes = s
             .client
             .read_body(
@@ -108,17 +108,27 @@ async fn chat(
             }
         }
         stats.finish(status.as_u16());
-        return Ok(passthrough(status, &headers, bytes));
+        return Ok(passthrough(status, keep, bytes));
     }
     Ok(stream_through(s, d, stats, !wants_usage, permit))
 }
 
+type Kept = [(header::HeaderName, Option<header::HeaderValue>); 2];
+
+/// The answer headers passed on (not a clone of the whole map).
+fn kept_headers(headers: &HeaderMap) -> Kept {
+    [header::CONTENT_TYPE, header::RETRY_AFTER].map(|h| {
+        let v = headers.get(&h).cloned();
+        (h, v)
+    })
+}
+
 /// A neuron's answer, passed on with its status and content type.
-fn passthrough(status: StatusCode, headers: &HeaderMap, body: Bytes) -> Response {
+fn passthrough(status: StatusCode, keep: Kept, body: Bytes) -> Response {
     let mut r = (status, body).into_response();
-    for h in [header::CONTENT_TYPE, header::RETRY_AFTER] {
-        if let Some(v) = headers.get(&h) {
-            r.headers_mut().insert(h, v.clone());
+    for (h, v) in keep {
+        if let Some(v) = v {
+            r.headers_mut().insert(h, v);
         }
     }
     r
