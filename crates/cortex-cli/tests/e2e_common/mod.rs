@@ -108,6 +108,11 @@ pub fn neuron_bin() -> PathBuf {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
         let bin = cortex_bin().with_file_name(format!("neuron{}", std::env::consts::EXE_SUFFIX));
+        // `cargo test --workspace` has just built it; building it again with
+        // `-p neuron` would use other features and rebuild half the tree.
+        if is_newer_than_sources(&bin) {
+            return bin;
+        }
         let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
         let mut cmd = Command::new(cargo);
         cmd.args(["build", "-p", "neuron", "--bin", "neuron"])
@@ -138,6 +143,37 @@ pub fn neuron_bin() -> PathBuf {
         bin
     })
     .clone()
+}
+
+/// Is `bin` newer than every source file of the crates it is built from?
+fn is_newer_than_sources(bin: &Path) -> bool {
+    fn newest(dir: &Path, acc: &mut std::time::SystemTime) {
+        let Ok(entries) = std::fs::read_dir(dir) else {
+            return;
+        };
+        for e in entries.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                newest(&p, acc);
+            } else if let Ok(m) = e.metadata().and_then(|m| m.modified()) {
+                *acc = (*acc).max(m);
+            }
+        }
+    }
+    let Ok(built) = std::fs::metadata(bin).and_then(|m| m.modified()) else {
+        return false;
+    };
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let mut latest = std::time::SystemTime::UNIX_EPOCH;
+    for dir in ["crates/neuron/src", "crates/cortex-core/src"] {
+        newest(&root.join(dir), &mut latest);
+    }
+    for file in ["crates/neuron/Cargo.toml", "Cargo.toml", "Cargo.lock"] {
+        if let Ok(m) = std::fs::metadata(root.join(file)).and_then(|m| m.modified()) {
+            latest = latest.max(m);
+        }
+    }
+    built > latest
 }
 
 /// Run `cmd` to completion with a bounded wait; `None` (after killing it)
