@@ -487,3 +487,58 @@ proptest! {
         });
     }
 }
+
+/// Defragmentation: `big` fits node a only once a's two idle small models
+/// have moved to b (which has room for them but not the big file); the
+/// evictor moves them (load on b, then unload on a) and `big` then loads on
+/// a without evicting anything.
+#[tokio::test]
+async fn defragmentation_moves_idle_models_to_make_room() {
+    let a = FakeNeuron::builder("a")
+        .budget(200)
+        .file("s1", 60)
+        .file("s2", 60)
+        .file("big", 150)
+        .loaded("s1")
+        .loaded("s2")
+        .start()
+        .await;
+    let b = FakeNeuron::builder("b")
+        .budget(200)
+        .file("s1", 60)
+        .file("s2", 60)
+        .start()
+        .await;
+    let mut s = settings(&[&a, &b]);
+    s.config.eviction.defrag_after_cycles = 1;
+    let gw = TestGateway::start(s).await;
+    gw.wait_up(&["a", "b"]).await;
+    eventually("s1 and s2 moved from a to b", || async {
+        let mut on_b = b.loaded();
+        on_b.sort();
+        on_b == ["s1", "s2"] && a.loaded().is_empty()
+    })
+    .await;
+    let mut unloaded = a.unload_calls();
+    unloaded.sort();
+    assert_eq!(unloaded, ["s1", "s2"], "moved, not dropped");
+    assert!(b.unload_calls().is_empty());
+    // Now the big model fits a, and nothing has to be evicted for it.
+    ask_ok(&gw, "big").await;
+    assert_eq!(a.loaded(), ["big"]);
+    assert_eq!(a.unload_calls().len(), 2, "no eviction for big");
+    assert!(a.over_budget() == 0 && b.over_budget() == 0);
+    let text = gw.metrics_text().await;
+    for m in ["s1", "s2"] {
+        let labels = [
+            &format!("model=\"{m}\"")[..],
+            "node=\"a\"",
+            "reason=\"defrag\"",
+        ];
+        assert_eq!(
+            metric(&text, "cortex_model_evictions_total", &labels),
+            Some(1.0),
+            "{m}"
+        );
+    }
+}

@@ -110,12 +110,27 @@ pub fn defrag_plan_with(
     can_load: impl Fn(&str, &str) -> bool,
 ) -> Vec<Move> {
     let w = waiting.iter().copied().max().unwrap_or(0);
+    defrag_plan_for(nodes, w, |_| true, policy, can_load)
+}
+
+/// [`defrag_plan_with`] for one waiting model of footprint `w` (the fleet
+/// actor calls this for each model loaded nowhere, largest first) that only
+/// the nodes for which `w_on(node)` holds can load: only room on those
+/// nodes counts as room for it, and only their devices are freed.
+pub fn defrag_plan_for(
+    nodes: &[NodeRoom],
+    w: u64,
+    w_on: impl Fn(&str) -> bool,
+    policy: &Policy,
+    can_load: impl Fn(&str, &str) -> bool,
+) -> Vec<Move> {
     if w == 0 {
         return Vec::new();
     }
     let up: Vec<&NodeRoom> = nodes.iter().filter(|n| n.up).collect();
     let devices = || {
         up.iter()
+            .filter(|n| w_on(&n.name))
             .flat_map(|n| n.devices.iter().map(move |d| (*n, d)))
     };
     if devices().any(|(_, d)| d.free() >= w) {

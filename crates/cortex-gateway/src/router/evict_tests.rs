@@ -169,6 +169,23 @@ fn defrag_makes_room_for_the_largest_waiting_model() {
 }
 
 #[test]
+fn room_counts_only_where_the_waiting_model_can_load() {
+    // a: 80 of 200 free behind two idle models; b: 200 free, but the
+    // waiting model (150) has no file on b. Room on b does not help it, so
+    // a's models move to b.
+    let nodes = vec![
+        node("a", vec![dev(0, 200, vec![res("s1", 60), res("s2", 60)])]),
+        node("b", vec![dev(0, 200, vec![])]),
+    ];
+    assert!(
+        defrag_plan(&nodes, &[150], &lru()).is_empty(),
+        "room on b counts when b can load it"
+    );
+    let moves = defrag_plan_for(&nodes, 150, |n| n == "a", &lru(), |_, _| true);
+    assert_eq!(moves, vec![mv("s1", "a", "b", 0), mv("s2", "a", "b", 0)]);
+}
+
+#[test]
 fn defrag_only_targets_nodes_that_may_load_the_model() {
     let nodes = fragmented_pair();
     // x may not go to b: y (30) is the next smallest single move.

@@ -37,7 +37,7 @@ pub mod evict;
 pub mod place;
 
 pub use cortex_core::config::EvictionStrategy;
-pub use evict::{defrag_plan, defrag_plan_with, idle_victims, Move};
+pub use evict::{defrag_plan, defrag_plan_for, defrag_plan_with, idle_victims, Move};
 pub use place::{pick_ready, plan_load, ready_order};
 
 /// A model resident on a device of a node (loading, ready or poisoned).

@@ -91,18 +91,31 @@ impl Actor {
             })
             .collect();
         let models = self.state.models();
-        let mut waiting: Vec<u64> = models
+        // Models loaded nowhere, largest first, with the nodes that can load them.
+        let mut waiting: Vec<(u64, Vec<&str>)> = models
             .iter()
             .filter(|m| !resident.contains(m.id.as_str()) && !self.state.loads.contains_key(&m.id))
-            .filter_map(|m| m.loadable.iter().map(|(_, _, f)| *f).max())
-            .filter(|f| *f > 0)
+            .filter_map(|m| {
+                let fp = m.loadable.iter().map(|(_, _, f)| *f).max()?;
+                let on = m.loadable.iter().map(|(n, _, _)| n.as_str()).collect();
+                Some((fp, on))
+            })
+            .filter(|(f, _)| *f > 0)
             .collect();
-        waiting.sort_unstable_by(|a, b| b.cmp(a));
-        let moves = router::defrag_plan_with(&rooms, &waiting, &self.policy(), |model, node| {
+        waiting.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        let can_load = |model: &str, node: &str| {
             models
                 .iter()
                 .any(|m| m.id == model && m.loadable.iter().any(|(n, _, _)| n == node))
-        });
+        };
+        // The largest waiting model that a move can make room for.
+        let moves = waiting
+            .iter()
+            .map(|(w, on)| {
+                router::defrag_plan_for(&rooms, *w, |n| on.contains(&n), &self.policy(), can_load)
+            })
+            .find(|m| !m.is_empty())
+            .unwrap_or_default();
         for mv in moves {
             let Some(info) = models.iter().find(|m| m.id == mv.model) else {
                 continue;
