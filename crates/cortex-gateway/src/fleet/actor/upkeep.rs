@@ -102,7 +102,7 @@ impl Actor {
             })
             .filter(|(f, _)| *f > 0)
             .collect();
-        waiting.sort_unstable_by(|a, b| b.0.cmp(&a.0));
+        waiting.sort_unstable_by_key(|w| std::cmp::Reverse(w.0));
         let can_load = |model: &str, node: &str| {
             models
                 .iter()
