@@ -18,12 +18,6 @@ use common::*;
 use futures::StreamExt;
 use serde_json::Value;
 
-async fn ask(gw: &TestGateway, model: &str) -> (u16, Value) {
-    let r = gw.post("/v1/chat/completions", &chat(model, false)).await;
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn served_by(gw: &TestGateway, model: &str) -> String {
     let (st, v) = ask(gw, model).await;
     assert_eq!(st, 200, "{v}");

@@ -14,13 +14,6 @@ use cortex_core::neuron_api::ModelState;
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
-/// Status and body of a non-streamed chat.
-async fn ask(gw: &TestGateway, model: &str) -> (u16, Value) {
-    let r = gw.post("/v1/chat/completions", &chat(model, false)).await;
-    let st = r.status().as_u16();
-    (st, r.json().await.unwrap_or(Value::Null))
-}
-
 async fn ask_ok(gw: &TestGateway, model: &str) -> String {
     let (st, v) = ask(gw, model).await;
     assert_eq!(st, 200, "{model}: {v}");

@@ -381,3 +381,10 @@ pub async fn dead_endpoint() -> String {
     drop(l);
     format!("http://{addr}")
 }
+
+/// Status and body of a non-streamed chat through the gateway.
+pub async fn ask(gw: &TestGateway, model: &str) -> (u16, Value) {
+    let r = gw.post("/v1/chat/completions", &chat(model, false)).await;
+    let st = r.status().as_u16();
+    (st, r.json().await.unwrap_or(Value::Null))
+}
