@@ -75,14 +75,6 @@ impl UpstreamError {
     pub fn nothing_sent(&self) -> bool {
         matches!(self, UpstreamError::Connect { .. })
     }
-
-    /// The neuron's error `code`, when it answered with one.
-    pub fn code(&self) -> Option<&str> {
-        match self {
-            UpstreamError::Status { code, .. } => code.as_deref(),
-            _ => None,
-        }
-    }
 }
 
 /// The neuron's error envelope, as far as we read it.

@@ -26,11 +26,8 @@ pub async fn model_action(
     State(s): State<Arc<AppState>>,
     Path((id, action)): Path<(String, String)>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match act(&s, &id, &action, body).await {
-        Ok(r) => r,
-        Err(e) => OpenAi(e).into_response(),
-    }
+) -> Result<Response, OpenAi> {
+    act(&s, &id, &action, body).await.map_err(OpenAi)
 }
 
 async fn act(

@@ -39,11 +39,8 @@ pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
 pub async fn messages(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match handle(&s, body).await {
-        Ok(r) => r,
-        Err(e) => Anthropic(e).into_response(),
-    }
+) -> Result<Response, Anthropic> {
+    handle(&s, body).await.map_err(Anthropic)
 }
 
 async fn handle(
@@ -238,11 +235,8 @@ fn translate_stream(
 pub async fn count_tokens(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match count(&s, body).await {
-        Ok(r) => r,
-        Err(e) => Anthropic(e).into_response(),
-    }
+) -> Result<Response, Anthropic> {
+    count(&s, body).await.map_err(Anthropic)
 }
 
 async fn count(

@@ -50,11 +50,8 @@ struct StreamOptionsProbe {
 pub async fn chat_completions(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Response {
-    match chat(&s, body).await {
-        Ok(r) => r,
-        Err(e) => OpenAi(e).into_response(),
-    }
+) -> Result<Response, OpenAi> {
+    chat(&s, body).await.map_err(OpenAi)
 }
 
 async fn chat(

@@ -208,21 +208,16 @@ impl Actor {
             }
         }
         // Ready somewhere acceptable?
-        let table = self.state.table();
-        let ready = table.ready.get(&id).and_then(|rs| {
-            let ok: Vec<&Replica> = rs
-                .iter()
-                .filter(|r| only.as_ref().is_none_or(|n| &r.node.name == n))
-                .collect();
-            let preferred: Vec<&&Replica> = ok
-                .iter()
-                .filter(|r| !avoid.contains(&r.node.name))
-                .collect();
-            preferred
-                .first()
-                .map(|r| (**r).clone())
-                .or_else(|| ok.first().map(|r| (*r).clone()))
-        });
+        // The published snapshot is current: it is republished after every change.
+        let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let ready = match &only {
+            Some(n) => table
+                .ready
+                .get(&id)
+                .and_then(|rs| rs.iter().find(|r| &r.node.name == n).cloned()),
+            // Nodes in `avoid` only as a last resort, as on the request path.
+            None => table.pick(&id, &avoid).or_else(|| table.pick(&id, &[])),
+        };
         if let Some(r) = ready {
             return send(
                 reply,

@@ -92,10 +92,6 @@ impl Stats {
         self.last = Some(now);
     }
 
-    pub fn saw_first_token(&self) -> bool {
-        self.first.is_some()
-    }
-
     /// Record everything; later calls do nothing. `status` 499 = the client
     /// went away.
     pub fn finish(&mut self, status: u16) {
