@@ -308,11 +308,7 @@ fn assert_anthropic_error(v: &Value, kind: &str) {
 
 #[tokio::test]
 async fn errors_come_in_the_callers_dialect() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
     let mut s = settings(&[&a]);
     s.config.limits.max_body = kib(1);
     let gw = TestGateway::start(s).await;

@@ -44,16 +44,8 @@ fn slow(b: &mut common::fake_neuron::Behaviour) {
 
 #[tokio::test]
 async fn failing_polls_take_a_neuron_out_of_routing_until_it_answers_again() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
-    let b = FakeNeuron::builder("b")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
+    let b = FakeNeuron::serving("b", "m").await;
     let gw = TestGateway::start(settings(&[&a, &b])).await;
     gw.wait_ready("m", "a").await;
     gw.wait_ready("m", "b").await;
@@ -117,16 +109,8 @@ async fn a_refused_connection_is_retried_once_elsewhere_and_the_neuron_marked_do
 /// connections the gateway holds in its pool.
 #[tokio::test]
 async fn a_crashed_neuron_with_pooled_connections_is_retried_elsewhere() {
-    let mut a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
-    let b = FakeNeuron::builder("b")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let mut a = FakeNeuron::serving("a", "m").await;
+    let b = FakeNeuron::serving("b", "m").await;
     let mut s = settings(&[&a, &b]);
     s.config.gateway.poll_interval = ms(60_000);
     let gw = TestGateway::start(s).await;
@@ -320,11 +304,7 @@ async fn an_endless_upstream_line_ends_the_stream_cleanly() {
 
 #[tokio::test]
 async fn streams_have_first_token_and_idle_limits_but_no_total_limit() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
     let mut s = settings(&[&a]);
     s.config.limits.first_byte_timeout = ms(1000);
     s.config.limits.idle_timeout = ms(1000);
@@ -470,11 +450,7 @@ async fn a_client_that_goes_away_cancels_the_upstream_stream() {
 
 #[tokio::test]
 async fn client_errors_from_a_neuron_never_count_against_it() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
     let gw = TestGateway::start(settings(&[&a])).await;
     gw.wait_ready("m", "a").await;
     for status in [400u16, 404, 422, 400, 400] {

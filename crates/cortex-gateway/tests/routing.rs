@@ -152,11 +152,7 @@ async fn a_failed_load_is_reported_in_dialect_and_tried_again_later() {
 /// neuron's 404 for a model that exists until the next poll.
 #[tokio::test]
 async fn a_model_the_neuron_lost_is_loaded_again() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
     let mut s = settings(&[&a]);
     s.config.gateway.poll_interval = ms(60_000);
     let gw = TestGateway::start(s).await;
@@ -344,16 +340,8 @@ async fn idle_models_are_unloaded_but_pinned_ones_stay() {
 /// Two fakes with `m` ready, polled once only (so that what the gateway
 /// learns about `a` comes from requests).
 async fn two_ready_polled_once() -> (FakeNeuron, FakeNeuron, TestGateway) {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
-    let b = FakeNeuron::builder("b")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
+    let b = FakeNeuron::serving("b", "m").await;
     let mut s = settings(&[&a, &b]);
     s.config.gateway.poll_interval = ms(60_000);
     let gw = TestGateway::start(s).await;
@@ -384,16 +372,8 @@ async fn a_poisoned_answer_is_retried_elsewhere_and_the_replica_leaves_routing()
 
 #[tokio::test]
 async fn a_model_poisoned_in_status_is_never_routed_to() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
-    let b = FakeNeuron::builder("b")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
+    let b = FakeNeuron::serving("b", "m").await;
     let gw = TestGateway::start(settings(&[&a, &b])).await;
     gw.wait_ready("m", "b").await;
     a.poison("m", true);

@@ -19,11 +19,7 @@ const KEY: &str = "sk-cortex-test-7f3a9c21e5";
 const WRONG: &str = "sk-cortex-wrong-000000000";
 
 async fn keyed() -> (FakeNeuron, TestGateway) {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let a = FakeNeuron::serving("a", "m").await;
     let mut s = settings(&[&a]);
     s.config.gateway.api_keys = vec![KEY.into()];
     let gw = TestGateway::start(s).await;
@@ -292,16 +288,8 @@ async fn a_slowloris_client_is_disconnected() {
 
 #[tokio::test]
 async fn clients_cannot_choose_an_upstream() {
-    let canary = FakeNeuron::builder("canary")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
+    let canary = FakeNeuron::serving("canary", "m").await;
+    let a = FakeNeuron::serving("a", "m").await;
     let gw = TestGateway::start(settings(&[&a])).await;
     gw.wait_ready("m", "a").await;
     let steer = |mut body: Value| {

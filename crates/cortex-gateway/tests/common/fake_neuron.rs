@@ -225,6 +225,15 @@ impl FakeNeuron {
         }
     }
 
+    /// A fake with `model` (100 bytes) loaded and ready, nothing else.
+    pub async fn serving(name: &str, model: &str) -> FakeNeuron {
+        Self::builder(name)
+            .file(model, 100)
+            .loaded(model)
+            .start()
+            .await
+    }
+
     /// `http://127.0.0.1:PORT`
     pub fn endpoint(&self) -> String {
         format!("http://{}", self.addr)
