@@ -67,7 +67,7 @@ impl Registry {
                         .map(|r| r.clone())
                         .unwrap_or(None);
                     if let Some(Err(e)) = result {
-                        return Err(clone_error(&e));
+                        return Err(e);
                     }
                 }
                 Next::Reload(m) => {
@@ -122,7 +122,7 @@ impl Registry {
             let result = this
                 .finish_load(&id, source, path, worker, kv_reserve)
                 .await;
-            let _ = tx.send(Some(result.map_err(Arc::new)));
+            let _ = tx.send(Some(result));
         });
         Ok(rx)
     }
@@ -379,35 +379,5 @@ impl Registry {
                 tracing::warn!(model = %id, error = %e, "unload at shutdown failed");
             }
         }
-    }
-}
-
-/// `LifecycleError` is not `Clone` (it wraps `PathError` etc.); waiters of a
-/// shared load get an equivalent copy.
-fn clone_error(e: &LifecycleError) -> LifecycleError {
-    match e {
-        LifecycleError::InsufficientMemory {
-            model,
-            needed,
-            free,
-        } => LifecycleError::InsufficientMemory {
-            model: model.clone(),
-            needed: *needed,
-            free: *free,
-        },
-        LifecycleError::LoadFailed {
-            model,
-            message,
-            invalid_file,
-        } => LifecycleError::LoadFailed {
-            model: model.clone(),
-            message: message.clone(),
-            invalid_file: *invalid_file,
-        },
-        other => LifecycleError::LoadFailed {
-            model: String::new(),
-            message: other.to_string(),
-            invalid_file: false,
-        },
     }
 }

@@ -26,8 +26,9 @@ use crate::fault::ModelHealth;
 use crate::metrics::NeuronMetrics;
 use crate::paths::{self, PathError};
 
-/// Why a lifecycle operation or a request admission failed.
-#[derive(Debug, thiserror::Error)]
+/// Why a lifecycle operation or a request admission failed. `Clone`, so
+/// that every waiter of a shared load gets the load's own error.
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum LifecycleError {
     #[error("invalid model id {0:?}: use letters, digits, '.', '_', '-' and ':'")]
     InvalidId(String),
@@ -130,7 +131,7 @@ impl Drop for InFlight {
     }
 }
 
-type LoadResult = Option<Result<(), Arc<LifecycleError>>>;
+type LoadResult = Option<Result<(), LifecycleError>>;
 
 struct LoadingSlot {
     done: watch::Receiver<LoadResult>,
