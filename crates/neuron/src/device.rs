@@ -108,15 +108,24 @@ pub fn discover(budget: Option<u64>) -> Vec<DeviceInfo> {
     devices
 }
 
-/// Free memory of a device right now: NVML for GPUs, available RAM for the CPU.
-pub fn memory_free(info: &DeviceInfo) -> u64 {
-    match (info.kind, info.ordinal) {
-        (DeviceKind::Cuda, Some(n)) => nvml_gpus()
-            .ok()
-            .and_then(|g| g.into_iter().find(|g| g.ordinal == n))
-            .map_or(0, |g| g.memory_free),
-        _ => meminfo_field("MemAvailable:").unwrap_or(0),
-    }
+/// Free memory of each device right now, in the order given: NVML for GPUs
+/// (read once for all of them), available RAM for the CPU.
+pub fn memory_free(infos: &[&DeviceInfo]) -> Vec<u64> {
+    let gpus = if infos.iter().any(|i| i.kind == DeviceKind::Cuda) {
+        nvml_gpus().unwrap_or_default()
+    } else {
+        Vec::new()
+    };
+    infos
+        .iter()
+        .map(|info| match (info.kind, info.ordinal) {
+            (DeviceKind::Cuda, Some(n)) => gpus
+                .iter()
+                .find(|g| g.ordinal == n)
+                .map_or(0, |g| g.memory_free),
+            _ => meminfo_field("MemAvailable:").unwrap_or(0),
+        })
+        .collect()
 }
 
 /// Physical RAM.
@@ -177,6 +186,10 @@ mod tests {
     #[test]
     fn readings() {
         assert!(memory_total() > 0);
+        let cpu = discover(None).pop().unwrap();
+        let free = memory_free(&[&cpu]);
+        assert_eq!(free.len(), 1);
+        assert!(free[0] > 0 && free[0] <= cpu.memory_total);
         assert!(process_rss() > 0);
         assert_eq!(
             field_kib("MemTotal:  2048 kB\n", "MemTotal:"),

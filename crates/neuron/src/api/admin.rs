@@ -95,7 +95,7 @@ pub async fn tokenize(
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
     // Refreshes the device memory gauges.
-    let _ = state.registry.status().await;
+    let _ = state.registry.devices();
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.prometheus).is_err() {
         return ApiError::internal("cannot encode metrics").into_response();

@@ -249,37 +249,17 @@ impl Registry {
         v
     }
 
-    /// The node's `/status`.
-    pub async fn status(&self) -> NodeStatus {
-        let (models, used) = {
-            let slots = self.slots();
-            let mut models: Vec<ModelStatus> = slots
-                .iter()
-                .map(|(id, s)| match s {
-                    Slot::Ready(m) => m.status(),
-                    Slot::Loading(l) => ModelStatus {
-                        id: id.clone(),
-                        state: ModelState::Loading,
-                        device: l.device,
-                        memory_bytes: l.estimated_bytes,
-                        kv_reserve_bytes: l.kv_reserve,
-                        loaded_at: l.started,
-                        last_used_at: l.started,
-                        in_flight: 0,
-                        source: l.source.clone(),
-                        context_length: 0,
-                        error: None,
-                    },
-                })
-                .collect();
-            models.sort_by(|a, b| a.id.cmp(&b.id));
-            (models, Self::used_by_device(&slots))
-        };
-        let devices = self
-            .workers
-            .iter()
-            .map(|w| {
-                let i = w.info();
+    /// The devices with their budgets and use, and the memory gauges
+    /// refreshed (cheap: no file scan).
+    pub fn devices(&self) -> Vec<DeviceStatus> {
+        let used = Self::used_by_device(&self.slots());
+        let infos: Vec<&crate::device::DeviceInfo> =
+            self.workers.iter().map(|w| w.info()).collect();
+        let free = memory_free(&infos);
+        infos
+            .into_iter()
+            .zip(free)
+            .map(|(i, free)| {
                 let used = used.get(&i.index).copied().unwrap_or(0);
                 let label = crate::metrics::DeviceLabel { device: i.label() };
                 self.metrics
@@ -299,12 +279,38 @@ impl Registry {
                     kind: i.kind,
                     name: i.name.clone(),
                     memory_total_bytes: i.memory_total,
-                    memory_free_bytes: memory_free(i),
+                    memory_free_bytes: free,
                     memory_budget_bytes: i.memory_budget,
                     memory_used_bytes: used,
                 }
             })
+            .collect()
+    }
+
+    /// The node's `/status`.
+    pub async fn status(&self) -> NodeStatus {
+        let mut models: Vec<ModelStatus> = self
+            .slots()
+            .iter()
+            .map(|(id, s)| match s {
+                Slot::Ready(m) => m.status(),
+                Slot::Loading(l) => ModelStatus {
+                    id: id.clone(),
+                    state: ModelState::Loading,
+                    device: l.device,
+                    memory_bytes: l.estimated_bytes,
+                    kv_reserve_bytes: l.kv_reserve,
+                    loaded_at: l.started,
+                    last_used_at: l.started,
+                    in_flight: 0,
+                    source: l.source.clone(),
+                    context_length: 0,
+                    error: None,
+                },
+            })
             .collect();
+        models.sort_by(|a, b| a.id.cmp(&b.id));
+        let devices = self.devices();
         let mut available = Vec::new();
         for f in paths::scan(&self.models_dirs) {
             let kv = self.config.kv_reserve(&f.id).bytes();
