@@ -203,6 +203,12 @@ impl GatewayMetrics {
             prompt_tokens: self.prompt_tokens.get_or_create(&mn).clone(),
             completion_tokens: self.completion_tokens.get_or_create(&mn).clone(),
             tokens_per_second: self.tokens_per_second.get_or_create(&mn).clone(),
+            in_flight: self
+                .in_flight
+                .get_or_create(&ModelLabel {
+                    model: model.to_string(),
+                })
+                .clone(),
         }
     }
 
@@ -240,6 +246,8 @@ pub struct ReplicaMetrics {
     pub prompt_tokens: Counter,
     pub completion_tokens: Counter,
     pub tokens_per_second: Histogram,
+    /// `requests_in_flight{model}` (shared by the model's replicas).
+    pub in_flight: Gauge,
 }
 
 impl ReplicaMetrics {

@@ -410,11 +410,26 @@ async fn admission_rejects_at_once_when_full() {
         2,
         "rejected requests never reached the neuron"
     );
+    let in_flight = |text: &str, m: &str| {
+        metric(
+            text,
+            "cortex_requests_in_flight",
+            &[&format!("model=\"{m}\"")],
+        )
+    };
+    let text = gw.metrics_text().await;
+    assert_eq!(in_flight(&text, "m"), Some(1.0), "{text}");
+    assert_eq!(in_flight(&text, "n"), Some(1.0), "{text}");
     drop(held_n);
 
     drop(held);
     a.set(|b| *b = Default::default());
     eventually("a slot frees up", || async { ask(&gw, "m").await.0 == 200 }).await;
+    eventually("nothing in flight any more", || async {
+        let text = gw.metrics_text().await;
+        in_flight(&text, "m") == Some(0.0) && in_flight(&text, "n") == Some(0.0)
+    })
+    .await;
 }
 
 #[tokio::test]

@@ -61,7 +61,10 @@ pub struct Stats {
 }
 
 impl Stats {
+    /// Start measuring a request that reached a neuron; it counts as in
+    /// flight until [`Stats::finish`].
     pub fn new(metrics: Arc<ReplicaMetrics>, api: Api, started: Instant) -> Self {
+        metrics.in_flight.inc();
         Self {
             metrics,
             api,
@@ -101,6 +104,7 @@ impl Stats {
         self.recorded = true;
         self.status = status;
         let m = &self.metrics;
+        m.in_flight.dec();
         m.request_duration
             .observe(self.started.elapsed().as_secs_f64());
         m.request(self.api, status);
