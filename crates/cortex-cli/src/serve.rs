@@ -24,6 +24,11 @@ const EMBEDDED_NEURON: &str = "127.0.0.1:13131";
 
 /// Run until SIGINT/SIGTERM; then drain and exit.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
+    if config_path(args).is_none() {
+        // Embedded mode hosts a neuron: tune the allocator before the
+        // runtime starts its threads (see `neuron::sys`).
+        neuron::sys::tune_allocator();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -51,13 +56,16 @@ async fn wait(mut rx: watch::Receiver<bool>) {
     let _ = rx.wait_for(|v| *v).await;
 }
 
-async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
-    let config = args
-        .config
+/// The gateway config to run with; `None` means embedded mode.
+fn config_path(args: &ServeArgs) -> Option<PathBuf> {
+    args.config
         .clone()
-        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()));
+        .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()))
+}
+
+async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
     let grace = args.shutdown_grace.get();
-    match config {
+    match config_path(args) {
         Some(path) => {
             let mut settings = GatewaySettings::load(&path)?;
             override_listen(&mut settings.config, args)?;

@@ -126,6 +126,8 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     let Command::Serve(args) = cli.command;
     logging::init(args.log_format);
+    // Before the runtime starts its threads (see `sys`).
+    neuron::sys::tune_allocator();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

@@ -346,7 +346,14 @@ impl Registry {
                 None => return Ok(false),
             };
             match next {
-                Ok(m) => return Ok(self.unload_model(&m).await),
+                Ok(m) => {
+                    let existed = self.unload_model(&m).await;
+                    // The tokenizer and template go with the last handle,
+                    // here, after the worker trimmed: trim again.
+                    drop(m);
+                    crate::sys::release_memory();
+                    return Ok(existed);
+                }
                 Err(mut rx) => {
                     let _ = rx.wait_for(|r| r.is_some()).await;
                 }
