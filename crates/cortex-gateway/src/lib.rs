@@ -18,6 +18,7 @@ pub mod api;
 pub mod catalog;
 pub mod evictor;
 pub mod fleet;
+pub mod h1;
 pub mod metrics;
 pub mod neuron_client;
 pub mod poller;

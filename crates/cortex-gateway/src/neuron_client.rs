@@ -1,7 +1,7 @@
 //! HTTP client for the neuron API: pooled HTTP/1.1 connections over
-//! loopback or a private network, with timeouts, bounded reads, and errors
-//! that say whether anything reached the neuron (the retry rule depends on
-//! it).
+//! loopback or a private network ([`crate::h1`]), with timeouts, bounded
+//! reads, and errors that say whether anything reached the neuron (the retry
+//! rule depends on it).
 
 use std::time::Duration;
 
@@ -9,13 +9,11 @@ use bytes::Bytes;
 use cortex_core::neuron_api::{
     LoadRequest, LoadResponse, NodeStatus, UnloadRequest, UnloadResponse,
 };
-use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri};
-use http_body_util::{BodyExt, Full, Limited};
-use hyper::body::Incoming;
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::TokioExecutor;
+use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
+
+use crate::h1::{self, H1Error};
 use serde::Serialize;
 
 /// A neuron as the gateway addresses it.
@@ -25,19 +23,21 @@ pub struct NodeInfo {
     /// `http://host:port`, no trailing slash.
     pub base: String,
     pub admin_token: Option<String>,
-    /// `host:port`, parsed once (request URIs and the Host header are
-    /// built from it).
-    authority: Option<(http::uri::Authority, HeaderValue)>,
+    /// `host:port` (port 80 when the endpoint names none), parsed once;
+    /// `None` when the endpoint is not a plain `http://host[:port]`.
+    authority: Option<String>,
 }
 
 impl NodeInfo {
     pub fn new(name: &str, endpoint: &str, admin_token: Option<String>) -> Self {
         let base = endpoint.trim_end_matches('/').to_string();
-        let authority = base.strip_prefix("http://").and_then(|a| {
-            let auth = a.parse::<http::uri::Authority>().ok()?;
-            let host = HeaderValue::from_str(auth.as_str()).ok()?;
-            Some((auth, host))
-        });
+        let authority = base
+            .strip_prefix("http://")
+            .and_then(|a| a.parse::<http::uri::Authority>().ok())
+            .map(|a| match a.port_u16() {
+                Some(_) => a.as_str().to_string(),
+                None => format!("{}:80", a.host()),
+            });
         Self {
             name: name.to_string(),
             base,
@@ -104,10 +104,13 @@ pub fn error_of(body: &[u8]) -> (String, Option<String>) {
 /// Pooled client for every neuron.
 #[derive(Clone)]
 pub struct NeuronClient {
-    http: Client<HttpConnector, Full<Bytes>>,
+    pool: h1::Pool,
     /// Largest answer read into memory.
     max_body: usize,
 }
+
+/// Idle keep-alive connections kept per neuron.
+const MAX_IDLE_PER_NODE: usize = 1024;
 
 impl std::fmt::Debug for NeuronClient {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -117,62 +120,10 @@ impl std::fmt::Debug for NeuronClient {
 
 impl NeuronClient {
     pub fn new(connect_timeout: Duration, max_body: usize) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_connect_timeout(Some(connect_timeout));
-        connector.set_nodelay(true);
-        let http = Client::builder(TokioExecutor::new())
-            .pool_idle_timeout(Duration::from_secs(60))
-            .pool_max_idle_per_host(1024)
-            .build(connector);
-        Self { http, max_body }
-    }
-
-    fn request(
-        &self,
-        node: &NodeInfo,
-        method: Method,
-        path: &str,
-        body: Bytes,
-        admin: bool,
-    ) -> Result<Request<Full<Bytes>>, UpstreamError> {
-        let built = match &node.authority {
-            Some((a, _)) => Uri::builder()
-                .scheme(http::uri::Scheme::HTTP)
-                .authority(a.clone())
-                .path_and_query(path)
-                .build()
-                .map_err(|e| e.to_string()),
-            None => format!("{}{path}", node.base)
-                .parse::<Uri>()
-                .map_err(|e| e.to_string()),
-        };
-        let uri = built.map_err(|e| UpstreamError::Connect {
-            node: node.name.clone(),
-            message: format!("bad endpoint: {e}"),
-        })?;
-        let mut req = Request::builder().method(method).uri(uri);
-        if let Some((_, host)) = &node.authority {
-            // Set once here; hyper-util would format it per request.
-            req = req.header(header::HOST, host.clone());
+        Self {
+            pool: h1::Pool::new(connect_timeout, MAX_IDLE_PER_NODE),
+            max_body,
         }
-        if !body.is_empty() {
-            req = req.header(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-        }
-        if admin {
-            if let Some(t) = &node.admin_token {
-                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
-                    req = req.header(header::AUTHORIZATION, v);
-                }
-            }
-        }
-        req.body(Full::new(body))
-            .map_err(|e| UpstreamError::Invalid {
-                node: node.name.clone(),
-                message: e.to_string(),
-            })
     }
 
     /// Send a request; the answer's body is left to the caller. Errors
@@ -185,21 +136,41 @@ impl NeuronClient {
         body: Bytes,
         admin: bool,
         timeout: Duration,
-    ) -> Result<Response<Incoming>, UpstreamError> {
-        let req = self.request(node, method, path, body, admin)?;
-        match tokio::time::timeout(timeout, self.http.request(req)).await {
+    ) -> Result<Response<h1::Body>, UpstreamError> {
+        let Some(authority) = node.authority.as_deref() else {
+            return Err(UpstreamError::Connect {
+                node: node.name.clone(),
+                message: format!("bad endpoint {:?}: expected http://host[:port]", node.base),
+            });
+        };
+        let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(2);
+        if !body.is_empty() {
+            headers.push((
+                header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            ));
+        }
+        if admin {
+            if let Some(t) = &node.admin_token {
+                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
+                    headers.push((header::AUTHORIZATION, v));
+                }
+            }
+        }
+        let sent = self.pool.send(authority, &method, path, &headers, &body);
+        match tokio::time::timeout(timeout, sent).await {
             Err(_) => Err(UpstreamError::Timeout {
                 node: node.name.clone(),
                 what: "answer headers",
             }),
             Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(e)) if e.is_connect() => Err(UpstreamError::Connect {
+            Ok(Err(H1Error::Connect(message))) => Err(UpstreamError::Connect {
                 node: node.name.clone(),
-                message: source_chain(&e),
+                message,
             }),
             Ok(Err(e)) => Err(UpstreamError::Transport {
                 node: node.name.clone(),
-                message: source_chain(&e),
+                message: e.to_string(),
             }),
         }
     }
@@ -208,7 +179,7 @@ impl NeuronClient {
     pub async fn read_body(
         &self,
         node: &NodeInfo,
-        body: Incoming,
+        body: h1::Body,
         timeout: Duration,
     ) -> Result<Bytes, UpstreamError> {
         let limited = Limited::new(body, self.max_body);
@@ -326,16 +297,4 @@ impl NeuronClient {
         )
         .await
     }
-}
-
-/// An error and its sources, joined.
-fn source_chain(e: &dyn std::error::Error) -> String {
-    let mut s = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        s.push_str(": ");
-        s.push_str(&c.to_string());
-        cur = c.source();
-    }
-    s
 }

@@ -26,8 +26,9 @@ use crate::fleet::InFlightGuard;
 use crate::metrics::Api;
 use crate::neuron_client::error_of;
 use crate::proxy::stats::Stats;
-use crate::proxy::upstream::UpstreamSse;
+use crate::proxy::upstream::{StreamFailure, UpstreamSse};
 use crate::proxy::{dispatch, Dispatched};
+use crate::sse::SseEvent;
 use crate::translate::request::{messages_to_chat, messages_to_chat_for_count};
 use crate::translate::response::chat_to_message;
 use crate::translate::stream::{encode_event, AnthropicStream};
@@ -132,6 +133,55 @@ fn encode_all(events: &[StreamEvent]) -> Bytes {
     Bytes::from(out)
 }
 
+impl Translating {
+    /// Append the Anthropic events for one upstream event (or the end) to
+    /// `out`; record the request when the stream ends.
+    fn translate(&mut self, next: Option<Result<SseEvent, StreamFailure>>, out: &mut Vec<u8>) {
+        let events = match next {
+            None => {
+                self.stats.finish(502);
+                self.tr.fail(
+                    "api_error",
+                    "the neuron ended the stream before it was complete",
+                )
+            }
+            Some(Err(f)) => {
+                self.stats.finish(502);
+                self.tr.fail("api_error", &f.0)
+            }
+            Some(Ok(ev)) if ev.data == "[DONE]" => {
+                self.stats.finish(200);
+                self.tr.finish()
+            }
+            Some(Ok(ev)) => match serde_json::from_str::<ChatCompletionChunk>(&ev.data) {
+                Ok(chunk) => {
+                    let output = chunk.choices.iter().any(|c| {
+                        c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
+                            || c.delta.tool_calls.is_some()
+                    });
+                    if output {
+                        self.stats.token();
+                        self.up.started = true;
+                    }
+                    if let Some(u) = chunk.usage {
+                        self.stats.usage = Some(u);
+                    }
+                    self.tr.on_chunk(chunk)
+                }
+                Err(_) => {
+                    // Not a chunk: the neuron's error line, or garbage.
+                    let (message, _) = error_of(ev.data.as_bytes());
+                    self.stats.finish(500);
+                    self.tr.fail("api_error", &message)
+                }
+            },
+        };
+        for e in &events {
+            out.extend_from_slice(&encode_event(e));
+        }
+    }
+}
+
 fn translate_stream(
     s: &AppState,
     d: Dispatched,
@@ -163,63 +213,31 @@ fn translate_stream(
             t.ping.tick().await;
             return Some((Ok::<_, Infallible>(encode_all(&t.tr.start())), t));
         }
-        loop {
+        // Events that are already here go out together, in one write; the
+        // stream never waits to fill a write.
+        let mut out = Vec::new();
+        while out.is_empty() {
             if t.tr.is_done() {
                 return None;
             }
             let next = tokio::select! {
                 ev = t.up.next() => ev,
                 _ = t.ping.tick() => {
-                    match t.tr.ping() {
-                        Some(p) => return Some((Ok(encode_all(&[p])), t)),
-                        None => continue,
+                    if let Some(p) = t.tr.ping() {
+                        out.extend_from_slice(&encode_event(&p));
                     }
+                    continue;
                 }
             };
-            let events = match next {
-                None => {
-                    t.stats.finish(502);
-                    t.tr.fail(
-                        "api_error",
-                        "the neuron ended the stream before it was complete",
-                    )
-                }
-                Some(Err(f)) => {
-                    t.stats.finish(502);
-                    t.tr.fail("api_error", &f.0)
-                }
-                Some(Ok(ev)) if ev.data == "[DONE]" => {
-                    t.stats.finish(200);
-                    t.tr.finish()
-                }
-                Some(Ok(ev)) => match serde_json::from_str::<ChatCompletionChunk>(&ev.data) {
-                    Ok(chunk) => {
-                        let output = chunk.choices.iter().any(|c| {
-                            c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
-                                || c.delta.tool_calls.is_some()
-                        });
-                        if output {
-                            t.stats.token();
-                            t.up.started = true;
-                        }
-                        if let Some(u) = chunk.usage {
-                            t.stats.usage = Some(u);
-                        }
-                        t.tr.on_chunk(chunk)
-                    }
-                    Err(_) => {
-                        // Not a chunk: the neuron's error line, or garbage.
-                        let (message, _) = error_of(ev.data.as_bytes());
-                        t.stats.finish(500);
-                        t.tr.fail("api_error", &message)
-                    }
-                },
-            };
-            if events.is_empty() {
-                continue;
+            t.translate(next, &mut out);
+            while !t.tr.is_done() {
+                let Some(next) = t.up.next_ready() else {
+                    break;
+                };
+                t.translate(next, &mut out);
             }
-            return Some((Ok(encode_all(&events)), t));
         }
+        Some((Ok(Bytes::from(out)), t))
     });
     (
         [

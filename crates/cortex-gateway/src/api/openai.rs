@@ -23,8 +23,9 @@ use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
 use crate::metrics::Api;
 use crate::proxy::stats::{Probe, Stats};
-use crate::proxy::upstream::UpstreamSse;
+use crate::proxy::upstream::{StreamFailure, UpstreamSse};
 use crate::proxy::{dispatch, Dispatched};
+use crate::sse::SseEvent;
 
 /// What the gateway reads of a chat request; the rest passes through.
 #[derive(Deserialize)]
@@ -79,8 +80,13 @@ async fn chat(
     // The neuron knows the canonical id; streams always carry usage so that
     // token metrics can be tapped (the usage chunk is dropped again when the
     // client did not ask for it).
-    let body = if resolved.id != probe.model || (stream && !wants_usage) {
+    let body = if resolved.id != probe.model {
         rewrite(&body, &resolved.id, stream)?
+    } else if stream && !wants_usage {
+        match splice_include_usage(&body) {
+            Some(b) => b,
+            None => rewrite(&body, &resolved.id, stream)?,
+        }
     } else {
         body
     };
@@ -132,6 +138,32 @@ fn passthrough(status: StatusCode, keep: Kept, body: Bytes) -> Response {
 }
 
 /// Set `model` to the canonical id and, for streams, ask for usage.
+/// Ask for the usage chunk (the metrics need it) by adding
+/// `"stream_options":{"include_usage":true}` after the body's opening brace,
+/// without re-encoding the body; `None` when that would not be plainly
+/// right (not an object; `stream_options` written anywhere; or a `\u`
+/// escape, which could spell that key).
+fn splice_include_usage(body: &[u8]) -> Option<Bytes> {
+    const FIELD: &[u8] = br#""stream_options":{"include_usage":true},"#;
+    let open = body.iter().position(|b| !b.is_ascii_whitespace())?;
+    let empty = body[open + 1..]
+        .iter()
+        .find(|b| !b.is_ascii_whitespace())
+        .is_none_or(|b| *b == b'}');
+    if body[open] != b'{'
+        || empty
+        || body.windows(14).any(|w| w == b"stream_options")
+        || body.windows(2).any(|w| w == b"\\u")
+    {
+        return None;
+    }
+    let mut out = Vec::with_capacity(body.len() + FIELD.len());
+    out.extend_from_slice(&body[..=open]);
+    out.extend_from_slice(FIELD);
+    out.extend_from_slice(&body[open + 1..]);
+    Some(Bytes::from(out))
+}
+
 fn rewrite(body: &Bytes, id: &str, stream: bool) -> Result<Bytes, GatewayError> {
     let mut v: serde_json::Map<String, serde_json::Value> = parse(body)?;
     v.insert("model".into(), serde_json::Value::String(id.to_string()));
@@ -164,6 +196,52 @@ struct Passing {
     _permit: Permit,
 }
 
+impl Passing {
+    /// Append what the client gets for one upstream event (or the end) to
+    /// `out`; record the request when the stream ends.
+    fn pass(&mut self, next: Option<Result<SseEvent, StreamFailure>>, out: &mut Vec<u8>) {
+        match next {
+            None => {
+                self.done = true;
+                self.stats.finish(502);
+                out.extend_from_slice(&error_chunk(
+                    "the neuron ended the stream before it was complete",
+                ));
+            }
+            Some(Err(f)) => {
+                self.done = true;
+                self.stats.finish(502);
+                out.extend_from_slice(&error_chunk(&f.0));
+            }
+            Some(Ok(ev)) if ev.data == "[DONE]" => {
+                self.done = true;
+                self.stats.finish(200);
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            Some(Ok(ev)) => {
+                let probe: Probe = serde_json::from_str(&ev.data).unwrap_or_default();
+                if probe.error.is_some() {
+                    self.done = true;
+                    self.stats.finish(500);
+                }
+                if probe.has_output() {
+                    self.stats.token();
+                    self.up.started = true;
+                }
+                if let Some(u) = probe.usage {
+                    self.stats.usage = Some(u);
+                    if self.strip_usage && probe.choices.is_empty() {
+                        return;
+                    }
+                }
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(ev.data.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+    }
+}
+
 fn stream_through(
     s: &AppState,
     d: Dispatched,
@@ -185,52 +263,24 @@ fn stream_through(
         _guard: d.guard,
         _permit: permit,
     };
+    // Events that are already here go out together, in one write; the
+    // stream never waits to fill a write.
     let body = stream::unfold(state, |mut p| async move {
-        loop {
+        let mut out = Vec::new();
+        while out.is_empty() {
             if p.done {
                 return None;
             }
-            let out = match p.up.next().await {
-                None => {
-                    p.done = true;
-                    p.stats.finish(502);
-                    error_chunk("the neuron ended the stream before it was complete")
-                }
-                Some(Err(f)) => {
-                    p.done = true;
-                    p.stats.finish(502);
-                    error_chunk(&f.0)
-                }
-                Some(Ok(ev)) if ev.data == "[DONE]" => {
-                    p.done = true;
-                    p.stats.finish(200);
-                    Bytes::from_static(b"data: [DONE]\n\n")
-                }
-                Some(Ok(ev)) => {
-                    let probe: Probe = serde_json::from_str(&ev.data).unwrap_or_default();
-                    if probe.error.is_some() {
-                        p.done = true;
-                        p.stats.finish(500);
-                    }
-                    if probe.has_output() {
-                        p.stats.token();
-                        p.up.started = true;
-                    }
-                    if let Some(u) = probe.usage {
-                        p.stats.usage = Some(u);
-                        if p.strip_usage && probe.choices.is_empty() {
-                            continue;
-                        }
-                    }
-                    let mut out = Vec::with_capacity(ev.data.len() + 8);
-                    out.extend_from_slice(b"data: ");
-                    out.extend_from_slice(ev.data.as_bytes());
-                    out.extend_from_slice(b"\n\n");
-                    Bytes::from(out)
-                }
-            };
-            return Some((Ok::<_, Infallible>(out), p));
+            let next = p.up.next().await;
+            p.pass(next, &mut out);
+            while !p.done {
+                let Some(next) = p.up.next_ready() else {
+                    break;
+                };
+                p.pass(next, &mut out);
+            }
         }
+        Some((Ok::<_, Infallible>(Bytes::from(out)), p))
     });
     (
         [
@@ -309,5 +359,67 @@ pub async fn model(
         (Ok(r), false) => Json(openai_model(&r.id)).into_response(),
         (Err(e), true) => super::error::Anthropic(e).into_response(),
         (Err(e), false) => OpenAi(e).into_response(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Map, Value};
+
+    #[test]
+    fn splice_adds_include_usage_to_an_object() {
+        let b = splice_include_usage(br#" {"model":"m","stream":true}"#).unwrap();
+        let v: Value = serde_json::from_slice(&b).unwrap();
+        assert_eq!(
+            v,
+            json!({"model":"m","stream":true,"stream_options":{"include_usage":true}})
+        );
+    }
+
+    #[test]
+    fn splice_declines_what_it_cannot_do_plainly() {
+        assert!(splice_include_usage(br#"["model","m"]"#).is_none());
+        assert!(splice_include_usage(br#"{"model":"m","stream_options":null}"#).is_none());
+        assert!(splice_include_usage(br#"{"model":"m","stream\u005foptions":null}"#).is_none());
+        assert!(splice_include_usage(br#"{"model":"stream_option\u0073"}"#).is_none());
+        assert!(splice_include_usage(b"   ").is_none());
+        assert!(splice_include_usage(b"{ }").is_none());
+    }
+
+    fn leaf() -> impl Strategy<Value = Value> {
+        prop_oneof![
+            Just(Value::Null),
+            any::<bool>().prop_map(Value::Bool),
+            any::<i64>().prop_map(|n| json!(n)),
+            ".{0,12}".prop_map(Value::String),
+        ]
+    }
+
+    proptest! {
+        /// For any object, the spliced body decodes to the same object plus
+        /// `stream_options.include_usage = true` (or the splice declines).
+        #[test]
+        fn splice_keeps_every_field(
+            fields in prop::collection::btree_map("[a-z_]{1,16}", leaf(), 1..8),
+            pretty in any::<bool>(),
+        ) {
+            let obj: Map<String, Value> = fields.into_iter().collect();
+            let body = if pretty {
+                serde_json::to_vec_pretty(&obj).unwrap()
+            } else {
+                serde_json::to_vec(&obj).unwrap()
+            };
+            if let Some(out) = splice_include_usage(&body) {
+                let mut want = obj.clone();
+                want.insert("stream_options".into(), json!({"include_usage": true}));
+                let got: Map<String, Value> = serde_json::from_slice(&out).unwrap();
+                prop_assert_eq!(got, want);
+            } else {
+                let text = String::from_utf8_lossy(&body).into_owned();
+                prop_assert!(text.contains("stream_options") || text.contains("\\u"));
+            }
+        }
     }
 }

@@ -12,7 +12,6 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Method, StatusCode};
-use hyper::body::Incoming;
 
 use crate::api::error::GatewayError;
 use crate::api::AppState;
@@ -22,7 +21,7 @@ use crate::neuron_client::error_of;
 
 /// A request that reached a neuron and got an answer's head.
 pub struct Dispatched {
-    pub resp: http::Response<Incoming>,
+    pub resp: http::Response<crate::h1::Body>,
     pub replica: Replica,
     pub guard: InFlightGuard,
 }

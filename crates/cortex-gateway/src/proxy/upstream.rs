@@ -5,8 +5,12 @@
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
+use futures::FutureExt;
+use http_body::Frame;
 use http_body_util::BodyExt;
-use hyper::body::Incoming;
+
+use crate::h1::{self, H1Error};
 
 use crate::sse::{SseDecoder, SseEvent};
 
@@ -15,7 +19,7 @@ use crate::sse::{SseDecoder, SseEvent};
 pub struct StreamFailure(pub String);
 
 pub struct UpstreamSse {
-    body: Incoming,
+    body: h1::Body,
     decoder: SseDecoder,
     queue: VecDeque<SseEvent>,
     first_deadline: Instant,
@@ -28,7 +32,7 @@ pub struct UpstreamSse {
 
 impl UpstreamSse {
     pub fn new(
-        body: Incoming,
+        body: h1::Body,
         max_line: usize,
         first_token_timeout: Duration,
         idle: Duration,
@@ -71,32 +75,60 @@ impl UpstreamSse {
                         "the neuron went silent {what} for too long"
                     ))));
                 }
-                Ok(None) => {
-                    self.ended = true;
-                    match self.decoder.finish() {
-                        Ok(Some(ev)) => self.queue.push_back(ev),
-                        Ok(None) => {}
-                        Err(e) => return Some(Err(StreamFailure(e.to_string()))),
-                    }
-                }
-                Ok(Some(Err(e))) => {
-                    self.ended = true;
-                    return Some(Err(StreamFailure(format!(
-                        "the neuron's stream broke: {e}"
-                    ))));
-                }
-                Ok(Some(Ok(frame))) => {
-                    if let Ok(data) = frame.into_data() {
-                        match self.decoder.push(&data) {
-                            Ok(events) => self.queue.extend(events),
-                            Err(e) => {
-                                self.ended = true;
-                                return Some(Err(StreamFailure(e.to_string())));
-                            }
-                        }
+                Ok(frame) => {
+                    if let Some(f) = self.take(frame) {
+                        return Some(Err(f));
                     }
                 }
             }
         }
+    }
+
+    /// The next event if it is here already, without waiting: `None` when
+    /// the neuron has sent nothing more yet, `Some(None)` at the end. Lets a
+    /// caller send a burst of events in one write.
+    pub fn next_ready(&mut self) -> Option<Option<Result<SseEvent, StreamFailure>>> {
+        loop {
+            if let Some(ev) = self.queue.pop_front() {
+                return Some(Some(Ok(ev)));
+            }
+            if self.ended {
+                return Some(None);
+            }
+            let frame = self.body.frame().now_or_never()?;
+            if let Some(f) = self.take(frame) {
+                return Some(Some(Err(f)));
+            }
+        }
+    }
+
+    /// Decode one frame of the body (`None`: its end) into the queue; a
+    /// failure ends the stream.
+    fn take(&mut self, frame: Option<Result<Frame<Bytes>, H1Error>>) -> Option<StreamFailure> {
+        let failure = match frame {
+            None => match self.decoder.finish() {
+                Ok(ev) => {
+                    self.queue.extend(ev);
+                    None
+                }
+                Err(e) => Some(StreamFailure(e.to_string())),
+            },
+            Some(Err(e)) => Some(StreamFailure(format!("the neuron's stream broke: {e}"))),
+            Some(Ok(frame)) => {
+                let Ok(data) = frame.into_data() else {
+                    return None;
+                };
+                match self.decoder.push(&data) {
+                    Ok(events) => {
+                        self.queue.extend(events);
+                        return None;
+                    }
+                    Err(e) => Some(StreamFailure(e.to_string())),
+                }
+            }
+        };
+        // The end of the body, or a failure: nothing more will be read.
+        self.ended = true;
+        failure
     }
 }
