@@ -3,6 +3,7 @@
 //! reads, and errors that say whether anything reached the neuron (the retry
 //! rule depends on it).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -25,7 +26,7 @@ pub struct NodeInfo {
     pub admin_token: Option<String>,
     /// `host:port` (port 80 when the endpoint names none), parsed once;
     /// `None` when the endpoint is not a plain `http://host[:port]`.
-    authority: Option<String>,
+    authority: Option<Arc<str>>,
 }
 
 impl NodeInfo {
@@ -35,8 +36,8 @@ impl NodeInfo {
             .strip_prefix("http://")
             .and_then(|a| a.parse::<http::uri::Authority>().ok())
             .map(|a| match a.port_u16() {
-                Some(_) => a.as_str().to_string(),
-                None => format!("{}:80", a.host()),
+                Some(_) => Arc::from(a.as_str()),
+                None => Arc::from(format!("{}:80", a.host())),
             });
         Self {
             name: name.to_string(),
@@ -137,7 +138,7 @@ impl NeuronClient {
         admin: bool,
         timeout: Duration,
     ) -> Result<Response<h1::Body>, UpstreamError> {
-        let Some(authority) = node.authority.as_deref() else {
+        let Some(authority) = &node.authority else {
             return Err(UpstreamError::Connect {
                 node: node.name.clone(),
                 message: format!("bad endpoint {:?}: expected http://host[:port]", node.base),

@@ -20,7 +20,7 @@
 pub mod chunked;
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{ready, Context, Poll};
@@ -71,7 +71,7 @@ struct Idle {
 }
 
 struct PoolInner {
-    idle: Mutex<HashMap<String, Vec<Idle>>>,
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
     connect_timeout: Duration,
     max_idle_per_node: usize,
 }
@@ -98,7 +98,7 @@ impl Pool {
     /// that turns out to be closed is replaced by a new one transparently.
     pub async fn send(
         &self,
-        authority: &str,
+        authority: &Arc<str>,
         method: &Method,
         path: &str,
         headers: &[(HeaderName, HeaderValue)],
@@ -121,14 +121,14 @@ impl Pool {
         }
     }
 
-    /// Idle connections to `authority` (for tests).
-    pub fn idle_count(&self, authority: &str) -> usize {
+    #[cfg(test)]
+    fn idle_count(&self, authority: &str) -> usize {
         self.inner.lock().get(authority).map_or(0, Vec::len)
     }
 }
 
 impl PoolInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Idle>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -144,9 +144,9 @@ impl PoolInner {
         None
     }
 
-    fn checkin(&self, authority: &str, conn: Conn) {
+    fn checkin(&self, authority: &Arc<str>, conn: Conn) {
         let mut idle = self.lock();
-        let list = idle.entry(authority.to_string()).or_default();
+        let list = idle.entry(Arc::clone(authority)).or_default();
         if list.len() < self.max_idle_per_node {
             list.push(Idle {
                 conn,
@@ -173,7 +173,7 @@ impl PoolInner {
     fn answer(
         self: &Arc<Self>,
         mut conn: Conn,
-        authority: &str,
+        authority: &Arc<str>,
         head: Head,
         method: &Method,
     ) -> http::Response<Body> {
@@ -183,7 +183,7 @@ impl PoolInner {
         let body = Body {
             conn: Some(conn),
             framing,
-            home: reuse.then(|| (Arc::clone(self), authority.to_string())),
+            home: reuse.then(|| (Arc::clone(self), Arc::clone(authority))),
         };
         let mut resp = http::Response::new(body);
         *resp.status_mut() = head.status;
@@ -221,9 +221,8 @@ fn encode_request(
         w.extend_from_slice(b": ");
         w.extend_from_slice(value.as_bytes());
     }
-    w.extend_from_slice(b"\r\ncontent-length: ");
-    w.extend_from_slice(body.len().to_string().as_bytes());
-    w.extend_from_slice(b"\r\n\r\n");
+    // Writing to a Vec cannot fail.
+    let _ = write!(w, "\r\ncontent-length: {}\r\n\r\n", body.len());
     w.extend_from_slice(body);
     w
 }
@@ -374,7 +373,7 @@ pub struct Body {
     conn: Option<Conn>,
     framing: Framing,
     /// Where the connection goes when the body is complete (keep-alive).
-    home: Option<(Arc<PoolInner>, String)>,
+    home: Option<(Arc<PoolInner>, Arc<str>)>,
 }
 
 impl std::fmt::Debug for Body {

@@ -11,12 +11,12 @@ use super::*;
 /// A server that answers every request on every connection with what
 /// `answer(n)` gives for the n-th request (0-based, over all connections),
 /// then closes the connection if `close_after` says so. Counts connections.
-async fn server<F>(answer: F, close_after: bool) -> (String, Arc<AtomicUsize>)
+async fn server<F>(answer: F, close_after: bool) -> (Arc<str>, Arc<AtomicUsize>)
 where
     F: Fn(usize) -> Vec<Vec<u8>> + Send + Sync + 'static,
 {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let addr: Arc<str> = listener.local_addr().unwrap().to_string().into();
     let conns = Arc::new(AtomicUsize::new(0));
     let requests = Arc::new(AtomicUsize::new(0));
     let answer = Arc::new(answer);
@@ -75,7 +75,7 @@ fn pool() -> Pool {
     Pool::new(Duration::from_secs(2), 8)
 }
 
-async fn get(pool: &Pool, addr: &str) -> Result<(StatusCode, Bytes), H1Error> {
+async fn get(pool: &Pool, addr: &Arc<str>) -> Result<(StatusCode, Bytes), H1Error> {
     let resp = pool.send(addr, &Method::POST, "/x", &[], b"{}").await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
@@ -186,7 +186,7 @@ async fn a_body_cut_short_is_an_error_and_errors_are_not_pooled() {
 #[tokio::test]
 async fn dropping_a_body_early_closes_the_connection() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let addr: Arc<str> = listener.local_addr().unwrap().to_string().into();
     let (tx, rx) = tokio::sync::oneshot::channel();
     tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.unwrap();
@@ -218,7 +218,7 @@ async fn dropping_a_body_early_closes_the_connection() {
 #[tokio::test]
 async fn nobody_listening_is_a_connect_error() {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap().to_string();
+    let addr: Arc<str> = listener.local_addr().unwrap().to_string().into();
     drop(listener);
     let err = pool()
         .send(&addr, &Method::GET, "/", &[], b"")
