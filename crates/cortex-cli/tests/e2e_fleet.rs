@@ -2,7 +2,8 @@
 //! a `cortex serve --config cortex.toml` process, driven over HTTP and with
 //! the `cortex` command line. Cold loads, LRU eviction under
 //! `--memory-budget`, pinning, a SIGKILLed neuron, re-admission after a
-//! restart on the same port, and `cortex status` / `cortex models`.
+//! restart on the same port, a client that leaves a stream stopping the
+//! neuron's generation, and `cortex status` / `cortex models`.
 //!
 //! Two models without downloading anything: each neuron's models dir holds
 //! the default GGUF under two names, `alpha.gguf` and `beta.gguf`. Budgets
@@ -271,6 +272,69 @@ fn a_pinned_model_stays_until_unpinned() {
     let view = f.view();
     assert_eq!(ready_on(&view, BETA), ["nA"], "{view}");
     assert!(placements(&view, ALPHA).is_empty(), "{view}");
+}
+
+/// A client that closes its stream after the first chunk: the gateway
+/// closes its connection to the neuron, and the neuron stops generating
+/// (it records the request as 499, and nothing stays in flight) long before
+/// the 2,000 tokens asked for could have been generated.
+#[test]
+fn a_client_that_leaves_a_stream_stops_the_generation_on_the_neuron() {
+    use std::io::{BufRead, BufReader};
+    let Some(f) = Fleet::start(&["nA"]) else {
+        return;
+    };
+    f.chat_ok(ALPHA);
+    let neuron_metrics = format!("{}/metrics", f.neurons[0].url);
+    let gone = |text: &str| {
+        metric_sum(
+            text,
+            "neuron_requests_total",
+            &["model=\"alpha\"", "status=\"499\""],
+        )
+    };
+    assert_eq!(gone(&get_text(&neuron_metrics)), 0.0);
+
+    let mut body = chat_body(
+        ALPHA,
+        "Count from 1 to 1000, separated by commas, without stopping.",
+        2000,
+    );
+    body["stream"] = serde_json::json!(true);
+    let r = client()
+        .post(format!("{}/v1/chat/completions", f.api()))
+        .json(&body)
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let mut lines = BufReader::new(r).lines();
+    let first = lines.next().unwrap().unwrap();
+    assert!(first.starts_with("data: "), "{first}");
+    drop(lines);
+
+    // 2,000 tokens take well over a minute here; the cancel takes one step.
+    let text = wait_until(
+        "the neuron records the stream as abandoned",
+        std::time::Duration::from_secs(20),
+        || {
+            let text = get_text(&neuron_metrics);
+            (gone(&text) == 1.0).then_some(text)
+        },
+    );
+    assert_eq!(
+        metric_sum(&text, "neuron_requests_in_flight", &["model=\"alpha\""]),
+        0.0,
+        "{text}"
+    );
+    assert_eq!(
+        metric_sum(
+            &text,
+            "neuron_requests_total",
+            &["model=\"alpha\"", "status=\"200\"", "stream=\"true\""]
+        ),
+        0.0,
+        "the stream never ran to its end: {text}"
+    );
 }
 
 #[test]

@@ -144,6 +144,14 @@ async fn a_client_that_disconnects_stops_its_generation() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert!(freed, "the sequence was not dropped after the client left");
+    let (_, m) = n.get("/metrics").await;
+    let m = m.as_str().unwrap();
+    assert!(
+        m.lines().any(|l| l.starts_with("neuron_requests_total{")
+            && l.contains("status=\"499\"")
+            && l.ends_with(" 1")),
+        "the abandoned stream is counted as 499: {m}"
+    );
     // And the model still serves.
     let (s, _) = n
         .chat(json!({"model": MODEL_ID, "messages": user("hi"), "max_tokens": 2}))

@@ -209,7 +209,9 @@ pub async fn chat_completions(
         model: req.model.clone(),
         stream,
         started,
-        status: 500,
+        // Until the answer ends one way or the other: a request dropped
+        // before that is a client that went away (nginx's 499).
+        status: 499,
     };
     let meta = Meta {
         id: format!(
