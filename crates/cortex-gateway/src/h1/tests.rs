@@ -6,7 +6,12 @@ use proptest::prelude::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
+use super::head::{parse_head, Framing};
+use super::pool::encode_request;
 use super::*;
+use bytes::Bytes;
+use http::{HeaderValue, Method, StatusCode};
+use std::time::Duration;
 
 /// A server that answers every request on every connection with what
 /// `answer(n)` gives for the n-th request (0-based, over all connections),

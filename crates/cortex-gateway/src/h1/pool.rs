@@ -1,0 +1,221 @@
+//! The pool of keep-alive connections, and one request's exchange on a
+//! connection: write the request, read the answer's head.
+
+use std::collections::HashMap;
+use std::io::{self, Write};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use http::{HeaderName, HeaderValue, Method};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use super::body::Body;
+use super::head::{parse_head, Framing, Head};
+use super::{Conn, H1Error, READ_CHUNK};
+
+/// Largest answer head accepted.
+const MAX_HEAD: usize = 64 * 1024;
+/// An idle connection older than this is closed rather than reused.
+const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+
+struct Idle {
+    conn: Conn,
+    since: Instant,
+}
+
+pub(super) struct PoolInner {
+    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    connect_timeout: Duration,
+    max_idle_per_node: usize,
+}
+
+/// Keep-alive connections to every node, by `host:port`.
+#[derive(Clone)]
+pub struct Pool {
+    inner: Arc<PoolInner>,
+}
+
+impl Pool {
+    pub fn new(connect_timeout: Duration, max_idle_per_node: usize) -> Self {
+        Self {
+            inner: Arc::new(PoolInner {
+                idle: Mutex::new(HashMap::new()),
+                connect_timeout,
+                max_idle_per_node,
+            }),
+        }
+    }
+
+    /// Send one request to `authority` (`host:port`) and read the answer's
+    /// head; the body is read as the caller polls it. A pooled connection
+    /// that turns out to be closed is replaced by a new one transparently.
+    pub async fn send(
+        &self,
+        authority: &Arc<str>,
+        method: &Method,
+        path: &str,
+        headers: &[(HeaderName, HeaderValue)],
+        body: &[u8],
+    ) -> Result<http::Response<Body>, H1Error> {
+        let wire = encode_request(authority, method, path, headers, body);
+        loop {
+            let (mut conn, reused) = match self.inner.checkout(authority) {
+                Some(c) => (c, true),
+                None => (self.inner.connect(authority).await?, false),
+            };
+            match exchange(&mut conn, &wire).await {
+                Ok(head) => return Ok(self.inner.answer(conn, authority, head, method)),
+                // A kept-alive connection the node closed while it sat idle:
+                // the request never reached it, so try again on a fresh one.
+                Err(Exchange::Stale) if reused => continue,
+                Err(Exchange::Stale) => return Err(H1Error::Closed),
+                Err(Exchange::Failed(e)) => return Err(e),
+            }
+        }
+    }
+
+    #[cfg(test)]
+    pub(super) fn idle_count(&self, authority: &str) -> usize {
+        self.inner.lock().get(authority).map_or(0, Vec::len)
+    }
+}
+
+impl PoolInner {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Idle>>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The most recently used idle connection that is still open.
+    fn checkout(&self, authority: &str) -> Option<Conn> {
+        let mut idle = self.lock();
+        let list = idle.get_mut(authority)?;
+        while let Some(i) = list.pop() {
+            if i.since.elapsed() < MAX_IDLE_AGE && still_open(&i.conn.io) {
+                return Some(i.conn);
+            }
+        }
+        None
+    }
+
+    pub(super) fn checkin(&self, authority: &Arc<str>, conn: Conn) {
+        let mut idle = self.lock();
+        let list = idle.entry(Arc::clone(authority)).or_default();
+        if list.len() < self.max_idle_per_node {
+            list.push(Idle {
+                conn,
+                since: Instant::now(),
+            });
+        }
+    }
+
+    async fn connect(&self, authority: &str) -> Result<Conn, H1Error> {
+        let io =
+            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority)).await {
+                Err(_) => return Err(H1Error::Connect("connect timed out".into())),
+                Ok(Err(e)) => return Err(H1Error::Connect(e.to_string())),
+                Ok(Ok(io)) => io,
+            };
+        io.set_nodelay(true)
+            .map_err(|e| H1Error::Connect(e.to_string()))?;
+        Ok(Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_CHUNK),
+        })
+    }
+
+    fn answer(
+        self: &Arc<Self>,
+        mut conn: Conn,
+        authority: &Arc<str>,
+        head: Head,
+        method: &Method,
+    ) -> http::Response<Body> {
+        conn.buf = conn.buf.split_off(head.len);
+        let framing = head.framing(method);
+        let reuse = head.keep_alive && !matches!(framing, Framing::ToClose);
+        let body = Body {
+            conn: Some(conn),
+            framing,
+            home: reuse.then(|| (Arc::clone(self), Arc::clone(authority))),
+        };
+        let mut resp = http::Response::new(body);
+        *resp.status_mut() = head.status;
+        *resp.headers_mut() = head.headers;
+        let body = resp.body_mut();
+        // An empty body is complete at once: the connection can go back now.
+        body.settle();
+        resp
+    }
+}
+
+/// Has the peer closed (or written to) this idle connection? Costs a system
+/// call only when the reactor saw it become readable.
+fn still_open(io: &TcpStream) -> bool {
+    let mut probe = [0u8; 1];
+    matches!(io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+}
+
+pub(super) fn encode_request(
+    authority: &str,
+    method: &Method,
+    path: &str,
+    headers: &[(HeaderName, HeaderValue)],
+    body: &[u8],
+) -> Vec<u8> {
+    let mut w = Vec::with_capacity(128 + body.len());
+    w.extend_from_slice(method.as_str().as_bytes());
+    w.push(b' ');
+    w.extend_from_slice(path.as_bytes());
+    w.extend_from_slice(b" HTTP/1.1\r\nhost: ");
+    w.extend_from_slice(authority.as_bytes());
+    for (name, value) in headers {
+        w.extend_from_slice(b"\r\n");
+        w.extend_from_slice(name.as_str().as_bytes());
+        w.extend_from_slice(b": ");
+        w.extend_from_slice(value.as_bytes());
+    }
+    // Writing to a Vec cannot fail.
+    let _ = write!(w, "\r\ncontent-length: {}\r\n\r\n", body.len());
+    w.extend_from_slice(body);
+    w
+}
+
+enum Exchange {
+    /// The connection was closed before any byte of an answer.
+    Stale,
+    Failed(H1Error),
+}
+
+/// Write the request and read the answer's head.
+async fn exchange(conn: &mut Conn, wire: &[u8]) -> Result<Head, Exchange> {
+    if let Err(e) = conn.io.write_all(wire).await {
+        return Err(match e.kind() {
+            io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Exchange::Stale,
+            _ => Exchange::Failed(e.into()),
+        });
+    }
+    loop {
+        if !conn.buf.is_empty() {
+            if let Some(head) = parse_head(&conn.buf).map_err(Exchange::Failed)? {
+                return Ok(head);
+            }
+            if conn.buf.len() > MAX_HEAD {
+                return Err(Exchange::Failed(H1Error::Invalid(
+                    "answer head too large".into(),
+                )));
+            }
+        }
+        conn.buf.reserve(READ_CHUNK);
+        match conn.io.read_buf(&mut conn.buf).await {
+            Ok(0) if conn.buf.is_empty() => return Err(Exchange::Stale),
+            Ok(0) => return Err(Exchange::Failed(H1Error::Closed)),
+            Ok(_) => {}
+            Err(e) if conn.buf.is_empty() && e.kind() == io::ErrorKind::ConnectionReset => {
+                return Err(Exchange::Stale)
+            }
+            Err(e) => return Err(Exchange::Failed(e.into())),
+        }
+    }
+}
