@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
 
 use super::head::Framing;
@@ -62,10 +62,16 @@ impl Body {
                     .unwrap_or(usize::MAX)
                     .min(conn.buf.len());
                 *left -= n as u64;
-                conn.buf.split_to(n)
+                let data = BytesMut::from(&conn.buf[..n]);
+                conn.buf.advance(n);
+                data
             }
             Framing::Chunked(d) => d.decode(&mut conn.buf)?,
-            Framing::ToClose => conn.buf.split(),
+            Framing::ToClose => {
+                let data = BytesMut::from(&conn.buf[..]);
+                conn.buf.clear();
+                data
+            }
         };
         self.settle();
         Ok((!data.is_empty()).then(|| data.freeze()))

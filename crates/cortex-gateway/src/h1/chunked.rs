@@ -65,7 +65,7 @@ impl ChunkedDecoder {
     }
 
     /// Decode what `buf` holds: the data of every complete or partial chunk
-    /// in it is moved to the result; framing is consumed; an incomplete line
+    /// in it is copied to the result; framing is consumed; an incomplete line
     /// stays in `buf` for the next call. Bytes after the body's end stay in
     /// `buf` too.
     pub fn decode(&mut self, buf: &mut BytesMut) -> Result<BytesMut, ChunkError> {
@@ -74,10 +74,11 @@ impl ChunkedDecoder {
             match self.state {
                 State::Done => return Ok(out),
                 State::Size => {
-                    let Some(line) = take_line(buf)? else {
+                    let Some((len, used)) = line_end(buf)? else {
                         return Ok(out);
                     };
-                    let size = parse_size(&line)?;
+                    let size = parse_size(&buf[..len])?;
+                    buf.advance(used);
                     self.state = if size == 0 {
                         State::Trailers { seen: 0 }
                     } else {
@@ -89,12 +90,10 @@ impl ChunkedDecoder {
                         return Ok(out);
                     }
                     let n = usize::try_from(left).unwrap_or(usize::MAX).min(buf.len());
-                    let piece = buf.split_to(n);
-                    if out.is_empty() {
-                        out = piece;
-                    } else {
-                        out.extend_from_slice(&piece);
-                    }
+                    // Copied out, so that the connection's read buffer is
+                    // never shared and is reused for the next answer.
+                    out.extend_from_slice(&buf[..n]);
+                    buf.advance(n);
                     let left = left - n as u64;
                     self.state = if left == 0 {
                         State::DataEnd
@@ -117,13 +116,14 @@ impl ChunkedDecoder {
                     self.state = State::Size;
                 }
                 State::Trailers { seen } => {
-                    let Some(line) = take_line(buf)? else {
+                    let Some((len, used)) = line_end(buf)? else {
                         return Ok(out);
                     };
-                    if line.is_empty() {
+                    buf.advance(used);
+                    if len == 0 {
                         self.state = State::Done;
                     } else {
-                        let seen = seen + line.len() + 2;
+                        let seen = seen + used;
                         if seen > MAX_TRAILERS {
                             return Err(ChunkError::TrailersTooLong);
                         }
@@ -135,16 +135,17 @@ impl ChunkedDecoder {
     }
 }
 
-/// The next line of `buf` without its line ending, if a whole one is there.
-fn take_line(buf: &mut BytesMut) -> Result<Option<BytesMut>, ChunkError> {
+/// The length of the next line of `buf` without its line ending, and the
+/// bytes it takes with it; `None` until a whole line is there.
+fn line_end(buf: &[u8]) -> Result<Option<(usize, usize)>, ChunkError> {
     match buf.iter().take(MAX_LINE + 2).position(|b| *b == b'\n') {
         Some(i) => {
-            let mut line = buf.split_to(i + 1);
-            line.truncate(i);
-            if line.last() == Some(&b'\r') {
-                line.truncate(i - 1);
-            }
-            Ok(Some(line))
+            let len = if i > 0 && buf[i - 1] == b'\r' {
+                i - 1
+            } else {
+                i
+            };
+            Ok(Some((len, i + 1)))
         }
         None if buf.len() > MAX_LINE + 1 => Err(ChunkError::LineTooLong),
         None => Ok(None),

@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
+use bytes::{Buf, BytesMut};
 use http::{HeaderName, HeaderValue, Method};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -132,7 +132,9 @@ impl PoolInner {
         head: Head,
         method: &Method,
     ) -> http::Response<Body> {
-        conn.buf = conn.buf.split_off(head.len);
+        // Consume the head in place: the buffer stays this connection's
+        // own, to be reused for the next answer.
+        conn.buf.advance(head.len);
         let framing = head.framing(method);
         let reuse = head.keep_alive && !matches!(framing, Framing::ToClose);
         let body = Body {
