@@ -122,7 +122,7 @@ impl std::fmt::Debug for NeuronClient {
 impl NeuronClient {
     pub fn new(connect_timeout: Duration, max_body: usize) -> Self {
         Self {
-            pool: h1::Pool::new(connect_timeout, MAX_IDLE_PER_NODE),
+            pool: h1::Pool::new(connect_timeout, MAX_IDLE_PER_NODE, h1::MAX_IDLE_AGE),
             max_body,
         }
     }

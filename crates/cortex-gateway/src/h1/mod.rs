@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 pub use body::Body;
 pub use chunked::ChunkError;
-pub use pool::Pool;
+pub use pool::{Pool, MAX_IDLE_AGE};
 
 /// Read buffer growth step.
 const READ_CHUNK: usize = 16 * 1024;

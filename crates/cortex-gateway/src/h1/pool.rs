@@ -1,7 +1,7 @@
 //! The pool of keep-alive connections, and one request's exchange on a
 //! connection: write the request, read the answer's head.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -18,7 +18,7 @@ use super::{Conn, H1Error, READ_CHUNK};
 /// Largest answer head accepted.
 const MAX_HEAD: usize = 64 * 1024;
 /// An idle connection older than this is closed rather than reused.
-const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
+pub const MAX_IDLE_AGE: Duration = Duration::from_secs(30);
 
 struct Idle {
     conn: Conn,
@@ -26,9 +26,11 @@ struct Idle {
 }
 
 pub(super) struct PoolInner {
-    idle: Mutex<HashMap<Arc<str>, Vec<Idle>>>,
+    /// Per node, oldest first.
+    idle: Mutex<HashMap<Arc<str>, VecDeque<Idle>>>,
     connect_timeout: Duration,
     max_idle_per_node: usize,
+    max_idle_age: Duration,
 }
 
 /// Keep-alive connections to every node, by `host:port`.
@@ -38,12 +40,19 @@ pub struct Pool {
 }
 
 impl Pool {
-    pub fn new(connect_timeout: Duration, max_idle_per_node: usize) -> Self {
+    /// Connections idle longer than `max_idle_age` are closed, not reused
+    /// ([`MAX_IDLE_AGE`] suits neurons).
+    pub fn new(
+        connect_timeout: Duration,
+        max_idle_per_node: usize,
+        max_idle_age: Duration,
+    ) -> Self {
         Self {
             inner: Arc::new(PoolInner {
                 idle: Mutex::new(HashMap::new()),
                 connect_timeout,
                 max_idle_per_node,
+                max_idle_age,
             }),
         }
     }
@@ -78,12 +87,12 @@ impl Pool {
 
     #[cfg(test)]
     pub(super) fn idle_count(&self, authority: &str) -> usize {
-        self.inner.lock().get(authority).map_or(0, Vec::len)
+        self.inner.lock().get(authority).map_or(0, VecDeque::len)
     }
 }
 
 impl PoolInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Vec<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, VecDeque<Idle>>> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
@@ -91,8 +100,8 @@ impl PoolInner {
     fn checkout(&self, authority: &str) -> Option<Conn> {
         let mut idle = self.lock();
         let list = idle.get_mut(authority)?;
-        while let Some(i) = list.pop() {
-            if i.since.elapsed() < MAX_IDLE_AGE && still_open(&i.conn.io) {
+        while let Some(i) = list.pop_back() {
+            if i.since.elapsed() < self.max_idle_age && still_open(&i.conn.io) {
                 return Some(i.conn);
             }
         }
@@ -102,8 +111,15 @@ impl PoolInner {
     pub(super) fn checkin(&self, authority: &Arc<str>, conn: Conn) {
         let mut idle = self.lock();
         let list = idle.entry(Arc::clone(authority)).or_default();
+        // Close the ones that sat unused too long (the oldest come first).
+        while list
+            .front()
+            .is_some_and(|i| i.since.elapsed() >= self.max_idle_age)
+        {
+            list.pop_front();
+        }
         if list.len() < self.max_idle_per_node {
-            list.push(Idle {
+            list.push_back(Idle {
                 conn,
                 since: Instant::now(),
             });

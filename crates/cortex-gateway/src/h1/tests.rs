@@ -77,7 +77,7 @@ where
 }
 
 fn pool() -> Pool {
-    Pool::new(Duration::from_secs(2), 8)
+    Pool::new(Duration::from_secs(2), 8, MAX_IDLE_AGE)
 }
 
 async fn get(pool: &Pool, addr: &Arc<str>) -> Result<(StatusCode, Bytes), H1Error> {
@@ -157,6 +157,37 @@ async fn connection_close_and_read_to_close_are_not_reused() {
     assert_eq!(&get(&p, &addr).await.unwrap().1[..], b"until the end");
     assert_eq!(p.idle_count(&addr), 0);
     assert_eq!(conns.load(Ordering::SeqCst), 2);
+}
+
+#[tokio::test]
+async fn connections_idle_too_long_are_closed_not_reused() {
+    let (addr, conns) = server(
+        |_| vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+        false,
+    )
+    .await;
+    let age = Duration::from_secs(1);
+    let p = Pool::new(Duration::from_secs(2), 8, age);
+    // Two connections, idle since now.
+    let (a, b) = tokio::join!(get(&p, &addr), get(&p, &addr));
+    assert_eq!(&a.unwrap().1[..], b"ok");
+    assert_eq!(&b.unwrap().1[..], b"ok");
+    assert_eq!(p.idle_count(&addr), 2);
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // One of them keeps working; the other only ages.
+    tokio::time::sleep(age / 2).await;
+    get(&p, &addr).await.unwrap();
+    tokio::time::sleep(age * 2 / 3).await;
+    get(&p, &addr).await.unwrap();
+    assert_eq!(
+        p.idle_count(&addr),
+        1,
+        "the connection idle past its age was closed when another came back"
+    );
+    // And one idle past its age is not taken again.
+    tokio::time::sleep(age * 2).await;
+    get(&p, &addr).await.unwrap();
+    assert_eq!(conns.load(Ordering::SeqCst), 3);
 }
 
 #[tokio::test]
