@@ -38,8 +38,7 @@ async fn models_lists_every_servable_model_once_in_both_shapes() {
         .loaded("third")
         .start()
         .await;
-    let gw = TestGateway::start(with_models(settings(&[&a, &b]), SMOL_PROFILE)).await;
-    gw.wait_up(&["a", "b"]).await;
+    let gw = TestGateway::start_up(with_models(settings(&[&a, &b]), SMOL_PROFILE)).await;
 
     let resp = gw.get("/v1/models").await;
     assert_eq!(resp.status(), 200);
@@ -414,8 +413,7 @@ async fn admin_fleet_has_the_documented_shape() {
 async fn admin_load_unload_pin_unpin() {
     let a = FakeNeuron::builder("a").file("m", 100).start().await;
     let b = FakeNeuron::builder("b").file("m", 100).start().await;
-    let gw = TestGateway::start(settings(&[&a, &b])).await;
-    gw.wait_up(&["a", "b"]).await;
+    let gw = TestGateway::start_up(settings(&[&a, &b])).await;
     let post = |path: &'static str, body: Value| {
         let gw = &gw;
         async move {

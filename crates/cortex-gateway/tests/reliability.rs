@@ -256,8 +256,7 @@ async fn one_deadline_bounds_the_wait_for_a_load() {
         .await;
     let mut s = settings(&[&a]);
     s.config.limits.request_deadline = ms(200);
-    let gw = TestGateway::start(s).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(s).await;
     let r = no_hang(gw.post("/v1/chat/completions", &chat("m", false))).await;
     assert_eq!(r.status(), 503);
     assert!(r.headers().contains_key("retry-after"));

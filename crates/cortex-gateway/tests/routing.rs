@@ -28,11 +28,21 @@ fn retry_after(r: &reqwest::Response) -> u64 {
         .unwrap()
 }
 
+/// Node `a` with `m1`, `m2` and `m3` (100 each) and room for two.
+async fn two_of_three_fit() -> FakeNeuron {
+    FakeNeuron::builder("a")
+        .budget(200)
+        .file("m1", 100)
+        .file("m2", 100)
+        .file("m3", 100)
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn cold_model_is_loaded_on_first_request() {
     let a = FakeNeuron::builder("a").file("m", 100).start().await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(settings(&[&a])).await;
     assert!(a.loaded().is_empty());
     assert_eq!(ask_ok(&gw, "m").await, "Hello from m on a");
     let paths: Vec<String> = a.traffic().into_iter().map(|r| r.path).collect();
@@ -92,8 +102,7 @@ async fn concurrent_requests_for_a_loading_model_share_one_load() {
         .behaviour(|b| b.load_delay = Duration::from_millis(300))
         .start()
         .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(settings(&[&a])).await;
     let all = futures::future::join_all((0..5).map(|_| ask(&gw, "m"))).await;
     for (st, v) in &all {
         assert_eq!(*st, 200, "{v}");
@@ -112,8 +121,7 @@ async fn a_slow_load_answers_503_after_load_wait_and_still_completes() {
         .await;
     let mut s = settings(&[&a]);
     s.config.limits.load_wait = ms(200);
-    let gw = TestGateway::start(s).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(s).await;
     let r = no_hang(gw.post("/v1/chat/completions", &chat("m", false))).await;
     assert_eq!(r.status(), 503);
     assert!(retry_after(&r) >= 1);
@@ -132,8 +140,7 @@ async fn a_failed_load_is_reported_in_dialect_and_tried_again_later() {
         .behaviour(|b| b.load_fails = true)
         .start()
         .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(settings(&[&a])).await;
     let (st, v) = ask(&gw, "m").await;
     assert!(st >= 500, "{st}: {v}");
     assert!(v["error"]["message"].as_str().unwrap().contains("m"), "{v}");
@@ -165,15 +172,8 @@ async fn a_model_the_neuron_lost_is_loaded_again() {
 
 #[tokio::test]
 async fn lru_evicts_the_least_recently_used_model() {
-    let a = FakeNeuron::builder("a")
-        .budget(200)
-        .file("m1", 100)
-        .file("m2", 100)
-        .file("m3", 100)
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_up(&["a"]).await;
+    let a = two_of_three_fit().await;
+    let gw = TestGateway::start_up(settings(&[&a])).await;
     for m in ["m1", "m2", "m3"] {
         ask_ok(&gw, m).await;
     }
@@ -193,13 +193,7 @@ async fn lru_evicts_the_least_recently_used_model() {
 
 #[tokio::test]
 async fn priority_strategy_evicts_the_lowest_priority_first() {
-    let a = FakeNeuron::builder("a")
-        .budget(200)
-        .file("m1", 100)
-        .file("m2", 100)
-        .file("m3", 100)
-        .start()
-        .await;
+    let a = two_of_three_fit().await;
     let mut s = with_models(
         settings(&[&a]),
         r#"
@@ -218,8 +212,7 @@ priority = 10
 "#,
     );
     s.config.eviction.strategy = "priority".into();
-    let gw = TestGateway::start(s).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(s).await;
     for m in ["m1", "m2", "m3"] {
         ask_ok(&gw, m).await;
     }
@@ -261,15 +254,8 @@ async fn pinned_models_load_at_start_and_are_never_evicted() {
 
 #[tokio::test]
 async fn a_runtime_pin_protects_from_eviction_and_unload() {
-    let a = FakeNeuron::builder("a")
-        .budget(200)
-        .file("m1", 100)
-        .file("m2", 100)
-        .file("m3", 100)
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_up(&["a"]).await;
+    let a = two_of_three_fit().await;
+    let gw = TestGateway::start_up(settings(&[&a])).await;
     ask_ok(&gw, "m1").await;
     let r = gw.post("/admin/models/m1/pin", &json!({})).await;
     assert_eq!(r.status(), 200);
@@ -295,8 +281,7 @@ async fn thrash_guard_refuses_to_evict_a_model_just_loaded() {
         .await;
     let mut s = settings(&[&a]);
     s.config.eviction.min_residency = ms(60_000);
-    let gw = TestGateway::start(s).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(s).await;
     ask_ok(&gw, "m1").await;
     let r = gw.post("/v1/chat/completions", &chat("m2", false)).await;
     assert_eq!(r.status(), 503);
@@ -429,8 +414,7 @@ proptest! {
                 .file("m2", 100)
                 .start()
                 .await;
-            let gw = TestGateway::start(settings(&[&a])).await;
-            gw.wait_up(&["a"]).await;
+            let gw = TestGateway::start_up(settings(&[&a])).await;
             for (first, second) in steps {
                 let m1 = format!("m{first}");
                 let results = match second {
@@ -484,8 +468,7 @@ async fn defragmentation_moves_idle_models_to_make_room() {
         .await;
     let mut s = settings(&[&a, &b]);
     s.config.eviction.defrag_after_cycles = 1;
-    let gw = TestGateway::start(s).await;
-    gw.wait_up(&["a", "b"]).await;
+    let gw = TestGateway::start_up(s).await;
     eventually("s1 and s2 moved from a to b", || async {
         let mut on_b = b.loaded();
         on_b.sort();

@@ -181,8 +181,7 @@ async fn path_tricks_never_reach_a_protected_handler() {
 #[tokio::test]
 async fn model_names_are_never_paths_or_urls() {
     let a = FakeNeuron::builder("a").file("m", 100).start().await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(settings(&[&a])).await;
     let long = "m".repeat(200);
     for name in [
         "../../etc/passwd",
@@ -321,8 +320,7 @@ async fn a_neurons_admin_token_goes_only_to_its_lifecycle_routes() {
     let a = FakeNeuron::builder("a").file("m", 100).start().await;
     let mut s = settings(&[&a]);
     s.config.neurons[0].admin_token = Some(TOKEN.into());
-    let gw = TestGateway::start(s).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(s).await;
     let r = gw.post("/v1/chat/completions", &chat("m", false)).await;
     assert_eq!(r.status(), 200);
     let auth = |r: &common::fake_neuron::Recorded| {
@@ -383,8 +381,7 @@ async fn keys_and_tokens_are_never_logged() {
     let mut s = settings(&[&a]);
     s.config.gateway.api_keys = vec![KEY.into()];
     s.config.neurons[0].admin_token = Some(TOKEN.into());
-    let gw = TestGateway::start(s).await;
-    gw.wait_up(&["a"]).await;
+    let gw = TestGateway::start_up(s).await;
     let send = |path: &'static str, body: Value, key: &'static str| {
         gw.http
             .post(gw.url(path))

@@ -134,6 +134,20 @@ impl TestGateway {
         }
     }
 
+    /// Start, and wait until every configured neuron is up.
+    pub async fn start_up(settings: GatewaySettings) -> Self {
+        let nodes: Vec<String> = settings
+            .config
+            .neurons
+            .iter()
+            .map(|n| n.name.clone())
+            .collect();
+        let gw = Self::start(settings).await;
+        let names: Vec<&str> = nodes.iter().map(String::as_str).collect();
+        gw.wait_up(&names).await;
+        gw
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
