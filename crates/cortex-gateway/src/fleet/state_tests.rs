@@ -61,6 +61,11 @@ fn fleet(models_toml: &str) -> FleetState {
     )
 }
 
+/// `node`'s status with model `m` (`m.gguf`, 50 bytes) loaded and ready.
+fn m_ready(node: &str) -> NodeStatus {
+    status(node, &[("m", "m.gguf", 50)], &[("m", ModelState::Ready)])
+}
+
 #[test]
 fn down_after_n_failures_and_back_on_next_good_poll() {
     let mut f = fleet("");
@@ -129,24 +134,8 @@ fn catalogue_merges_profiles_and_discovered_files() {
 #[test]
 fn down_nodes_and_poisoned_models_leave_routing() {
     let mut f = fleet("");
-    f.apply_poll(
-        "a",
-        0,
-        Ok(status(
-            "a",
-            &[("m", "m.gguf", 50)],
-            &[("m", ModelState::Ready)],
-        )),
-    );
-    f.apply_poll(
-        "b",
-        0,
-        Ok(status(
-            "b",
-            &[("m", "m.gguf", 50)],
-            &[("m", ModelState::Ready)],
-        )),
-    );
+    f.apply_poll("a", 0, Ok(m_ready("a")));
+    f.apply_poll("b", 0, Ok(m_ready("b")));
     assert_eq!(f.table().ready["m"].len(), 2);
     f.mark_poisoned("m", "a");
     let t = f.table();
@@ -194,7 +183,7 @@ fn a_polled_in_flight_count_is_stale_once_a_later_request_ended() {
     use std::sync::atomic::Ordering;
     let mut f = fleet("");
     let busy = || {
-        let mut s = status("a", &[("m", "m.gguf", 50)], &[("m", ModelState::Ready)]);
+        let mut s = m_ready("a");
         s.models[0].in_flight = 1;
         s
     };
@@ -225,40 +214,16 @@ fn a_polled_in_flight_count_is_stale_once_a_later_request_ended() {
 #[test]
 fn a_poll_sent_before_our_own_change_does_not_undo_it() {
     let mut f = fleet("");
-    f.apply_poll(
-        "a",
-        1,
-        Ok(status(
-            "a",
-            &[("m", "m.gguf", 50)],
-            &[("m", ModelState::Ready)],
-        )),
-    );
+    f.apply_poll("a", 1, Ok(m_ready("a")));
     let sent = cortex_core::now_unix_ms();
     f.record_unloaded("a", "m");
     // The poll left before the unload was recorded: it still shows m.
-    f.apply_poll(
-        "a",
-        sent.saturating_sub(1),
-        Ok(status(
-            "a",
-            &[("m", "m.gguf", 50)],
-            &[("m", ModelState::Ready)],
-        )),
-    );
+    f.apply_poll("a", sent.saturating_sub(1), Ok(m_ready("a")));
     assert!(
         !f.table().ready.contains_key("m"),
         "a stale poll must not bring m back"
     );
     // A later poll is the truth again.
-    f.apply_poll(
-        "a",
-        cortex_core::now_unix_ms() + 1,
-        Ok(status(
-            "a",
-            &[("m", "m.gguf", 50)],
-            &[("m", ModelState::Ready)],
-        )),
-    );
+    f.apply_poll("a", cortex_core::now_unix_ms() + 1, Ok(m_ready("a")));
     assert!(f.table().ready.contains_key("m"));
 }
