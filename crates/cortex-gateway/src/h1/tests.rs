@@ -15,7 +15,8 @@ use std::time::Duration;
 
 /// A server that answers every request on every connection with what
 /// `answer(n)` gives for the n-th request (0-based, over all connections),
-/// then closes the connection if `close_after` says so. Counts connections.
+/// then closes the connection if `close_after` says so (or at once, with no
+/// answer, when `answer(n)` is empty). Counts connections.
 async fn server<F>(answer: F, close_after: bool) -> (Arc<str>, Arc<AtomicUsize>)
 where
     F: Fn(usize) -> Vec<Vec<u8>> + Send + Sync + 'static,
@@ -60,7 +61,13 @@ where
                     }
                     buf.drain(..end + len);
                     let n = requests.fetch_add(1, Ordering::SeqCst);
-                    for part in answer(n) {
+                    let parts = answer(n);
+                    if parts.is_empty() {
+                        // No answer at all: close, like a node that dropped
+                        // an idle connection just as the request came.
+                        return;
+                    }
+                    for part in parts {
                         if s.write_all(&part).await.is_err() {
                             return;
                         }
@@ -204,6 +211,31 @@ async fn a_pooled_connection_the_node_closed_is_replaced() {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     assert_eq!(conns.load(Ordering::SeqCst), 3);
+}
+
+/// A kept-alive connection that closes without a byte of answer (the node
+/// dropped it as the request arrived) is retried once on a new connection;
+/// a new connection that does the same is an error.
+#[tokio::test]
+async fn a_reused_connection_closed_without_an_answer_is_retried_fresh() {
+    let (addr, conns) = server(
+        |n| match n {
+            1 => vec![],
+            _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+        },
+        false,
+    )
+    .await;
+    let p = pool();
+    assert_eq!(&get(&p, &addr).await.unwrap().1[..], b"ok");
+    // Request 1 goes out on the pooled connection, which closes unanswered;
+    // request 2 is the same request again, on a new one.
+    assert_eq!(&get(&p, &addr).await.unwrap().1[..], b"ok");
+    assert_eq!(conns.load(Ordering::SeqCst), 2);
+    // A new connection closed without an answer is an error, not retried.
+    let (addr2, _) = server(|_| vec![], false).await;
+    let err = get(&p, &addr2).await.unwrap_err();
+    assert!(matches!(err, H1Error::Closed), "{err}");
 }
 
 #[tokio::test]
