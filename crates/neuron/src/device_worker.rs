@@ -369,7 +369,6 @@ impl Worker {
                         true
                     }
                 });
-                crate::sys::release_memory();
                 tracing::info!(device = %self.label, key, existed, "model unloaded");
                 let _ = reply.send(existed);
             }

@@ -72,7 +72,7 @@ impl Registry {
                 }
                 Next::Reload(m) => {
                     tracing::warn!(model = id, "reloading a poisoned model");
-                    self.unload_model(&m).await;
+                    self.unload_model(m).await;
                 }
             }
         }
@@ -346,14 +346,7 @@ impl Registry {
                 None => return Ok(false),
             };
             match next {
-                Ok(m) => {
-                    let existed = self.unload_model(&m).await;
-                    // The tokenizer and template go with the last handle,
-                    // here, after the worker trimmed: trim again.
-                    drop(m);
-                    crate::sys::release_memory();
-                    return Ok(existed);
-                }
+                Ok(m) => return Ok(self.unload_model(m).await),
                 Err(mut rx) => {
                     let _ = rx.wait_for(|r| r.is_some()).await;
                 }
@@ -361,7 +354,10 @@ impl Registry {
         }
     }
 
-    async fn unload_model(&self, m: &Arc<Model>) -> bool {
+    /// Wait for `m`'s requests, unload it from its device, forget it, and
+    /// return the freed memory to the system once the last handle (with the
+    /// tokenizer and template) is gone.
+    async fn unload_model(&self, m: Arc<Model>) -> bool {
         m.closing.store(true, Ordering::Release);
         loop {
             let idle = m.idle.notified();
@@ -371,10 +367,14 @@ impl Registry {
             idle.await;
         }
         let existed = m.worker.unload(m.key).await.unwrap_or(false);
-        let mut slots = self.slots();
-        if matches!(slots.get(&m.id), Some(Slot::Ready(cur)) if Arc::ptr_eq(cur, m)) {
-            slots.remove(&m.id);
+        {
+            let mut slots = self.slots();
+            if matches!(slots.get(&m.id), Some(Slot::Ready(cur)) if Arc::ptr_eq(cur, &m)) {
+                slots.remove(&m.id);
+            }
         }
+        drop(m);
+        crate::sys::release_memory();
         existed
     }
 
