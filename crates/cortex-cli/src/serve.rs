@@ -24,7 +24,8 @@ const EMBEDDED_NEURON: &str = "127.0.0.1:13131";
 
 /// Run until SIGINT/SIGTERM; then drain and exit.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    if config_path(args).is_none() {
+    let config = config_path(args);
+    if config.is_none() {
         // Embedded mode hosts a neuron: tune the allocator before the
         // runtime starts its threads (see `neuron::sys`).
         neuron::sys::tune_allocator();
@@ -33,7 +34,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")?;
-    rt.block_on(serve(args))
+    rt.block_on(serve(args, config))
 }
 
 async fn bind(addr: &str, what: &str) -> anyhow::Result<TcpListener> {
@@ -63,9 +64,9 @@ fn config_path(args: &ServeArgs) -> Option<PathBuf> {
         .or_else(|| Some(PathBuf::from(DEFAULT_CONFIG)).filter(|p| p.exists()))
 }
 
-async fn serve(args: &ServeArgs) -> anyhow::Result<()> {
+async fn serve(args: &ServeArgs, config: Option<PathBuf>) -> anyhow::Result<()> {
     let grace = args.shutdown_grace.get();
-    match config_path(args) {
+    match config {
         Some(path) => {
             let mut settings = GatewaySettings::load(&path)?;
             override_listen(&mut settings.config, args)?;
