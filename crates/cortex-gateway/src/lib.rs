@@ -1,6 +1,7 @@
 //! cortex-gateway: one OpenAI + Anthropic API in front of many neurons.
 //!
-//! - [`server`]: assembling and running it; [`settings`]: reading config files;
+//! - [`server`]: assembling and running it; [`workers`]: the API's
+//!   thread-per-core workers; [`settings`]: reading config files;
 //! - [`api`]: the routes, auth, and errors in each dialect;
 //! - [`proxy`]: forwarding, retries, stream pass-through and metric taps;
 //! - [`admission`]: caps on in-flight and queued requests;
@@ -28,6 +29,7 @@ pub mod server;
 pub mod settings;
 pub mod sse;
 pub mod translate;
+pub mod workers;
 
 pub use server::Gateway;
 pub use settings::GatewaySettings;

@@ -4,6 +4,7 @@
 //! header-read time (slowloris) are bounded.
 
 use std::future::Future;
+use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -17,7 +18,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::server::graceful::GracefulShutdown;
 use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
-use tokio::net::TcpListener;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
@@ -38,6 +39,7 @@ pub struct Gateway {
     state: Arc<AppState>,
     prometheus: Arc<Registry>,
     stop: CancellationToken,
+    workers: NonZeroUsize,
 }
 
 impl Gateway {
@@ -96,6 +98,7 @@ impl Gateway {
             state,
             prometheus: Arc::new(prometheus),
             stop,
+            workers: crate::workers::count(cfg.gateway.workers),
         }
     }
 
@@ -131,7 +134,13 @@ impl Gateway {
             shutdown.await;
             s2.cancel();
         });
-        let api_task = tokio::spawn(serve(api, self.router(), signal.clone(), grace));
+        let api_task = tokio::spawn(crate::workers::serve(
+            api,
+            self.router(),
+            signal.clone(),
+            grace,
+            self.workers,
+        ));
         let metrics_task =
             tokio::spawn(serve(metrics, self.metrics_router(), signal.clone(), grace));
         let _ = api_task.await;
@@ -157,6 +166,58 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
         .into_response()
 }
 
+/// Open HTTP/1.1 connections served by one runtime, and their graceful
+/// shutdown.
+pub(crate) struct Connections {
+    builder: http1::Builder,
+    graceful: GracefulShutdown,
+}
+
+impl Connections {
+    pub(crate) fn new() -> Self {
+        let mut builder = http1::Builder::new();
+        builder
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_READ_TIMEOUT)
+            .max_buf_size(MAX_HEAD_BYTES)
+            .max_header_size(MAX_HEAD_BYTES)
+            .keep_alive(true);
+        Self {
+            builder,
+            graceful: GracefulShutdown::new(),
+        }
+    }
+
+    /// Serve `stream` on a task of the current runtime.
+    pub(crate) fn serve(&self, stream: TcpStream, router: Router) {
+        let _ = stream.set_nodelay(true);
+        let peer = stream.peer_addr().ok();
+        let svc = TowerToHyperService::new(router);
+        let conn = self
+            .graceful
+            .watch(self.builder.serve_connection(TokioIo::new(stream), svc));
+        tokio::spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(?peer, error = %e, "connection ended with an error");
+            }
+        });
+    }
+
+    /// Ask every connection to finish its request and close; wait up to
+    /// `grace` for them.
+    pub(crate) async fn drain(self, grace: Duration) {
+        if tokio::time::timeout(grace, self.graceful.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "grace period over; closing the remaining connections"
+            );
+        }
+    }
+}
+
 /// Accept HTTP/1.1 connections until `stop`, then drain for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -164,19 +225,12 @@ pub async fn serve(
     stop: CancellationToken,
     grace: Duration,
 ) {
-    let graceful = GracefulShutdown::new();
-    let mut builder = http1::Builder::new();
-    builder
-        .timer(TokioTimer::new())
-        .header_read_timeout(HEADER_READ_TIMEOUT)
-        .max_buf_size(MAX_HEAD_BYTES)
-        .max_header_size(MAX_HEAD_BYTES)
-        .keep_alive(true);
+    let conns = Connections::new();
     loop {
-        let (stream, peer) = tokio::select! {
+        let stream = tokio::select! {
             _ = stop.cancelled() => break,
             r = listener.accept() => match r {
-                Ok(x) => x,
+                Ok((s, _)) => s,
                 Err(e) => {
                     tracing::warn!(error = %e, "accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
@@ -184,24 +238,8 @@ pub async fn serve(
                 }
             },
         };
-        let _ = stream.set_nodelay(true);
-        let svc = TowerToHyperService::new(router.clone());
-        let conn = builder.serve_connection(TokioIo::new(stream), svc);
-        let conn = graceful.watch(conn);
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(%peer, error = %e, "connection ended with an error");
-            }
-        });
+        conns.serve(stream, router.clone());
     }
     drop(listener);
-    if tokio::time::timeout(grace, graceful.shutdown())
-        .await
-        .is_err()
-    {
-        tracing::warn!(
-            ?grace,
-            "grace period over; closing the remaining connections"
-        );
-    }
+    conns.drain(grace).await;
 }

@@ -21,6 +21,9 @@ pub struct GatewayConfig {
     pub neurons: Vec<NeuronEndpoint>,
 }
 
+/// Most API worker threads `gateway.workers` may ask for.
+pub const MAX_WORKERS: u32 = 1024;
+
 /// `[gateway]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -41,6 +44,9 @@ pub struct GatewaySection {
     /// API keys. When non-empty, every route (admin included) needs one, as
     /// `Authorization: Bearer KEY` or `x-api-key: KEY`.
     pub api_keys: Vec<String>,
+    /// Threads serving the API, each with its own event loop (like nginx's
+    /// `worker_processes`). `0` means one per core.
+    pub workers: u32,
 }
 
 impl Default for GatewaySection {
@@ -53,6 +59,7 @@ impl Default for GatewaySection {
             down_after_failures: 3,
             poll_timeout: HumanDuration::from_secs(5),
             api_keys: Vec::new(),
+            workers: 0,
         }
     }
 }
@@ -216,6 +223,14 @@ impl GatewayConfig {
                 "gateway.down_after_failures",
                 0,
                 "must be at least 1",
+            ));
+        }
+        if g.workers > MAX_WORKERS {
+            return Err(ConfigError::invalid(
+                file,
+                "gateway.workers",
+                g.workers,
+                format!("must be at most {MAX_WORKERS} (0 means one per core)"),
             ));
         }
         for (i, k) in g.api_keys.iter().enumerate() {
@@ -428,6 +443,11 @@ endpoint = "http://beast.internal:13131"
             "[gateway]\ndown_after_failures = 0\n",
             "gateway.down_after_failures",
             "at least 1",
+        );
+        assert_invalid(
+            "[gateway]\nworkers = 1025\n",
+            "gateway.workers",
+            "at most 1024",
         );
         assert_invalid(
             "[limits]\nmax_attempts = 0\n",

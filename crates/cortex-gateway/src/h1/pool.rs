@@ -25,9 +25,14 @@ struct Idle {
     since: Instant,
 }
 
+/// Idle connections per node and per worker thread (see [`crate::workers`]):
+/// a connection is registered with the reactor of the runtime that opened it,
+/// so it is only reused there.
+type IdleMap = HashMap<(Arc<str>, usize), VecDeque<Idle>>;
+
 pub(super) struct PoolInner {
-    /// Per node, oldest first.
-    idle: Mutex<HashMap<Arc<str>, VecDeque<Idle>>>,
+    /// Per node and worker, oldest first.
+    idle: Mutex<IdleMap>,
     connect_timeout: Duration,
     max_idle_per_node: usize,
     max_idle_age: Duration,
@@ -87,19 +92,21 @@ impl Pool {
 
     #[cfg(test)]
     pub(super) fn idle_count(&self, authority: &str) -> usize {
-        self.inner.lock().get(authority).map_or(0, VecDeque::len)
+        let key = (Arc::from(authority), crate::workers::current());
+        self.inner.lock().get(&key).map_or(0, VecDeque::len)
     }
 }
 
 impl PoolInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, VecDeque<Idle>>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
         self.idle.lock().unwrap_or_else(|e| e.into_inner())
     }
 
     /// The most recently used idle connection that is still open.
-    fn checkout(&self, authority: &str) -> Option<Conn> {
+    fn checkout(&self, authority: &Arc<str>) -> Option<Conn> {
+        let key = (Arc::clone(authority), crate::workers::current());
         let mut idle = self.lock();
-        let list = idle.get_mut(authority)?;
+        let list = idle.get_mut(&key)?;
         while let Some(i) = list.pop_back() {
             if i.since.elapsed() < self.max_idle_age && still_open(&i.conn.io) {
                 return Some(i.conn);
@@ -110,7 +117,9 @@ impl PoolInner {
 
     pub(super) fn checkin(&self, authority: &Arc<str>, conn: Conn) {
         let mut idle = self.lock();
-        let list = idle.entry(Arc::clone(authority)).or_default();
+        let list = idle
+            .entry((Arc::clone(authority), crate::workers::current()))
+            .or_default();
         // Close the ones that sat unused too long (the oldest come first).
         while list
             .front()

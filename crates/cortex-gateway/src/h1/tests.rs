@@ -116,6 +116,39 @@ async fn a_content_length_answer_and_the_connection_is_reused() {
 }
 
 #[tokio::test]
+async fn each_worker_reuses_only_the_connections_it_opened() {
+    let (addr, conns) = server(
+        |_| vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+        false,
+    )
+    .await;
+    let p = pool();
+    // `n` requests on worker `id` (its own thread and runtime, while this
+    // runtime keeps serving); the idle count there after each.
+    let on = |id: usize, n: usize| {
+        let (p, a) = (p.clone(), Arc::clone(&addr));
+        tokio::task::spawn_blocking(move || {
+            crate::workers::on_worker(id, async move {
+                let mut idle = Vec::new();
+                for _ in 0..n {
+                    get(&p, &a).await.unwrap();
+                    idle.push(p.idle_count(&a));
+                }
+                idle
+            })
+        })
+    };
+    // Worker 1 opens a connection and then reuses it.
+    assert_eq!(on(1, 2).await.unwrap(), [1, 1]);
+    assert_eq!(conns.load(Ordering::SeqCst), 1);
+    // Worker 2 (another runtime, another reactor) opens its own.
+    assert_eq!(on(2, 1).await.unwrap(), [1]);
+    assert_eq!(conns.load(Ordering::SeqCst), 2, "worker 2 opened its own");
+    // Outside the workers (worker 0) nothing is idle yet.
+    assert_eq!(p.idle_count(&addr), 0);
+}
+
+#[tokio::test]
 async fn chunks_that_arrived_together_come_out_as_one_frame() {
     let (addr, _) = server(
         |_| {

@@ -1,0 +1,259 @@
+//! The API's worker threads: one per core, each running its own
+//! single-threaded Tokio runtime, as nginx runs one worker process per core.
+//! One acceptor hands each new connection to the next worker in turn; the
+//! connection and every request on it then stay on that worker, together with
+//! the neuron connections they use (the h1 pool keeps idle connections per
+//! worker). Nothing on the request path wakes another thread, which is what
+//! the work-stealing runtime paid for on every request.
+
+use std::cell::Cell;
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+
+thread_local! {
+    static WORKER: Cell<usize> = const { Cell::new(0) };
+}
+
+/// The worker this thread is: `1..=n` on an API worker thread, 0 anywhere
+/// else (the main runtime: pollers, the fleet actor, tests).
+pub fn current() -> usize {
+    WORKER.with(Cell::get)
+}
+
+/// How many API workers to run: `configured`, or with 0 one per core the
+/// process may use.
+pub fn count(configured: u32) -> NonZeroUsize {
+    NonZeroUsize::new(configured as usize)
+        .unwrap_or_else(|| std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN))
+}
+
+/// A connection accepted by the acceptor, on its way to a worker.
+type Handoff = std::net::TcpStream;
+
+/// Accept on `listener` until `stop` and serve each connection on one of
+/// `count` worker threads; then drain every worker for up to `grace`.
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    stop: CancellationToken,
+    grace: Duration,
+    count: NonZeroUsize,
+) -> std::io::Result<()> {
+    let mut workers = Vec::with_capacity(count.get());
+    let mut done = Vec::with_capacity(count.get());
+    for id in 1..=count.get() {
+        let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+        let (finished, finished_rx) = oneshot::channel::<()>();
+        let router = router.clone();
+        let stop = stop.clone();
+        std::thread::Builder::new()
+            .name(format!("cortex-api-{id}"))
+            .spawn(move || {
+                WORKER.with(|w| w.set(id));
+                match tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()
+                {
+                    Ok(rt) => rt.block_on(run_worker(rx, router, stop, grace)),
+                    Err(e) => {
+                        tracing::error!(error = %e, worker = id, "cannot start an API worker")
+                    }
+                }
+                let _ = finished.send(());
+            })?;
+        workers.push(tx);
+        done.push(finished_rx);
+    }
+    let mut next = 0usize;
+    loop {
+        let (stream, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            r = listener.accept() => match r {
+                Ok(x) => x,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+        };
+        let stream = match stream.into_std() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::debug!(%peer, error = %e, "cannot hand a connection over");
+                continue;
+            }
+        };
+        if workers[next % workers.len()].send(stream).is_err() {
+            tracing::error!("an API worker is gone; stopping");
+            break;
+        }
+        next = next.wrapping_add(1);
+    }
+    drop(listener);
+    drop(workers);
+    for d in done {
+        let _ = d.await;
+    }
+    Ok(())
+}
+
+/// One worker: serve the connections it is handed until `stop` (or the
+/// acceptor goes), then drain.
+async fn run_worker(
+    mut rx: mpsc::UnboundedReceiver<Handoff>,
+    router: Router,
+    stop: CancellationToken,
+    grace: Duration,
+) {
+    let conns = crate::server::Connections::new();
+    loop {
+        let stream = tokio::select! {
+            _ = stop.cancelled() => break,
+            s = rx.recv() => match s {
+                Some(s) => s,
+                None => break,
+            },
+        };
+        match tokio::net::TcpStream::from_std(stream) {
+            Ok(s) => conns.serve(s, router.clone()),
+            Err(e) => tracing::debug!(error = %e, "cannot register a connection"),
+        }
+    }
+    conns.drain(grace).await;
+}
+
+/// Run `fut` to completion on a fresh thread with its own runtime, marked as
+/// worker `id` (tests of the per-worker pool).
+#[cfg(test)]
+pub(crate) fn on_worker<F, T>(id: usize, fut: F) -> T
+where
+    F: std::future::Future<Output = T> + Send + 'static,
+    T: Send + 'static,
+{
+    std::thread::spawn(move || {
+        WORKER.with(|w| w.set(id));
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .expect("runtime")
+            .block_on(fut)
+    })
+    .join()
+    .expect("worker thread")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use axum::routing::get;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+    /// A router whose answers name the worker and thread that served them;
+    /// `/slow` takes 300 ms.
+    fn router() -> Router {
+        let who = || {
+            format!(
+                "{} {}",
+                current(),
+                std::thread::current().name().unwrap_or("?")
+            )
+        };
+        Router::new()
+            .route("/", get(move || async move { who() }))
+            .route(
+                "/slow",
+                get(move || async move {
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    who()
+                }),
+            )
+    }
+
+    /// One GET on a fresh connection; the answer's body.
+    async fn get_body(addr: std::net::SocketAddr, path: &str) -> String {
+        let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+        let req = format!("GET {path} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n");
+        s.write_all(req.as_bytes()).await.unwrap();
+        let mut out = String::new();
+        s.read_to_string(&mut out).await.unwrap();
+        assert!(out.starts_with("HTTP/1.1 200"), "{out}");
+        out.split("\r\n\r\n").nth(1).unwrap().to_string()
+    }
+
+    #[test]
+    fn zero_means_one_per_core() {
+        assert_eq!(count(3).get(), 3);
+        assert_eq!(count(0), default_parallelism());
+    }
+
+    fn default_parallelism() -> NonZeroUsize {
+        std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+    }
+
+    #[tokio::test]
+    async fn connections_go_to_the_workers_in_turn_and_are_served_there() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let n = NonZeroUsize::new(3).unwrap();
+        let served = tokio::spawn(serve(
+            listener,
+            router(),
+            stop.clone(),
+            Duration::from_secs(1),
+            n,
+        ));
+        let mut seen = Vec::new();
+        for _ in 0..6 {
+            seen.push(get_body(addr, "/").await);
+        }
+        let want: Vec<String> = [1, 2, 3, 1, 2, 3]
+            .iter()
+            .map(|i| format!("{i} cortex-api-{i}"))
+            .collect();
+        assert_eq!(seen, want);
+        stop.cancel();
+        served.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn stopping_drains_requests_in_flight_on_every_worker() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let n = NonZeroUsize::new(2).unwrap();
+        let served = tokio::spawn(serve(
+            listener,
+            router(),
+            stop.clone(),
+            Duration::from_secs(5),
+            n,
+        ));
+        let slow: Vec<_> = (0..2)
+            .map(|_| tokio::spawn(get_body(addr, "/slow")))
+            .collect();
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        stop.cancel();
+        let mut answers = Vec::new();
+        for s in slow {
+            answers.push(s.await.unwrap());
+        }
+        answers.sort();
+        assert_eq!(answers, ["1 cortex-api-1", "2 cortex-api-2"]);
+        tokio::time::timeout(Duration::from_secs(5), served)
+            .await
+            .expect("serve returns once drained")
+            .unwrap()
+            .unwrap();
+        assert!(
+            tokio::net::TcpStream::connect(addr).await.is_err(),
+            "the listener is closed"
+        );
+    }
+}
