@@ -7,10 +7,9 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::State;
-use axum::http::{header, StatusCode};
+use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
@@ -20,7 +19,7 @@ use cortex_core::openai::{ChatCompletion, ChatCompletionChunk};
 use futures::stream;
 
 use super::error::{Anthropic, GatewayError};
-use super::{admit, body_or_error, parse, resolve, AppState};
+use super::{admit, body_or_error, event_stream, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
 use crate::metrics::Api;
@@ -71,22 +70,10 @@ async fn handle(
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Anthropic, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
-        let bytes = s
-            .client
-            .read_body(
-                &d.replica.node,
-                d.resp.into_body(),
-                s.limits.first_byte_timeout.get(),
-            )
-            .await?;
+        let bytes = d.read_all(s).await?;
         stats.finish(status.as_u16());
         if status != StatusCode::OK {
-            let (message, code) = error_of(&bytes);
-            return Err(GatewayError::Upstream {
-                status: status.as_u16(),
-                message,
-                code,
-            });
+            return Err(GatewayError::from_answer(status.as_u16(), &bytes));
         }
         let answer: ChatCompletion = serde_json::from_slice(&bytes).map_err(|e| {
             GatewayError::BadGateway(format!("the neuron sent an invalid answer: {e}"))
@@ -189,12 +176,7 @@ fn translate_stream(
     tr: AnthropicStream,
     permit: Permit,
 ) -> Response {
-    let up = UpstreamSse::new(
-        d.resp.into_body(),
-        s.limits.max_upstream_line.bytes() as usize,
-        s.limits.first_byte_timeout.get(),
-        s.limits.idle_timeout.get(),
-    );
+    let (up, guard) = d.into_sse(&s.limits);
     let mut ping = tokio::time::interval(s.limits.ping_interval.get());
     ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let state = Translating {
@@ -203,7 +185,7 @@ fn translate_stream(
         stats,
         ping,
         started: false,
-        _guard: d.guard,
+        _guard: guard,
         _permit: permit,
     };
     let body = stream::unfold(state, |mut t| async move {
@@ -239,14 +221,7 @@ fn translate_stream(
         }
         Some((Ok(Bytes::from(out)), t))
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    event_stream(body)
 }
 
 /// `POST /v1/messages/count_tokens` → `{"input_tokens": N}`.
@@ -279,22 +254,10 @@ async fn count(
     let d = dispatch(s, &resolved.id, "/tokenize", Bytes::from(bytes), deadline).await?;
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::CountTokens, started);
     let status = d.resp.status();
-    let bytes = s
-        .client
-        .read_body(
-            &d.replica.node,
-            d.resp.into_body(),
-            s.limits.first_byte_timeout.get(),
-        )
-        .await?;
+    let bytes = d.read_all(s).await?;
     stats.finish(status.as_u16());
     if status != StatusCode::OK {
-        let (message, code) = error_of(&bytes);
-        return Err(GatewayError::Upstream {
-            status: status.as_u16(),
-            message,
-            code,
-        });
+        return Err(GatewayError::from_answer(status.as_u16(), &bytes));
     }
     let t: TokenizeResponse = serde_json::from_slice(&bytes)
         .map_err(|e| GatewayError::BadGateway(format!("the neuron sent an invalid answer: {e}")))?;

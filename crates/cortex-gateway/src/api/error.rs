@@ -52,6 +52,16 @@ impl GatewayError {
         }
     }
 
+    /// A neuron's error answer (`status`, its body), passed on.
+    pub fn from_answer(status: u16, body: &[u8]) -> Self {
+        let (message, code) = crate::neuron_client::error_of(body);
+        GatewayError::Upstream {
+            status,
+            message,
+            code,
+        }
+    }
+
     fn retry_after(&self) -> Option<u64> {
         match self {
             GatewayError::Overloaded { retry_after_s, .. }

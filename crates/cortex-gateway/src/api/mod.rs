@@ -102,6 +102,21 @@ pub fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Gatew
     })
 }
 
+/// A `text/event-stream` answer with `body` as its events.
+pub fn event_stream<S>(body: S) -> Response
+where
+    S: futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
+{
+    (
+        [
+            (axum::http::header::CONTENT_TYPE, "text/event-stream"),
+            (axum::http::header::CACHE_CONTROL, "no-cache"),
+        ],
+        axum::body::Body::from_stream(body),
+    )
+        .into_response()
+}
+
 /// Parse a JSON body into `T`, with a 400 naming the problem.
 pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {

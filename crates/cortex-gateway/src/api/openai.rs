@@ -6,7 +6,6 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::Body;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, State};
 use axum::http::{header, HeaderMap, StatusCode};
@@ -18,7 +17,7 @@ use futures::stream;
 use serde::Deserialize;
 
 use super::error::{GatewayError, OpenAi};
-use super::{admit, body_or_error, parse, resolve, AppState};
+use super::{admit, body_or_error, event_stream, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
 use crate::metrics::Api;
@@ -97,14 +96,7 @@ async fn chat(
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
         let keep = kept_headers(d.resp.headers());
-        let bytes = s
-            .client
-            .read_body(
-                &d.replica.node,
-                d.resp.into_body(),
-                s.limits.first_byte_timeout.get(),
-            )
-            .await?;
+        let bytes = d.read_all(s).await?;
         if status == StatusCode::OK {
             if let Ok(p) = serde_json::from_slice::<Probe>(&bytes) {
                 stats.usage = p.usage;
@@ -249,18 +241,13 @@ fn stream_through(
     strip_usage: bool,
     permit: Permit,
 ) -> Response {
-    let up = UpstreamSse::new(
-        d.resp.into_body(),
-        s.limits.max_upstream_line.bytes() as usize,
-        s.limits.first_byte_timeout.get(),
-        s.limits.idle_timeout.get(),
-    );
+    let (up, guard) = d.into_sse(&s.limits);
     let state = Passing {
         up,
         stats,
         strip_usage,
         done: false,
-        _guard: d.guard,
+        _guard: guard,
         _permit: permit,
     };
     // Events that are already here go out together, in one write; the
@@ -282,14 +269,7 @@ fn stream_through(
         }
         Some((Ok::<_, Infallible>(Bytes::from(out)), p))
     });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        Body::from_stream(body),
-    )
-        .into_response()
+    event_stream(body)
 }
 
 /// Ids of every model some healthy neuron can serve, sorted, once each.

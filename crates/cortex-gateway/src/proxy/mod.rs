@@ -11,6 +11,7 @@ pub mod upstream;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use cortex_core::config::LimitsConfig;
 use http::{Method, StatusCode};
 
 use crate::api::error::GatewayError;
@@ -18,12 +19,41 @@ use crate::api::AppState;
 use crate::fleet::{InFlightGuard, Replica};
 use crate::metrics::ModelLabel;
 use crate::neuron_client::error_of;
+use upstream::UpstreamSse;
 
 /// A request that reached a neuron and got an answer's head.
 pub struct Dispatched {
     pub resp: http::Response<crate::h1::Body>,
     pub replica: Replica,
     pub guard: InFlightGuard,
+}
+
+impl Dispatched {
+    /// The whole answer (one not streamed, or an error), read within
+    /// `first_byte_timeout`.
+    pub async fn read_all(self, state: &AppState) -> Result<Bytes, GatewayError> {
+        let bytes = state
+            .client
+            .read_body(
+                &self.replica.node,
+                self.resp.into_body(),
+                state.limits.first_byte_timeout.get(),
+            )
+            .await?;
+        Ok(bytes)
+    }
+
+    /// The answer as an event stream, under the stream limits; the guard
+    /// keeps the request counted until the stream is dropped.
+    pub fn into_sse(self, limits: &LimitsConfig) -> (UpstreamSse, InFlightGuard) {
+        let up = UpstreamSse::new(
+            self.resp.into_body(),
+            limits.max_upstream_line.bytes() as usize,
+            limits.first_byte_timeout.get(),
+            limits.idle_timeout.get(),
+        );
+        (up, self.guard)
+    }
 }
 
 /// Neuron error codes that mean "not processed here; try elsewhere".
