@@ -485,8 +485,8 @@ async fn client_errors_from_a_neuron_never_count_against_it() {
     assert_eq!(served_by(&gw, "m").await, "a");
 }
 
-/// `count_tokens` goes to a neuron (and may load a model) but never passes
-/// admission: it is neither capped per model nor in total.
+/// `count_tokens` goes to a neuron (and may load a model), so it passes
+/// admission like any request: a full model turns it away before the neuron.
 #[tokio::test]
 async fn count_tokens_passes_admission_too() {
     let a = FakeNeuron::builder("a")
