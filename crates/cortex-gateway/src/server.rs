@@ -143,11 +143,17 @@ impl Gateway {
         ));
         let metrics_task =
             tokio::spawn(serve(metrics, self.metrics_router(), signal.clone(), grace));
-        let _ = api_task.await;
+        // The API ends at shutdown, or early when it cannot go on; either
+        // way the metrics listener ends with it.
+        let api_result = match api_task.await {
+            Ok(r) => r,
+            Err(e) => Err(std::io::Error::other(format!("the API task failed: {e}"))),
+        };
+        signal.cancel();
         let _ = metrics_task.await;
         self.stop.cancel();
         tracing::info!("gateway stopped");
-        Ok(())
+        api_result
     }
 }
 

@@ -36,7 +36,8 @@ pub fn count(configured: u32) -> NonZeroUsize {
 type Handoff = std::net::TcpStream;
 
 /// Accept on `listener` until `stop` and serve each connection on one of
-/// `count` worker threads; then drain every worker for up to `grace`.
+/// `count` worker threads; then drain every worker for up to `grace`. An
+/// error when a worker cannot start, or stops before `stop`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
@@ -70,6 +71,7 @@ pub async fn serve(
         done.push(finished_rx);
     }
     let mut next = 0usize;
+    let mut result = Ok(());
     loop {
         let (stream, peer) = tokio::select! {
             _ = stop.cancelled() => break,
@@ -90,7 +92,10 @@ pub async fn serve(
             }
         };
         if workers[next % workers.len()].send(stream).is_err() {
-            tracing::error!("an API worker is gone; stopping");
+            result = Err(std::io::Error::other(format!(
+                "API worker {} stopped",
+                next % workers.len() + 1
+            )));
             break;
         }
         next = next.wrapping_add(1);
@@ -100,7 +105,7 @@ pub async fn serve(
     for d in done {
         let _ = d.await;
     }
-    Ok(())
+    result
 }
 
 /// One worker: serve the connections it is handed until `stop` (or the
