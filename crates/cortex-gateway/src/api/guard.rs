@@ -32,11 +32,15 @@ pub fn path_is_clean(path: &str) -> bool {
     if !path.starts_with('/') || path.contains("//") || path.contains('\\') {
         return false;
     }
-    let lower = path.to_ascii_lowercase();
-    if ["%2e", "%2f", "%5c", "%00"]
-        .iter()
-        .any(|p| lower.contains(p))
-    {
+    // Encoded dots, slashes, backslashes and NULs, in either case.
+    let encoded = |w: &[u8]| {
+        w[0] == b'%'
+            && matches!(
+                (w[1], w[2].to_ascii_lowercase()),
+                (b'2', b'e' | b'f') | (b'5', b'c') | (b'0', b'0')
+            )
+    };
+    if path.as_bytes().windows(3).any(encoded) {
         return false;
     }
     !path.split('/').any(|seg| seg == "." || seg == "..")
@@ -106,6 +110,9 @@ mod tests {
             "/admin%2Ffleet",
             "/v1\\..\\admin",
             "/v1/models/%00",
+            "/v1/%2E%2E/admin",
+            "/v1%5Cadmin",
+            "/v1%5cadmin",
             "admin",
         ] {
             assert!(!path_is_clean(bad), "{bad}");
@@ -117,7 +124,10 @@ mod tests {
         fn clean_paths_have_no_dot_segments(p in "/[a-zA-Z0-9./%_-]{0,40}") {
             if path_is_clean(&p) {
                 prop_assert!(!p.split('/').any(|s| s == ".." || s == "."));
-                prop_assert!(!p.to_ascii_lowercase().contains("%2f"));
+                let lower = p.to_ascii_lowercase();
+                for enc in ["%2e", "%2f", "%5c", "%00"] {
+                    prop_assert!(!lower.contains(enc), "{p}");
+                }
             }
         }
     }
