@@ -194,26 +194,31 @@ mod tests {
     #[test]
     fn zero_means_one_per_core() {
         assert_eq!(count(3).get(), 3);
-        assert_eq!(count(0), default_parallelism());
+        let cores = std::thread::available_parallelism().map_or(1, NonZeroUsize::get);
+        assert_eq!(count(0).get(), cores);
     }
 
-    fn default_parallelism() -> NonZeroUsize {
-        std::thread::available_parallelism().unwrap_or(NonZeroUsize::MIN)
+    /// `serve` with `workers` workers on a fresh port: its address, its stop
+    /// token, and its task.
+    async fn start(
+        workers: usize,
+        grace: Duration,
+    ) -> (
+        std::net::SocketAddr,
+        CancellationToken,
+        tokio::task::JoinHandle<std::io::Result<()>>,
+    ) {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let n = NonZeroUsize::new(workers).unwrap();
+        let served = tokio::spawn(serve(listener, router(), stop.clone(), grace, n));
+        (addr, stop, served)
     }
 
     #[tokio::test]
     async fn connections_go_to_the_workers_in_turn_and_are_served_there() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let n = NonZeroUsize::new(3).unwrap();
-        let served = tokio::spawn(serve(
-            listener,
-            router(),
-            stop.clone(),
-            Duration::from_secs(1),
-            n,
-        ));
+        let (addr, stop, served) = start(3, Duration::from_secs(1)).await;
         let mut seen = Vec::new();
         for _ in 0..6 {
             seen.push(get_body(addr, "/").await);
@@ -229,17 +234,7 @@ mod tests {
 
     #[tokio::test]
     async fn stopping_drains_requests_in_flight_on_every_worker() {
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let addr = listener.local_addr().unwrap();
-        let stop = CancellationToken::new();
-        let n = NonZeroUsize::new(2).unwrap();
-        let served = tokio::spawn(serve(
-            listener,
-            router(),
-            stop.clone(),
-            Duration::from_secs(5),
-            n,
-        ));
+        let (addr, stop, served) = start(2, Duration::from_secs(5)).await;
         let slow: Vec<_> = (0..2)
             .map(|_| tokio::spawn(get_body(addr, "/slow")))
             .collect();
