@@ -110,7 +110,7 @@ pub struct NeuronClient {
     max_body: usize,
 }
 
-/// Idle keep-alive connections kept per neuron.
+/// Idle keep-alive connections kept per neuron (and per API worker).
 const MAX_IDLE_PER_NODE: usize = 1024;
 
 impl std::fmt::Debug for NeuronClient {
