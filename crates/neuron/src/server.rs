@@ -52,9 +52,11 @@ pub fn node_name(config: &NeuronConfig) -> String {
 }
 
 impl Neuron {
-    /// Discover devices and start one worker thread per device.
+    /// Discover devices and start one worker thread per device. A process
+    /// that hosts a neuron calls [`crate::sys::tune_allocator`] first, before
+    /// its runtime starts threads (both binaries do), so that unloads return
+    /// memory.
     pub fn build(config: NeuronConfig, options: RunOptions) -> Result<Self, String> {
-        crate::sys::tune_allocator();
         let devices: Vec<DeviceInfo> = device::discover(config.memory_budget.map(|b| b.bytes()));
         let mut workers = Vec::new();
         for d in devices {
