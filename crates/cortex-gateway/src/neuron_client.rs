@@ -13,9 +13,9 @@ use cortex_core::neuron_api::{
 use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::{BodyExt, Limited};
 use serde::de::DeserializeOwned;
+use serde::Serialize;
 
 use crate::h1::{self, H1Error};
-use serde::Serialize;
 
 /// A neuron as the gateway addresses it.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -129,7 +129,6 @@ fn passthrough(status: StatusCode, keep: Kept, body: Bytes) -> Response {
     r
 }
 
-/// Set `model` to the canonical id and, for streams, ask for usage.
 /// Ask for the usage chunk (the metrics need it) by adding
 /// `"stream_options":{"include_usage":true}` after the body's opening brace,
 /// without re-encoding the body; `None` when that would not be plainly
@@ -156,6 +155,8 @@ fn splice_include_usage(body: &[u8]) -> Option<Bytes> {
     Some(Bytes::from(out))
 }
 
+/// Set `model` to the canonical id and, for streams, ask for usage, by
+/// re-encoding the body.
 fn rewrite(body: &Bytes, id: &str, stream: bool) -> Result<Bytes, GatewayError> {
     let mut v: serde_json::Map<String, serde_json::Value> = parse(body)?;
     v.insert("model".into(), serde_json::Value::String(id.to_string()));

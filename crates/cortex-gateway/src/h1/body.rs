@@ -50,6 +50,12 @@ impl Body {
         }
     }
 
+    /// Stop reading: the connection is closed, not pooled.
+    fn end(&mut self) {
+        self.conn = None;
+        self.framing = Framing::Done;
+    }
+
     /// Decode what is buffered; `None` when more bytes are needed.
     fn decode(&mut self) -> Result<Option<Bytes>, H1Error> {
         let Some(conn) = self.conn.as_mut() else {
@@ -92,8 +98,7 @@ impl http_body::Body for Body {
                 Ok(Some(data)) => return Poll::Ready(Some(Ok(Frame::data(data)))),
                 Ok(None) => {}
                 Err(e) => {
-                    this.conn = None;
-                    this.framing = Framing::Done;
+                    this.end();
                     return Poll::Ready(Some(Err(e)));
                 }
             }
@@ -104,16 +109,14 @@ impl http_body::Body for Body {
                 return Poll::Ready(None);
             };
             if let Err(e) = ready!(conn.io.poll_read_ready(cx)) {
-                this.conn = None;
-                this.framing = Framing::Done;
+                this.end();
                 return Poll::Ready(Some(Err(e.into())));
             }
             conn.buf.reserve(READ_CHUNK);
             match conn.io.try_read_buf(&mut conn.buf) {
                 Ok(0) => {
                     let to_close = matches!(this.framing, Framing::ToClose);
-                    this.conn = None;
-                    this.framing = Framing::Done;
+                    this.end();
                     if to_close {
                         return Poll::Ready(None);
                     }
@@ -122,8 +125,7 @@ impl http_body::Body for Body {
                 Ok(_) => {}
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
                 Err(e) => {
-                    this.conn = None;
-                    this.framing = Framing::Done;
+                    this.end();
                     return Poll::Ready(Some(Err(e.into())));
                 }
             }
