@@ -83,6 +83,9 @@ where
     (addr, conns)
 }
 
+/// A kept-alive answer with the body `ok`.
+const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
+
 fn pool() -> Pool {
     Pool::new(Duration::from_secs(2), 8, MAX_IDLE_AGE)
 }
@@ -117,11 +120,7 @@ async fn a_content_length_answer_and_the_connection_is_reused() {
 
 #[tokio::test]
 async fn each_worker_reuses_only_the_connections_it_opened() {
-    let (addr, conns) = server(
-        |_| vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
-        false,
-    )
-    .await;
+    let (addr, conns) = server(|_| vec![OK.to_vec()], false).await;
     let p = pool();
     // `n` requests on worker `id` (its own thread and runtime, while this
     // runtime keeps serving); the idle count there after each.
@@ -201,11 +200,7 @@ async fn connection_close_and_read_to_close_are_not_reused() {
 
 #[tokio::test]
 async fn connections_idle_too_long_are_closed_not_reused() {
-    let (addr, conns) = server(
-        |_| vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
-        false,
-    )
-    .await;
+    let (addr, conns) = server(|_| vec![OK.to_vec()], false).await;
     let age = Duration::from_secs(1);
     let p = Pool::new(Duration::from_secs(2), 8, age);
     // Two connections, idle since now.
@@ -233,11 +228,7 @@ async fn connections_idle_too_long_are_closed_not_reused() {
 #[tokio::test]
 async fn a_pooled_connection_the_node_closed_is_replaced() {
     // The server answers keep-alive but closes after each answer.
-    let (addr, conns) = server(
-        |_| vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
-        true,
-    )
-    .await;
+    let (addr, conns) = server(|_| vec![OK.to_vec()], true).await;
     let p = pool();
     for _ in 0..3 {
         assert_eq!(&get(&p, &addr).await.unwrap().1[..], b"ok");
@@ -254,7 +245,7 @@ async fn a_reused_connection_closed_without_an_answer_is_retried_fresh() {
     let (addr, conns) = server(
         |n| match n {
             1 => vec![],
-            _ => vec![b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok".to_vec()],
+            _ => vec![OK.to_vec()],
         },
         false,
     )
