@@ -20,6 +20,7 @@ pub mod catalog;
 pub mod evictor;
 pub mod fleet;
 pub mod h1;
+pub mod http_server;
 pub mod metrics;
 pub mod neuron_client;
 pub mod poller;

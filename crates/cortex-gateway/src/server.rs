@@ -1,7 +1,6 @@
 //! Assembling and running the gateway: the fleet actor, pollers, the
 //! evictor, the API and metrics listeners, and graceful shutdown. HTTP/1.1
-//! connections are served by hyper directly so that header size (431) and
-//! header-read time (slowloris) are bounded.
+//! connections are served by [`crate::http_server`].
 
 use std::future::Future;
 use std::num::NonZeroUsize;
@@ -13,26 +12,21 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use hyper::server::conn::http1;
-use hyper_util::rt::{TokioIo, TokioTimer};
-use hyper_util::server::graceful::GracefulShutdown;
-use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
 use crate::api::{self, AppState};
 use crate::catalog::Catalog;
 use crate::fleet::{FleetHandle, FleetSettings};
+use crate::http_server::Connections;
 use crate::metrics::GatewayMetrics;
 use crate::neuron_client::{NeuronClient, NodeInfo};
 use crate::settings::GatewaySettings;
 
-/// Largest request head (request line + headers); larger gets 431.
-const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// A client must send its request head within this time.
-const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Largest body of a request to the metrics listener.
+const METRICS_MAX_BODY: usize = 64 * 1024;
 
 /// A built gateway, its background tasks running.
 pub struct Gateway {
@@ -140,6 +134,7 @@ impl Gateway {
             signal.clone(),
             grace,
             self.workers,
+            self.state.limits.max_body.bytes() as usize,
         ));
         let metrics_task =
             tokio::spawn(serve(metrics, self.metrics_router(), signal.clone(), grace));
@@ -172,58 +167,6 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
         .into_response()
 }
 
-/// Open HTTP/1.1 connections served by one runtime, and their graceful
-/// shutdown.
-pub(crate) struct Connections {
-    builder: http1::Builder,
-    graceful: GracefulShutdown,
-}
-
-impl Connections {
-    pub(crate) fn new() -> Self {
-        let mut builder = http1::Builder::new();
-        builder
-            .timer(TokioTimer::new())
-            .header_read_timeout(HEADER_READ_TIMEOUT)
-            .max_buf_size(MAX_HEAD_BYTES)
-            .max_header_size(MAX_HEAD_BYTES)
-            .keep_alive(true);
-        Self {
-            builder,
-            graceful: GracefulShutdown::new(),
-        }
-    }
-
-    /// Serve `stream` on a task of the current runtime.
-    pub(crate) fn serve(&self, stream: TcpStream, router: Router) {
-        let _ = stream.set_nodelay(true);
-        let peer = stream.peer_addr().ok();
-        let svc = TowerToHyperService::new(router);
-        let conn = self
-            .graceful
-            .watch(self.builder.serve_connection(TokioIo::new(stream), svc));
-        tokio::spawn(async move {
-            if let Err(e) = conn.await {
-                tracing::debug!(?peer, error = %e, "connection ended with an error");
-            }
-        });
-    }
-
-    /// Ask every connection to finish its request and close; wait up to
-    /// `grace` for them.
-    pub(crate) async fn drain(self, grace: Duration) {
-        if tokio::time::timeout(grace, self.graceful.shutdown())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                ?grace,
-                "grace period over; closing the remaining connections"
-            );
-        }
-    }
-}
-
 /// Accept HTTP/1.1 connections until `stop`, then drain for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
@@ -231,7 +174,7 @@ pub async fn serve(
     stop: CancellationToken,
     grace: Duration,
 ) {
-    let conns = Connections::new();
+    let conns = Connections::new(METRICS_MAX_BODY);
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,

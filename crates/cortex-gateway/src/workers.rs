@@ -36,7 +36,7 @@ pub fn count(configured: u32) -> NonZeroUsize {
 type Handoff = std::net::TcpStream;
 
 /// Accept on `listener` until `stop` and serve each connection on one of
-/// `count` worker threads; then drain every worker for up to `grace`. An
+/// `count` worker threads (request bodies up to `max_body`); then drain every worker for up to `grace`. An
 /// error when a worker cannot start, or stops before `stop`.
 pub async fn serve(
     listener: TcpListener,
@@ -44,6 +44,7 @@ pub async fn serve(
     stop: CancellationToken,
     grace: Duration,
     count: NonZeroUsize,
+    max_body: usize,
 ) -> std::io::Result<()> {
     let mut workers = Vec::with_capacity(count.get());
     let mut done = Vec::with_capacity(count.get());
@@ -60,7 +61,7 @@ pub async fn serve(
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(run_worker(rx, router, stop, grace)),
+                    Ok(rt) => rt.block_on(run_worker(rx, router, stop, grace, max_body)),
                     Err(e) => {
                         tracing::error!(error = %e, worker = id, "cannot start an API worker")
                     }
@@ -115,8 +116,9 @@ async fn run_worker(
     router: Router,
     stop: CancellationToken,
     grace: Duration,
+    max_body: usize,
 ) {
-    let conns = crate::server::Connections::new();
+    let conns = crate::http_server::Connections::new(max_body);
     loop {
         let stream = tokio::select! {
             _ = stop.cancelled() => break,
@@ -212,7 +214,7 @@ mod tests {
         let addr = listener.local_addr().unwrap();
         let stop = CancellationToken::new();
         let n = NonZeroUsize::new(workers).unwrap();
-        let served = tokio::spawn(serve(listener, router(), stop.clone(), grace, n));
+        let served = tokio::spawn(serve(listener, router(), stop.clone(), grace, n, 1 << 20));
         (addr, stop, served)
     }
 

@@ -1,0 +1,86 @@
+//! The gateway's HTTP/1.1 server: the API and metrics listeners' connections.
+//!
+//! Why not hyper's server: on the proxy's hot path its per-request work
+//! (a dispatcher state machine, a header-read timer armed and cleared for
+//! every request, the body channel, boxed futures) cost more CPU than the
+//! rest of the gateway put together; `scripts/bench-gateway` shows the
+//! difference. This one reads a request with the task that serves it,
+//! parses the head without copying it, and writes an answer that is ready
+//! at once (every buffered answer) in one write.
+//!
+//! Scope: HTTP/1.1 and 1.0, keep-alive and pipelining, `Content-Length` and
+//! `chunked` request bodies (read whole before the handler runs, as every
+//! handler needs them whole), `Expect: 100-continue`, answers framed by
+//! length or by chunks (streams pass each frame on as it comes). Bounds:
+//! heads over [`MAX_HEAD_BYTES`] get 431; a head must arrive within
+//! [`HEADER_READ_TIMEOUT`] of the connection's opening or going idle
+//! (slowloris); a body that stalls for [`BODY_READ_TIMEOUT`] ends the
+//! connection; a body over `limits.max_body` is not read, and the router
+//! answers 413 in the caller's dialect. A client that closes its connection
+//! while its request is served cancels the request.
+
+mod conn;
+mod request;
+mod response;
+
+use std::time::Duration;
+
+use axum::Router;
+use tokio::net::TcpStream;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+
+/// Largest request head (request line + headers); larger gets 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A client must send its request head within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// A request body may pause this long between reads.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// The open connections of one runtime, and their graceful shutdown.
+pub(crate) struct Connections {
+    tracker: TaskTracker,
+    stop: CancellationToken,
+    max_body: usize,
+}
+
+impl Connections {
+    /// Connections whose request bodies are read up to `max_body` bytes.
+    pub(crate) fn new(max_body: usize) -> Self {
+        Self {
+            tracker: TaskTracker::new(),
+            stop: CancellationToken::new(),
+            max_body,
+        }
+    }
+
+    /// Serve `stream` on a task of the current runtime.
+    pub(crate) fn serve(&self, stream: TcpStream, router: Router) {
+        let _ = stream.set_nodelay(true);
+        self.tracker.spawn(conn::serve(
+            stream,
+            router,
+            self.stop.clone(),
+            self.max_body,
+        ));
+    }
+
+    /// Close idle connections, let the others finish the request under way
+    /// and close; wait up to `grace` for them.
+    pub(crate) async fn drain(self, grace: Duration) {
+        self.stop.cancel();
+        self.tracker.close();
+        if tokio::time::timeout(grace, self.tracker.wait())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                ?grace,
+                "grace period over; closing the remaining connections"
+            );
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

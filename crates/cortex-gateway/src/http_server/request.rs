@@ -1,0 +1,398 @@
+//! A request's head: parsed from the connection's read buffer without
+//! copying (header values and the target are slices of the head's bytes),
+//! with the framing of its body decided the way RFC 9112 §6 asks.
+
+use bytes::{Bytes, BytesMut};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+
+/// Most request headers accepted; more is 431, like a head over the size
+/// limit.
+const MAX_HEADERS: usize = 128;
+
+/// How the request's body is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body.
+    Empty,
+    /// `Content-Length` bytes.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`.
+    Chunked,
+}
+
+/// A parsed request head.
+#[derive(Debug)]
+pub(super) struct Head {
+    pub(super) method: Method,
+    pub(super) uri: Uri,
+    pub(super) version: Version,
+    pub(super) headers: HeaderMap,
+    pub(super) framing: Framing,
+    /// The client allows another request on this connection.
+    pub(super) keep_alive: bool,
+    /// `Expect: 100-continue`: the client waits for a go-ahead before its
+    /// body.
+    pub(super) expect_continue: bool,
+}
+
+/// Why a head is refused; the connection closes after the answer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(super) enum Refusal {
+    /// 431: too many or too large headers.
+    TooLarge,
+    /// 400, with what was wrong.
+    Bad(&'static str),
+    /// 501: a transfer coding other than `chunked`.
+    NotImplemented(&'static str),
+}
+
+/// Parse the head at the start of `buf`. On success its bytes are taken out
+/// of `buf`; `Ok(None)` while it is incomplete (and then `buf` is as it
+/// was).
+pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
+    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
+    let mut req = httparse::Request::new(&mut slots);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(n)) => n,
+        Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(Refusal::TooLarge),
+        Ok(httparse::Status::Partial) => return Ok(None),
+        Err(httparse::Error::TooManyHeaders) => return Err(Refusal::TooLarge),
+        Err(_) => return Err(Refusal::Bad("malformed request head")),
+    };
+    if len > max_head {
+        return Err(Refusal::TooLarge);
+    }
+    let base = buf.as_ptr() as usize;
+    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
+        .map_err(|_| Refusal::Bad("invalid method"))?;
+    let version = match req.version {
+        Some(0) => Version::HTTP_10,
+        _ => Version::HTTP_11,
+    };
+    let target = req.path.unwrap_or_default().as_bytes();
+    let target = (offset(target), target.len());
+    // Where each header's value lies in the head, to slice it once the head
+    // is frozen.
+    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(req.headers.len());
+    for h in req.headers.iter() {
+        let name = HeaderName::from_bytes(h.name.as_bytes())
+            .map_err(|_| Refusal::Bad("invalid header"))?;
+        fields.push((name, offset(h.value), h.value.len()));
+    }
+    let head = buf.split_to(len).freeze();
+    let slice = |(at, n): (usize, usize)| head.slice(at..at + n);
+    let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| Refusal::Bad("invalid target"))?;
+    let mut headers = HeaderMap::with_capacity(fields.len());
+    for (name, at, n) in fields {
+        let value = HeaderValue::from_maybe_shared(slice((at, n)))
+            .map_err(|_| Refusal::Bad("invalid header value"))?;
+        headers.append(name, value);
+    }
+    let framing = framing(&headers)?;
+    let keep_alive = keep_alive(&headers, version);
+    let expect_continue = version == Version::HTTP_11
+        && headers
+            .get(http::header::EXPECT)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    Ok(Some(Head {
+        method,
+        uri,
+        version,
+        headers,
+        framing,
+        keep_alive,
+        expect_continue,
+    }))
+}
+
+/// The body's framing. A request with both `Transfer-Encoding` and
+/// `Content-Length`, or with `Content-Length`s that disagree, is refused:
+/// those are how requests are smuggled past proxies.
+fn framing(headers: &HeaderMap) -> Result<Framing, Refusal> {
+    let mut te = headers.get_all(http::header::TRANSFER_ENCODING).iter();
+    if let Some(first) = te.next() {
+        if headers.contains_key(http::header::CONTENT_LENGTH) {
+            return Err(Refusal::Bad(
+                "both Transfer-Encoding and Content-Length are set",
+            ));
+        }
+        if te.next().is_some()
+            || !first
+                .as_bytes()
+                .trim_ascii()
+                .eq_ignore_ascii_case(b"chunked")
+        {
+            return Err(Refusal::NotImplemented(
+                "only the chunked transfer coding is supported",
+            ));
+        }
+        return Ok(Framing::Chunked);
+    }
+    let mut length = None;
+    for v in headers.get_all(http::header::CONTENT_LENGTH) {
+        let n = parse_length(v.as_bytes()).ok_or(Refusal::Bad("invalid Content-Length"))?;
+        if length.is_some_and(|l| l != n) {
+            return Err(Refusal::Bad("conflicting Content-Length headers"));
+        }
+        length = Some(n);
+    }
+    Ok(match length {
+        None | Some(0) => Framing::Empty,
+        Some(n) => Framing::Length(n),
+    })
+}
+
+/// Decimal digits only (no sign, no spaces, no list), fitting in a u64.
+fn parse_length(v: &[u8]) -> Option<u64> {
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only
+/// with `Connection: keep-alive`.
+fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
+    let has = |token: &[u8]| {
+        headers.get_all(http::header::CONNECTION).iter().any(|v| {
+            v.as_bytes()
+                .split(|b| *b == b',')
+                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+        })
+    };
+    if version == Version::HTTP_10 {
+        has(b"keep-alive")
+    } else {
+        !has(b"close")
+    }
+}
+
+/// A body that is not read because it is over the size limit `max`. The
+/// router's body limit (the same `max`) must refuse it with 413 in the
+/// caller's dialect, and it does so only on reading more than `max` bytes:
+/// so this yields blank bytes (from a static buffer, nothing allocated)
+/// until it has yielded more than `max`, then fails. A handler never sees
+/// those bytes: the limit refuses the frame that crosses it.
+pub(super) struct Unread {
+    max: u64,
+    yielded: u64,
+}
+
+impl Unread {
+    pub(super) fn new(max: usize) -> Self {
+        Self {
+            max: max as u64,
+            yielded: 0,
+        }
+    }
+}
+
+static BLANK: [u8; 64 * 1024] = [b' '; 64 * 1024];
+
+impl http_body::Body for Unread {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.yielded > self.max {
+            return std::task::Poll::Ready(Some(Err(std::io::Error::other(
+                "the request body is over the size limit",
+            ))));
+        }
+        let n = (self.max + 1 - self.yielded).min(BLANK.len() as u64) as usize;
+        self.yielded += n as u64;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
+            &BLANK[..n],
+        )))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(self.max + 1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn head(text: &str) -> Result<Option<Head>, Refusal> {
+        parse(&mut BytesMut::from(text), 64 * 1024)
+    }
+
+    #[tokio::test]
+    async fn an_unread_body_is_refused_by_the_same_limit() {
+        use http_body_util::BodyExt;
+        for max in [1, 1024, 64 * 1024, 200 * 1024] {
+            let limited = http_body_util::Limited::new(Unread::new(max), max);
+            let e = limited.collect().await.expect_err("refused");
+            assert!(e.is::<http_body_util::LengthLimitError>(), "{max}: {e}");
+        }
+        let e = Unread::new(10)
+            .collect()
+            .await
+            .expect_err("fails unlimited too");
+        assert!(e.to_string().contains("over the size limit"), "{e}");
+    }
+
+    #[test]
+    fn a_plain_post_with_its_body_framing() {
+        let mut buf = BytesMut::from(
+            "POST /v1/chat/completions?x=1 HTTP/1.1\r\nHost: gw\r\nContent-Length: 12\r\nX-Api-Key: k\r\n\r\n{\"a\":1}",
+        );
+        let h = parse(&mut buf, 1024).unwrap().unwrap();
+        assert_eq!(h.method, Method::POST);
+        assert_eq!(h.uri.path(), "/v1/chat/completions");
+        assert_eq!(h.uri.query(), Some("x=1"));
+        assert_eq!(h.version, Version::HTTP_11);
+        assert_eq!(h.framing, Framing::Length(12));
+        assert_eq!(h.headers["x-api-key"], "k");
+        assert!(h.keep_alive && !h.expect_continue);
+        assert_eq!(&buf[..], b"{\"a\":1}", "the body's first bytes stay");
+    }
+
+    #[test]
+    fn an_incomplete_head_leaves_the_buffer_alone() {
+        let mut buf = BytesMut::from("GET /health HTTP/1.1\r\nHost: g");
+        assert!(parse(&mut buf, 1024).unwrap().is_none());
+        assert_eq!(buf.len(), 29);
+    }
+
+    #[test]
+    fn heads_over_the_limit_are_431_complete_or_not() {
+        let big = format!("GET / HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(2000));
+        assert_eq!(
+            parse(&mut BytesMut::from(&big[..]), 1024).unwrap_err(),
+            Refusal::TooLarge
+        );
+        let partial = &big[..1500];
+        assert_eq!(
+            parse(&mut BytesMut::from(partial), 1024).unwrap_err(),
+            Refusal::TooLarge
+        );
+        let many: String = (0..MAX_HEADERS + 1)
+            .map(|i| format!("X-{i}: v\r\n"))
+            .collect();
+        let req = format!("GET / HTTP/1.1\r\n{many}\r\n");
+        assert_eq!(head(&req).unwrap_err(), Refusal::TooLarge);
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let f =
+            |hs: &str| head(&format!("POST / HTTP/1.1\r\n{hs}\r\n")).map(|h| h.unwrap().framing);
+        assert_eq!(f(""), Ok(Framing::Empty));
+        assert_eq!(f("Content-Length: 0\r\n"), Ok(Framing::Empty));
+        assert_eq!(f("Transfer-Encoding: Chunked\r\n"), Ok(Framing::Chunked));
+        assert_eq!(
+            f("Content-Length: 5\r\nContent-Length: 5\r\n"),
+            Ok(Framing::Length(5))
+        );
+        for bad in [
+            "Content-Length: 5\r\nContent-Length: 6\r\n",
+            "Content-Length: -1\r\n",
+            "Content-Length: +5\r\n",
+            "Content-Length: 5, 5\r\n",
+            "Content-Length: 99999999999999999999\r\n",
+            "Transfer-Encoding: chunked\r\nContent-Length: 5\r\n",
+        ] {
+            assert!(matches!(f(bad), Err(Refusal::Bad(_))), "{bad:?}");
+        }
+        for unsupported in [
+            "Transfer-Encoding: gzip, chunked\r\n",
+            "Transfer-Encoding: gzip\r\n",
+            "Transfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n",
+        ] {
+            assert!(
+                matches!(f(unsupported), Err(Refusal::NotImplemented(_))),
+                "{unsupported:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn keep_alive_and_expect() {
+        let h = |s: &str| head(s).unwrap().unwrap();
+        assert!(!h("GET / HTTP/1.1\r\nConnection: Close\r\n\r\n").keep_alive);
+        assert!(!h("GET / HTTP/1.1\r\nConnection: te, close\r\n\r\n").keep_alive);
+        assert!(!h("GET / HTTP/1.0\r\n\r\n").keep_alive);
+        assert!(h("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").keep_alive);
+        assert!(
+            h("POST / HTTP/1.1\r\nExpect: 100-Continue\r\nContent-Length: 3\r\n\r\n")
+                .expect_continue
+        );
+        assert!(
+            !h("POST / HTTP/1.0\r\nExpect: 100-continue\r\nContent-Length: 3\r\n\r\n")
+                .expect_continue
+        );
+    }
+
+    #[test]
+    fn absolute_targets_parse_and_junk_is_400() {
+        let h = head("GET http://evil.example/v1/models HTTP/1.1\r\n\r\n")
+            .unwrap()
+            .unwrap();
+        assert_eq!(h.uri.path(), "/v1/models");
+        assert!(matches!(
+            head("GET /a b HTTP/1.1\r\n\r\n"),
+            Err(Refusal::Bad(_))
+        ));
+        assert!(matches!(
+            head("\x01\x02 / HTTP/1.1\r\n\r\n"),
+            Err(Refusal::Bad(_))
+        ));
+        assert!(matches!(
+            head("GET / HTTP/1.1\r\nX\x7f: v\r\n\r\n"),
+            Err(Refusal::Bad(_))
+        ));
+    }
+
+    proptest! {
+        /// Any bytes: a head, a wait for more, or a refusal; never a panic,
+        /// and a parsed head takes exactly its own bytes.
+        #[test]
+        fn any_bytes_are_handled(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+            let mut buf = BytesMut::from(&bytes[..]);
+            match parse(&mut buf, 256) {
+                Ok(Some(_)) => prop_assert!(buf.len() < bytes.len()),
+                Ok(None) => prop_assert_eq!(&buf[..], &bytes[..]),
+                Err(_) => {}
+            }
+        }
+
+        /// Well-formed requests round-trip, whatever their header values and
+        /// however the buffer ends.
+        #[test]
+        fn generated_heads_round_trip(
+            path in "/[a-z0-9/_.-]{0,40}",
+            values in proptest::collection::vec("[ -~]{0,30}", 0..8),
+            len in proptest::option::of(0u64..1_000_000),
+            tail in proptest::collection::vec(any::<u8>(), 0..32),
+        ) {
+            let mut text = format!("POST {path} HTTP/1.1\r\n");
+            for (i, v) in values.iter().enumerate() {
+                text.push_str(&format!("X-H{i}: {v}\r\n"));
+            }
+            if let Some(n) = len {
+                text.push_str(&format!("Content-Length: {n}\r\n"));
+            }
+            text.push_str("\r\n");
+            let mut buf = BytesMut::from(text.as_bytes());
+            buf.extend_from_slice(&tail);
+            let h = parse(&mut buf, 64 * 1024).unwrap().unwrap();
+            prop_assert_eq!(h.uri.path(), if path.is_empty() { "/" } else { &path });
+            for (i, v) in values.iter().enumerate() {
+                prop_assert_eq!(h.headers[format!("x-h{i}").as_str()].as_bytes(), v.trim().as_bytes());
+            }
+            let want = match len { None | Some(0) => Framing::Empty, Some(n) => Framing::Length(n) };
+            prop_assert_eq!(h.framing, want);
+            prop_assert_eq!(&buf[..], &tail[..]);
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! Writing an answer: its head, and its body framed by `Content-Length`
+//! when the length is known, by chunks when it is not (or, for an HTTP/1.0
+//! client, by closing the connection).
+
+use http::{header, HeaderMap, StatusCode, Version};
+
+/// How the answer's body is framed on the wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Framing {
+    /// No body may follow (HEAD, 1xx, 204, 304); `Content-Length` may
+    /// still describe what a GET would get.
+    None(Option<u64>),
+    Length(u64),
+    Chunked,
+    /// The body runs to the connection's close (HTTP/1.0, length unknown).
+    ToClose,
+}
+
+impl Framing {
+    /// The framing for an answer with `status` to a request made with
+    /// `version` (`head_request` for HEAD), whose body is `exact` bytes
+    /// when known.
+    pub(super) fn choose(
+        status: StatusCode,
+        head_request: bool,
+        version: Version,
+        exact: Option<u64>,
+    ) -> Self {
+        let bodiless = status.is_informational()
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        match exact {
+            _ if bodiless => Framing::None(None),
+            n if head_request => Framing::None(n),
+            Some(n) => Framing::Length(n),
+            None if version == Version::HTTP_10 => Framing::ToClose,
+            None => Framing::Chunked,
+        }
+    }
+
+    /// The connection cannot carry another request after this answer.
+    pub(super) fn ends_connection(self) -> bool {
+        self == Framing::ToClose
+    }
+}
+
+/// Headers the connection decides, not the handler.
+fn is_framing_header(name: &header::HeaderName) -> bool {
+    name == header::CONTENT_LENGTH
+        || name == header::TRANSFER_ENCODING
+        || name == header::CONNECTION
+        || name.as_str() == "keep-alive"
+}
+
+/// Append the head of an answer to `out`.
+pub(super) fn write_head(
+    out: &mut Vec<u8>,
+    status: StatusCode,
+    headers: &HeaderMap,
+    framing: Framing,
+    close: bool,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status.as_str().as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(status.canonical_reason().unwrap_or("Unknown").as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for (name, value) in headers {
+        if is_framing_header(name) {
+            continue;
+        }
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    match framing {
+        Framing::None(Some(n)) | Framing::Length(n) => {
+            out.extend_from_slice(b"content-length: ");
+            push_decimal(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
+        Framing::None(None) | Framing::ToClose => {}
+    }
+    if close {
+        out.extend_from_slice(b"connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Append body `data` to `out` as `framing` asks.
+pub(super) fn write_data(out: &mut Vec<u8>, framing: Framing, data: &[u8]) {
+    match framing {
+        Framing::None(_) => {}
+        Framing::Length(_) | Framing::ToClose => out.extend_from_slice(data),
+        Framing::Chunked if data.is_empty() => {}
+        Framing::Chunked => {
+            push_hex(out, data.len());
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(data);
+            out.extend_from_slice(b"\r\n");
+        }
+    }
+}
+
+/// Append the end of the body (the last chunk) to `out`.
+pub(super) fn write_end(out: &mut Vec<u8>, framing: Framing) {
+    if framing == Framing::Chunked {
+        out.extend_from_slice(b"0\r\n\r\n");
+    }
+}
+
+/// A complete small answer that closes the connection: for requests refused
+/// before any handler saw them.
+pub(super) fn refusal(status: StatusCode, message: &str) -> Vec<u8> {
+    let body = serde_json::json!({
+        "error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}
+    })
+    .to_string();
+    let mut headers = HeaderMap::new();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    let mut out = Vec::with_capacity(256 + body.len());
+    let framing = Framing::Length(body.len() as u64);
+    write_head(&mut out, status, &headers, framing, true);
+    write_data(&mut out, framing, body.as_bytes());
+    out
+}
+
+fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_hex(out: &mut Vec<u8>, mut n: usize) {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut digits = [0u8; 16];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = HEX[n & 15];
+        n >>= 4;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn text(out: &[u8]) -> &str {
+        std::str::from_utf8(out).unwrap()
+    }
+
+    #[test]
+    fn a_known_length_answer() {
+        let mut headers = HeaderMap::new();
+        headers.insert(header::CONTENT_TYPE, "application/json".parse().unwrap());
+        headers.insert(header::CONTENT_LENGTH, "999".parse().unwrap());
+        headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
+        let mut out = Vec::new();
+        let f = Framing::choose(StatusCode::OK, false, Version::HTTP_11, Some(2));
+        write_head(&mut out, StatusCode::OK, &headers, f, false);
+        write_data(&mut out, f, b"{}");
+        write_end(&mut out, f);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}"
+        );
+    }
+
+    #[test]
+    fn a_stream_is_chunked_for_1_1_and_runs_to_close_for_1_0() {
+        let f = Framing::choose(StatusCode::OK, false, Version::HTTP_11, None);
+        let mut out = Vec::new();
+        write_head(&mut out, StatusCode::OK, &HeaderMap::new(), f, true);
+        write_data(&mut out, f, b"data: 1\n\n");
+        write_data(&mut out, f, b"");
+        write_end(&mut out, f);
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\ntransfer-encoding: chunked\r\nconnection: close\r\n\r\n9\r\ndata: 1\n\n\r\n0\r\n\r\n"
+        );
+        let f = Framing::choose(StatusCode::OK, false, Version::HTTP_10, None);
+        assert!(f.ends_connection());
+        let mut out = Vec::new();
+        write_data(&mut out, f, b"abc");
+        write_end(&mut out, f);
+        assert_eq!(text(&out), "abc");
+    }
+
+    #[test]
+    fn bodiless_answers() {
+        let f = Framing::choose(StatusCode::OK, true, Version::HTTP_11, Some(7));
+        let mut out = Vec::new();
+        write_head(&mut out, StatusCode::OK, &HeaderMap::new(), f, false);
+        write_data(&mut out, f, b"ignored");
+        assert_eq!(text(&out), "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n");
+        let f = Framing::choose(StatusCode::NO_CONTENT, false, Version::HTTP_11, Some(0));
+        let mut out = Vec::new();
+        write_head(
+            &mut out,
+            StatusCode::NO_CONTENT,
+            &HeaderMap::new(),
+            f,
+            false,
+        );
+        assert_eq!(text(&out), "HTTP/1.1 204 No Content\r\n\r\n");
+    }
+
+    #[test]
+    fn a_refusal_is_json_and_closes() {
+        let out = refusal(StatusCode::BAD_REQUEST, "malformed request head");
+        let t = text(&out);
+        assert!(t.starts_with("HTTP/1.1 400 Bad Request\r\n"), "{t}");
+        assert!(t.contains("connection: close\r\n"), "{t}");
+        let body = t.split("\r\n\r\n").nth(1).unwrap();
+        let v: serde_json::Value = serde_json::from_str(body).unwrap();
+        assert_eq!(v["error"]["message"], "malformed request head");
+    }
+
+    proptest! {
+        #[test]
+        fn numbers_are_written_as_std_writes_them(n in any::<u64>(), m in any::<usize>()) {
+            let mut out = Vec::new();
+            push_decimal(&mut out, n);
+            prop_assert_eq!(text(&out), n.to_string());
+            let mut out = Vec::new();
+            push_hex(&mut out, m);
+            prop_assert_eq!(text(&out), format!("{m:x}"));
+        }
+    }
+}
