@@ -5,9 +5,10 @@
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::error::GatewayError;
@@ -15,6 +16,8 @@ use crate::api::error::GatewayError;
 struct Gate {
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
+    /// The model's queue-wait histogram, looked up once.
+    queue_wait: OnceLock<Histogram>,
 }
 
 /// Admission control for the whole gateway.
@@ -31,6 +34,22 @@ pub struct Admission {
 pub struct Permit {
     _slot: OwnedSemaphorePermit,
     _total: TotalSlot,
+    gate: Arc<Gate>,
+}
+
+impl Permit {
+    /// The model's queue-wait histogram: made by `make` the first time.
+    pub fn queue_wait(&self, make: impl FnOnce() -> Histogram) -> &Histogram {
+        self.gate.queue_wait.get_or_init(make)
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Gate")
+            .field("queued", &self.queued)
+            .finish_non_exhaustive()
+    }
 }
 
 #[derive(Debug)]
@@ -72,6 +91,7 @@ impl Admission {
                 Arc::new(Gate {
                     slots: Arc::new(Semaphore::new(self.max_in_flight)),
                     queued: AtomicUsize::new(0),
+                    queue_wait: OnceLock::new(),
                 })
             })
             .clone()
@@ -104,6 +124,7 @@ impl Admission {
                 Permit {
                     _slot: p,
                     _total: total,
+                    gate,
                 },
                 Duration::ZERO,
             ));
@@ -112,16 +133,20 @@ impl Admission {
             gate.queued.fetch_sub(1, Ordering::AcqRel);
             return Err(full(&format!("queued for `{model}`")));
         }
-        let _queued = Queued(&gate.queued);
+        let queued = Queued(&gate.queued);
         let started = Instant::now();
         match tokio::time::timeout(wait, gate.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => Ok((
-                Permit {
-                    _slot: p,
-                    _total: total,
-                },
-                started.elapsed(),
-            )),
+            Ok(Ok(p)) => {
+                drop(queued);
+                Ok((
+                    Permit {
+                        _slot: p,
+                        _total: total,
+                        gate,
+                    },
+                    started.elapsed(),
+                ))
+            }
             _ => Err(full(&format!("for `{model}` (no slot freed in time)"))),
         }
     }

@@ -130,7 +130,7 @@ impl Gateway {
         });
         let api_task = tokio::spawn(crate::workers::serve(
             api,
-            self.router(),
+            api::Api::new(self.state.clone()),
             signal.clone(),
             grace,
             self.workers,

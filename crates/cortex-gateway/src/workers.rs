@@ -10,10 +10,11 @@ use std::cell::Cell;
 use std::num::NonZeroUsize;
 use std::time::Duration;
 
-use axum::Router;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
+
+use crate::http_server::Handler;
 
 thread_local! {
     static WORKER: Cell<usize> = const { Cell::new(0) };
@@ -40,7 +41,7 @@ type Handoff = std::net::TcpStream;
 /// error when a worker cannot start, or stops before `stop`.
 pub async fn serve(
     listener: TcpListener,
-    router: Router,
+    handler: impl Handler,
     stop: CancellationToken,
     grace: Duration,
     count: NonZeroUsize,
@@ -51,7 +52,7 @@ pub async fn serve(
     for id in 1..=count.get() {
         let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
         let (finished, finished_rx) = oneshot::channel::<()>();
-        let router = router.clone();
+        let handler = handler.clone();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name(format!("cortex-api-{id}"))
@@ -61,7 +62,7 @@ pub async fn serve(
                     .enable_all()
                     .build()
                 {
-                    Ok(rt) => rt.block_on(run_worker(rx, router, stop, grace, max_body)),
+                    Ok(rt) => rt.block_on(run_worker(rx, handler, stop, grace, max_body)),
                     Err(e) => {
                         tracing::error!(error = %e, worker = id, "cannot start an API worker")
                     }
@@ -113,7 +114,7 @@ pub async fn serve(
 /// acceptor goes), then drain.
 async fn run_worker(
     mut rx: mpsc::UnboundedReceiver<Handoff>,
-    router: Router,
+    handler: impl Handler,
     stop: CancellationToken,
     grace: Duration,
     max_body: usize,
@@ -128,7 +129,7 @@ async fn run_worker(
             },
         };
         match tokio::net::TcpStream::from_std(stream) {
-            Ok(s) => conns.serve(s, router.clone()),
+            Ok(s) => conns.serve(s, handler.clone()),
             Err(e) => tracing::debug!(error = %e, "cannot register a connection"),
         }
     }
@@ -159,6 +160,7 @@ where
 mod tests {
     use super::*;
     use axum::routing::get;
+    use axum::Router;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
     /// A router whose answers name the worker and thread that served them;

@@ -344,16 +344,37 @@ async fn errors_come_in_the_callers_dialect() {
     let (st, _, v) = gw.oneshot_post(an, big.clone()).await;
     assert_eq!(st, 413);
     assert_anthropic_error(&v, "request_too_large");
+    // Over a socket the two inference routes skip the router (api/hot.rs):
+    // the same answers.
     let resp = gw
         .http
         .post(gw.url(an))
+        .header("content-type", "application/json")
+        .body(big.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_anthropic_error(&resp.json().await.unwrap(), "request_too_large");
+    let resp = gw
+        .http
+        .post(gw.url(oa))
         .header("content-type", "application/json")
         .body(big)
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), 413);
-    assert_anthropic_error(&resp.json().await.unwrap(), "request_too_large");
+    let v = resp.json().await.unwrap();
+    assert_openai_error(&v, "invalid_request_error", Some("request_too_large"));
+    for (path, body) in [(oa, "{\"model\": "), (an, "{\"model\": ")] {
+        let resp = gw.http.post(gw.url(path)).body(body).send().await.unwrap();
+        assert_eq!(resp.status(), 400, "{path}");
+    }
+    let resp = gw.post(oa, &chat("nope", false)).await;
+    assert_eq!(resp.status(), 404);
+    let v = resp.json().await.unwrap();
+    assert_openai_error(&v, "invalid_request_error", Some("model_not_found"));
 
     assert_eq!(a.chat_calls(), 0, "no failed request reached the neuron");
 }

@@ -40,21 +40,22 @@ pub async fn messages(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, Anthropic> {
-    handle(&s, body).await.map_err(Anthropic)
+    handle(&s, body_or_error(body)).await.map_err(Anthropic)
 }
 
-async fn handle(
+/// `POST /v1/messages` with its body (or the error reading it).
+pub(crate) async fn handle(
     s: &Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, GatewayError>,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let body = body_or_error(body)?;
+    let body = body?;
     let req: MessagesRequest = parse(&body)?;
     let requested = req.model.clone();
     let resolved = resolve(s, &requested)?;
     let stream = req.stream.unwrap_or(false);
     let mut chat = messages_to_chat(req)?;
-    chat.model = resolved.id.clone();
+    chat.model = resolved.id.to_string();
     let upstream_body =
         serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
     let permit = admit(s, &resolved.id).await?;
@@ -243,7 +244,7 @@ async fn count(
     let _permit = admit(s, &resolved.id).await?;
     let chat = messages_to_chat_for_count(req)?;
     let tok = TokenizeRequest {
-        model: resolved.id.clone(),
+        model: resolved.id.to_string(),
         messages: chat.messages,
         prompt: None,
         tools: chat.tools,

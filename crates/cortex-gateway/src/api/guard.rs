@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::header;
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
@@ -48,8 +48,8 @@ pub fn path_is_clean(path: &str) -> bool {
 
 /// Does this caller speak Anthropic? Anthropic paths, and any request with
 /// an `anthropic-version` header.
-fn wants_anthropic(req: &Request) -> bool {
-    is_anthropic(req.uri().path()) || req.headers().contains_key("anthropic-version")
+fn wants_anthropic(path: &str, headers: &HeaderMap) -> bool {
+    is_anthropic(path) || headers.contains_key("anthropic-version")
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -57,39 +57,44 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The key a request presents: `Authorization: Bearer K` or `x-api-key: K`.
-fn presented(req: &Request) -> Option<&str> {
-    let h = req.headers();
+fn presented(h: &HeaderMap) -> Option<&str> {
     h.get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
         .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
 }
 
-/// Runs before every handler: refuse path tricks, then check the API key
-/// when keys are configured.
-pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
-    let path = req.uri().path();
+/// The guard's rules for a request to `path` with `headers`: refuse path
+/// tricks, then check the API key when keys are configured. The refusal, if
+/// any, is in the caller's dialect.
+pub fn refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Response> {
     if !path_is_clean(path) {
-        let path = path.to_string();
-        return reject(&path, GatewayError::RouteNotFound);
+        return Some(reject(path, GatewayError::RouteNotFound));
     }
     if state.api_keys.is_empty() {
-        return next.run(req).await;
+        return None;
     }
-    let ok = presented(&req).is_some_and(|k| {
+    let ok = presented(headers).is_some_and(|k| {
         state
             .api_keys
             .iter()
             .any(|key| constant_time_eq(k.as_bytes(), key.as_bytes()))
     });
-    if !ok {
-        return if wants_anthropic(&req) {
-            Anthropic(GatewayError::Unauthorized).into_response()
-        } else {
-            OpenAi(GatewayError::Unauthorized).into_response()
-        };
+    if ok {
+        None
+    } else if wants_anthropic(path, headers) {
+        Some(Anthropic(GatewayError::Unauthorized).into_response())
+    } else {
+        Some(OpenAi(GatewayError::Unauthorized).into_response())
     }
-    next.run(req).await
+}
+
+/// Runs before every routed handler: [`refusal`].
+pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
+    match refusal(&state, req.uri().path(), req.headers()) {
+        None => next.run(req).await,
+        Some(refused) => refused,
+    }
 }
 
 #[cfg(test)]

@@ -6,7 +6,10 @@ pub mod admin;
 pub mod anthropic;
 pub mod error;
 pub mod guard;
+mod hot;
 pub mod openai;
+
+pub use hot::Api;
 
 use std::sync::Arc;
 
@@ -118,7 +121,7 @@ where
 }
 
 /// Parse a JSON body into `T`, with a 400 naming the problem.
-pub fn parse<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, GatewayError> {
+pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, GatewayError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(GatewayError::bad_request(
             "request body is empty; expected a JSON object",
@@ -157,11 +160,15 @@ pub async fn admit(state: &AppState, model: &str) -> Result<Permit, GatewayError
         .admission
         .admit(model, state.limits.load_wait.get())
         .await?;
-    state
-        .metrics
-        .queue_wait
-        .get_or_create(&ModelLabel {
-            model: model.to_string(),
+    permit
+        .queue_wait(|| {
+            state
+                .metrics
+                .queue_wait
+                .get_or_create(&ModelLabel {
+                    model: model.to_string(),
+                })
+                .clone()
         })
         .observe(waited.as_secs_f64());
     Ok(permit)

@@ -21,15 +21,16 @@ use super::{admit, body_or_error, event_stream, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
 use crate::metrics::Api;
-use crate::proxy::stats::{Probe, Stats};
+use crate::proxy::stats::{Probe, Stats, UsageProbe};
 use crate::proxy::upstream::{StreamFailure, UpstreamSse};
 use crate::proxy::{dispatch, Dispatched};
 use crate::sse::SseEvent;
 
 /// What the gateway reads of a chat request; the rest passes through.
 #[derive(Deserialize)]
-struct ChatProbe {
-    model: String,
+struct ChatProbe<'a> {
+    #[serde(borrow)]
+    model: std::borrow::Cow<'a, str>,
     #[serde(default)]
     stream: Option<bool>,
     #[serde(default)]
@@ -51,15 +52,16 @@ pub async fn chat_completions(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAi> {
-    chat(&s, body).await.map_err(OpenAi)
+    chat(&s, body_or_error(body)).await.map_err(OpenAi)
 }
 
-async fn chat(
+/// `POST /v1/chat/completions` with its body (or the error reading it).
+pub(crate) async fn chat(
     s: &Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
+    body: Result<Bytes, GatewayError>,
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let body = body_or_error(body)?;
+    let body = body?;
     let probe: ChatProbe = parse(&body)?;
     if let Some(Stop::Many(v)) = &probe.stop {
         if v.len() > OPENAI_MAX_STOPS {
@@ -79,7 +81,7 @@ async fn chat(
     // The neuron knows the canonical id; streams always carry usage so that
     // token metrics can be tapped (the usage chunk is dropped again when the
     // client did not ask for it).
-    let body = if resolved.id != probe.model {
+    let body = if *resolved.id != *probe.model {
         rewrite(&body, &resolved.id, stream)?
     } else if stream && !wants_usage {
         match splice_include_usage(&body) {
@@ -91,14 +93,14 @@ async fn chat(
     };
     let permit = admit(s, &resolved.id).await?;
     let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
+    let mut d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::OpenAi, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
-        let keep = kept_headers(d.resp.headers());
+        let keep = kept_headers(d.resp.headers_mut());
         let bytes = d.read_all(s).await?;
         if status == StatusCode::OK {
-            if let Ok(p) = serde_json::from_slice::<Probe>(&bytes) {
+            if let Ok(p) = serde_json::from_slice::<UsageProbe>(&bytes) {
                 stats.usage = p.usage;
             }
         }
@@ -110,10 +112,10 @@ async fn chat(
 
 type Kept = [(header::HeaderName, Option<header::HeaderValue>); 2];
 
-/// The answer headers passed on (not a clone of the whole map).
-fn kept_headers(headers: &HeaderMap) -> Kept {
+/// The answer headers passed on, taken out of the neuron's answer.
+fn kept_headers(headers: &mut HeaderMap) -> Kept {
     [header::CONTENT_TYPE, header::RETRY_AFTER].map(|h| {
-        let v = headers.get(&h).cloned();
+        let v = headers.remove(&h);
         (h, v)
     })
 }
@@ -280,7 +282,7 @@ fn servable_ids(s: &AppState) -> Vec<String> {
         .names
         .values()
         .filter(|r| r.servable)
-        .map(|r| r.id.clone())
+        .map(|r| r.id.to_string())
         .collect();
     ids.sort_unstable();
     ids.dedup();

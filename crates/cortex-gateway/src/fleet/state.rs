@@ -338,7 +338,7 @@ impl FleetState {
                 .map(|(n, _)| n.info.name.clone())
                 .collect();
             let resolved = Resolved {
-                id: m.id.clone(),
+                id: m.id.as_str().into(),
                 servable: !ready.is_empty() || !m.loadable.is_empty(),
             };
             for name in std::iter::once(&m.id).chain(&m.aliases) {

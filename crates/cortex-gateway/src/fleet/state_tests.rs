@@ -123,7 +123,7 @@ fn catalogue_merges_profiles_and_discovered_files() {
         "a covered file is not listed twice"
     );
     let t = f.table();
-    assert_eq!(t.resolve("s").unwrap().id, "small");
+    assert_eq!(&*t.resolve("s").unwrap().id, "small");
     assert!(t.resolve("s-derived").is_none());
     assert!(t.resolve("other").unwrap().servable);
     assert_eq!(t.ready.get("manual").unwrap()[0].node.name, "b");

@@ -81,8 +81,9 @@ impl Drop for InFlightGuard {
 /// What a client name resolves to.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Resolved {
-    /// The canonical id (what neurons know it as).
-    pub id: String,
+    /// The canonical id (what neurons know it as); shared, as every request
+    /// takes a copy.
+    pub id: Arc<str>,
     /// Some healthy neuron can serve it (ready or loadable).
     pub servable: bool,
 }

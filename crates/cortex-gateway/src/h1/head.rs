@@ -61,8 +61,8 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
     for h in r.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| H1Error::Invalid(format!("bad header name {:?}", h.name)))?;
-        let value = HeaderValue::from_bytes(h.value)
-            .map_err(|_| H1Error::Invalid(format!("bad value for header {name}")))?;
+        // The framing headers are read here and not passed on (they describe
+        // this connection, not the answer): one copy less per header.
         if name == http::header::CONTENT_LENGTH {
             let n = std::str::from_utf8(h.value)
                 .ok()
@@ -75,8 +75,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
         } else if name == http::header::TRANSFER_ENCODING {
             // Only the last coding frames the body; anything but chunked
             // there means "read to the close".
-            chunked = value
-                .to_str()
+            chunked = std::str::from_utf8(h.value)
                 .ok()
                 .and_then(|v| v.rsplit(',').next())
                 .is_some_and(|last| last.trim().eq_ignore_ascii_case("chunked"));
@@ -84,12 +83,17 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
                 keep_alive = false;
             }
         } else if name == http::header::CONNECTION {
-            let v = value.to_str().unwrap_or_default();
+            let v = std::str::from_utf8(h.value).unwrap_or_default();
             if v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close")) {
                 keep_alive = false;
             }
+        } else if name == http::header::DATE || name == http::header::SERVER {
+            // About the neuron's HTTP server, not the answer; never passed on.
+        } else {
+            let value = HeaderValue::from_bytes(h.value)
+                .map_err(|_| H1Error::Invalid(format!("bad value for header {name}")))?;
+            headers.append(name, value);
         }
-        headers.append(name, value);
     }
     Ok(Some(Head {
         len,

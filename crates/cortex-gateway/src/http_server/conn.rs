@@ -6,7 +6,6 @@ use std::pin::{pin, Pin};
 use std::time::Duration;
 
 use axum::body::Body;
-use axum::Router;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
 use http::{Method, Request, Response, StatusCode, Version};
@@ -16,11 +15,10 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
-use tower::Service;
 
-use super::request::{self, Framing as In, Head, Refusal, Unread};
+use super::request::{self, Framing as In, Head, Refusal};
 use super::response::{self, Framing as Out};
-use super::{BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
+use super::{Handler, RequestBody, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 use crate::h1::chunked::ChunkedDecoder;
 
 /// Read buffer growth step.
@@ -97,7 +95,7 @@ struct Conn {
 /// `stop` (then the request under way, if any, is finished first).
 pub(super) async fn serve(
     io: TcpStream,
-    mut router: Router,
+    mut handler: impl Handler,
     stop: CancellationToken,
     max_body: usize,
 ) {
@@ -124,17 +122,15 @@ pub(super) async fn serve(
         let version = head.version;
         let keep = head.keep_alive && read_whole;
         let mut req = Request::new(match body {
-            Some(bytes) => Body::from(bytes),
-            None => Body::new(Unread::new(max_body)),
+            Some(bytes) => RequestBody::Whole(bytes),
+            None => RequestBody::TooLarge { limit: max_body },
         });
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;
         *req.version_mut() = version;
         *req.headers_mut() = head.headers;
-        let answer = match unless_gone(&mut c.io, &mut c.buf, router.call(req)).await {
-            Some(Ok(a)) => a,
-            Some(Err(never)) => match never {},
-            None => return,
+        let Some(answer) = unless_gone(&mut c.io, &mut c.buf, handler.handle(req)).await else {
+            return;
         };
         let keep = keep && !stop.is_cancelled();
         match c.write_answer(answer, head_request, version, keep).await {

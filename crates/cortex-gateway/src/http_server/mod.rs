@@ -23,12 +23,17 @@ mod conn;
 mod request;
 mod response;
 
+use std::future::Future;
 use std::time::Duration;
 
+use axum::body::Body;
 use axum::Router;
+use bytes::Bytes;
+use http::{Request, Response};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower::Service;
 
 /// Largest request head (request line + headers); larger gets 431.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
@@ -36,6 +41,49 @@ pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// A request body may pause this long between reads.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A request's body as the server read it.
+#[derive(Debug)]
+pub enum RequestBody {
+    /// All of it.
+    Whole(Bytes),
+    /// Over `limit` bytes, so not read: to be refused with 413.
+    TooLarge { limit: usize },
+}
+
+impl RequestBody {
+    /// As a body for axum, whose body limit (the same `limit`) refuses a
+    /// `TooLarge` one.
+    pub fn into_body(self) -> Body {
+        match self {
+            RequestBody::Whole(b) => Body::from(b),
+            RequestBody::TooLarge { limit } => Body::new(request::Unread::new(limit)),
+        }
+    }
+}
+
+/// What answers a connection's requests.
+pub trait Handler: Clone + Send + 'static {
+    fn handle(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static;
+}
+
+impl Handler for Router {
+    fn handle(
+        &mut self,
+        req: Request<RequestBody>,
+    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+        let answer = self.call(req.map(RequestBody::into_body));
+        async move {
+            match answer.await {
+                Ok(a) => a,
+                Err(never) => match never {},
+            }
+        }
+    }
+}
 
 /// The open connections of one runtime, and their graceful shutdown.
 pub(crate) struct Connections {
@@ -55,11 +103,11 @@ impl Connections {
     }
 
     /// Serve `stream` on a task of the current runtime.
-    pub(crate) fn serve(&self, stream: TcpStream, router: Router) {
+    pub(crate) fn serve(&self, stream: TcpStream, handler: impl Handler) {
         let _ = stream.set_nodelay(true);
         self.tracker.spawn(conn::serve(
             stream,
-            router,
+            handler,
             self.stop.clone(),
             self.max_body,
         ));

@@ -72,20 +72,22 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
     };
     let target = req.path.unwrap_or_default().as_bytes();
     let target = (offset(target), target.len());
-    // Where each header's value lies in the head, to slice it once the head
-    // is frozen.
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::with_capacity(req.headers.len());
-    for h in req.headers.iter() {
-        let name = HeaderName::from_bytes(h.name.as_bytes())
-            .map_err(|_| Refusal::Bad("invalid header"))?;
-        fields.push((name, offset(h.value), h.value.len()));
+    // Where each header's name and value lie in the head, to slice them
+    // once the head is frozen.
+    let mut fields = [((0, 0), (0, 0)); MAX_HEADERS];
+    let count = req.headers.len();
+    for (field, h) in fields.iter_mut().zip(req.headers.iter()) {
+        let name = h.name.as_bytes();
+        *field = ((offset(name), name.len()), (offset(h.value), h.value.len()));
     }
     let head = buf.split_to(len).freeze();
     let slice = |(at, n): (usize, usize)| head.slice(at..at + n);
     let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| Refusal::Bad("invalid target"))?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
-    for (name, at, n) in fields {
-        let value = HeaderValue::from_maybe_shared(slice((at, n)))
+    let mut headers = HeaderMap::with_capacity(count);
+    for &((name_at, name_len), value) in &fields[..count] {
+        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+            .map_err(|_| Refusal::Bad("invalid header"))?;
+        let value = HeaderValue::from_maybe_shared(slice(value))
             .map_err(|_| Refusal::Bad("invalid header value"))?;
         headers.append(name, value);
     }

@@ -105,7 +105,7 @@ pub async fn dispatch(
             .saturating_duration_since(Instant::now())
             .min(limits.first_byte_timeout.get())
             .max(Duration::from_millis(1));
-        let node = replica.node.name.clone();
+        let node = replica.node.name.as_str();
         match state
             .client
             .send(&replica.node, Method::POST, path, body.clone(), false, ttfb)
@@ -126,11 +126,11 @@ pub async fn dispatch(
                 let (message, code) = error_of(&bytes);
                 if code.as_deref().is_some_and(|c| NOT_PROCESSED.contains(&c)) {
                     match code.as_deref() {
-                        Some("model_poisoned") => state.fleet.poisoned(model, &node),
+                        Some("model_poisoned") => state.fleet.poisoned(model, node),
                         // Lost since the last poll (the neuron restarted, or
                         // an unload raced this request): forget it there, so
                         // that the retry loads it again.
-                        Some("model_not_found") => state.fleet.gone(model, &node),
+                        Some("model_not_found") => state.fleet.gone(model, node),
                         _ => {}
                     }
                     if last {
@@ -142,7 +142,7 @@ pub async fn dispatch(
                         });
                     }
                     tracing::info!(%model, %node, code = ?code, "neuron did not process the request; trying another");
-                    retry(state, model, &mut avoid, node);
+                    retry(state, model, &mut avoid, node.to_string());
                     continue;
                 }
                 return Err(GatewayError::Upstream {
@@ -159,12 +159,12 @@ pub async fn dispatch(
                 })
             }
             Err(e) if e.nothing_sent() => {
-                state.fleet.node_failed(&node);
+                state.fleet.node_failed(node);
                 if last {
                     return Err(e.into());
                 }
                 tracing::warn!(%model, %node, error = %e, "neuron unreachable; trying another");
-                retry(state, model, &mut avoid, node);
+                retry(state, model, &mut avoid, node.to_string());
             }
             Err(e) => return Err(e.into()),
         }

@@ -23,6 +23,13 @@ pub struct Probe {
     pub error: Option<serde_json::Value>,
 }
 
+/// The part of a whole (not streamed) answer the tap reads.
+#[derive(Debug, Default, Deserialize)]
+pub struct UsageProbe {
+    #[serde(default)]
+    pub usage: Option<Usage>,
+}
+
 #[derive(Debug, Default, Deserialize)]
 pub struct ProbeChoice {
     #[serde(default)]
