@@ -17,6 +17,7 @@
 pub mod admission;
 pub mod api;
 pub mod catalog;
+mod deadline;
 pub mod evictor;
 pub mod fleet;
 pub mod h1;

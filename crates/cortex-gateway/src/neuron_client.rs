@@ -158,25 +158,28 @@ impl NeuronClient {
                 }
             }
         }
-        let sent = self.pool.send(authority, &method, path, &headers, &body);
-        match tokio::time::timeout(timeout, sent).await {
-            Err(_) => Err(UpstreamError::Timeout {
+        match self
+            .pool
+            .send(authority, &method, path, &headers, &body, timeout)
+            .await
+        {
+            Err(H1Error::TimedOut) => Err(UpstreamError::Timeout {
                 node: node.name.clone(),
                 what: "answer headers",
             }),
-            Ok(Ok(resp)) => Ok(resp),
-            Ok(Err(H1Error::Connect(message))) => Err(UpstreamError::Connect {
+            Ok(resp) => Ok(resp),
+            Err(H1Error::Connect(message)) => Err(UpstreamError::Connect {
                 node: node.name.clone(),
                 message,
             }),
-            Ok(Err(e)) => Err(UpstreamError::Transport {
+            Err(e) => Err(UpstreamError::Transport {
                 node: node.name.clone(),
                 message: e.to_string(),
             }),
         }
     }
 
-    /// Read a whole answer, bounded by the client's limit.
+    /// Read a whole answer body (up to the client's limit) within `timeout`.
     pub async fn read_body(
         &self,
         node: &NodeInfo,

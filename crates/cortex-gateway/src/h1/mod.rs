@@ -49,6 +49,9 @@ pub enum H1Error {
     Chunked(#[from] ChunkError),
     #[error("the connection closed before the answer was complete")]
     Closed,
+    /// No answer head in time.
+    #[error("no answer in time")]
+    TimedOut,
 }
 
 /// One connection to a node, with what was read from it and not consumed.
@@ -56,6 +59,8 @@ struct Conn {
     io: TcpStream,
     /// Bytes read but not consumed yet.
     buf: BytesMut,
+    /// Bounds the wait for each answer's head.
+    deadline: crate::deadline::Deadline,
 }
 
 #[cfg(test)]

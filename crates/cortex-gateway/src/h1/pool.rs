@@ -2,7 +2,7 @@
 //! connection: write the request, read the answer's head.
 
 use std::collections::{HashMap, VecDeque};
-use std::io::{self, Write};
+use std::io::{self, IoSlice, Write};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -63,8 +63,10 @@ impl Pool {
     }
 
     /// Send one request to `authority` (`host:port`) and read the answer's
-    /// head; the body is read as the caller polls it. A pooled connection
-    /// that turns out to be closed is replaced by a new one transparently.
+    /// head, which must come within `timeout` (a new connection first has
+    /// the pool's connect timeout); the body is read as the caller polls it.
+    /// A pooled connection that turns out to be closed is replaced by a new
+    /// one transparently.
     pub async fn send(
         &self,
         authority: &Arc<str>,
@@ -72,14 +74,16 @@ impl Pool {
         path: &str,
         headers: &[(HeaderName, HeaderValue)],
         body: &[u8],
+        timeout: Duration,
     ) -> Result<http::Response<Body>, H1Error> {
-        let wire = encode_request(authority, method, path, headers, body);
+        let head = encode_head(authority, method, path, headers, body.len());
         loop {
             let (mut conn, reused) = match self.inner.checkout(authority) {
                 Some(c) => (c, true),
                 None => (self.inner.connect(authority).await?, false),
             };
-            match exchange(&mut conn, &wire).await {
+            conn.deadline.set(timeout);
+            match exchange(&mut conn, &head, body).await {
                 Ok(head) => return Ok(self.inner.answer(conn, authority, head, method)),
                 // A kept-alive connection the node closed while it sat idle:
                 // the request never reached it, so try again on a fresh one.
@@ -147,6 +151,7 @@ impl PoolInner {
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
+            deadline: crate::deadline::Deadline::new(self.connect_timeout),
         })
     }
 
@@ -184,14 +189,15 @@ fn still_open(io: &TcpStream) -> bool {
     matches!(io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-pub(super) fn encode_request(
+/// A request's head; its body (`body_len` bytes) follows it on the wire.
+pub(super) fn encode_head(
     authority: &str,
     method: &Method,
     path: &str,
     headers: &[(HeaderName, HeaderValue)],
-    body: &[u8],
+    body_len: usize,
 ) -> Vec<u8> {
-    let mut w = Vec::with_capacity(128 + body.len());
+    let mut w = Vec::with_capacity(256);
     w.extend_from_slice(method.as_str().as_bytes());
     w.push(b' ');
     w.extend_from_slice(path.as_bytes());
@@ -204,9 +210,23 @@ pub(super) fn encode_request(
         w.extend_from_slice(value.as_bytes());
     }
     // Writing to a Vec cannot fail.
-    let _ = write!(w, "\r\ncontent-length: {}\r\n\r\n", body.len());
-    w.extend_from_slice(body);
+    let _ = write!(w, "\r\ncontent-length: {body_len}\r\n\r\n");
     w
+}
+
+/// Write `head` and `body` with as few system calls as the socket allows
+/// (one, usually), without copying the body.
+async fn write_request(io: &mut TcpStream, head: &[u8], body: &[u8]) -> io::Result<()> {
+    let mut parts = [IoSlice::new(head), IoSlice::new(body)];
+    let mut parts = &mut parts[..];
+    while !parts.is_empty() {
+        let n = io.write_vectored(parts).await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        IoSlice::advance_slices(&mut parts, n);
+    }
+    Ok(())
 }
 
 enum Exchange {
@@ -215,9 +235,15 @@ enum Exchange {
     Failed(H1Error),
 }
 
-/// Write the request and read the answer's head.
-async fn exchange(conn: &mut Conn, wire: &[u8]) -> Result<Head, Exchange> {
-    if let Err(e) = conn.io.write_all(wire).await {
+/// Write the request and read the answer's head, within the connection's
+/// deadline.
+async fn exchange(conn: &mut Conn, head: &[u8], body: &[u8]) -> Result<Head, Exchange> {
+    let written = tokio::select! {
+        biased;
+        r = write_request(&mut conn.io, head, body) => r,
+        _ = conn.deadline.passed() => return Err(Exchange::Failed(H1Error::TimedOut)),
+    };
+    if let Err(e) = written {
         return Err(match e.kind() {
             io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset => Exchange::Stale,
             _ => Exchange::Failed(e.into()),
@@ -235,7 +261,12 @@ async fn exchange(conn: &mut Conn, wire: &[u8]) -> Result<Head, Exchange> {
             }
         }
         conn.buf.reserve(READ_CHUNK);
-        match conn.io.read_buf(&mut conn.buf).await {
+        let read = tokio::select! {
+            biased;
+            r = conn.io.read_buf(&mut conn.buf) => r,
+            _ = conn.deadline.passed() => return Err(Exchange::Failed(H1Error::TimedOut)),
+        };
+        match read {
             Ok(0) if conn.buf.is_empty() => return Err(Exchange::Stale),
             Ok(0) => return Err(Exchange::Failed(H1Error::Closed)),
             Ok(_) => {}

@@ -7,7 +7,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
 use super::head::{parse_head, Framing};
-use super::pool::encode_request;
+use super::pool::encode_head;
 use super::*;
 use bytes::Bytes;
 use http::{HeaderValue, Method, StatusCode};
@@ -83,6 +83,9 @@ where
     (addr, conns)
 }
 
+/// The answer-head timeout in these tests.
+const SECOND: Duration = Duration::from_secs(1);
+
 /// A kept-alive answer with the body `ok`.
 const OK: &[u8] = b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\nok";
 
@@ -91,7 +94,9 @@ fn pool() -> Pool {
 }
 
 async fn get(pool: &Pool, addr: &Arc<str>) -> Result<(StatusCode, Bytes), H1Error> {
-    let resp = pool.send(addr, &Method::POST, "/x", &[], b"{}").await?;
+    let resp = pool
+        .send(addr, &Method::POST, "/x", &[], b"{}", SECOND)
+        .await?;
     let status = resp.status();
     let body = resp.into_body().collect().await?.to_bytes();
     Ok((status, body))
@@ -161,7 +166,10 @@ async fn chunks_that_arrived_together_come_out_as_one_frame() {
     )
     .await;
     let p = pool();
-    let resp = p.send(&addr, &Method::POST, "/x", &[], b"").await.unwrap();
+    let resp = p
+        .send(&addr, &Method::POST, "/x", &[], b"", SECOND)
+        .await
+        .unwrap();
     let mut body = resp.into_body();
     let mut frames = Vec::new();
     while let Some(f) = body.frame().await {
@@ -292,7 +300,10 @@ async fn dropping_a_body_early_closes_the_connection() {
         let _ = tx.send(n);
     });
     let p = pool();
-    let resp = p.send(&addr, &Method::POST, "/x", &[], b"").await.unwrap();
+    let resp = p
+        .send(&addr, &Method::POST, "/x", &[], b"", SECOND)
+        .await
+        .unwrap();
     let mut body = resp.into_body();
     assert_eq!(
         &body.frame().await.unwrap().unwrap().into_data().unwrap()[..],
@@ -313,7 +324,7 @@ async fn nobody_listening_is_a_connect_error() {
     let addr: Arc<str> = listener.local_addr().unwrap().to_string().into();
     drop(listener);
     let err = pool()
-        .send(&addr, &Method::GET, "/", &[], b"")
+        .send(&addr, &Method::GET, "/", &[], b"", SECOND)
         .await
         .unwrap_err();
     assert!(matches!(err, H1Error::Connect(_)), "{err}");
@@ -328,7 +339,7 @@ async fn a_garbage_answer_is_invalid() {
 
 #[test]
 fn the_request_carries_host_headers_and_length() {
-    let wire = encode_request(
+    let head = encode_head(
         "10.0.0.1:13131",
         &Method::POST,
         "/models/load",
@@ -336,11 +347,11 @@ fn the_request_carries_host_headers_and_length() {
             http::header::AUTHORIZATION,
             HeaderValue::from_static("Bearer t"),
         )],
-        b"{}",
+        2,
     );
     assert_eq!(
-        String::from_utf8(wire).unwrap(),
-        "POST /models/load HTTP/1.1\r\nhost: 10.0.0.1:13131\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n{}"
+        String::from_utf8(head).unwrap(),
+        "POST /models/load HTTP/1.1\r\nhost: 10.0.0.1:13131\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n"
     );
 }
 
@@ -403,4 +414,33 @@ proptest! {
         prop_assert_eq!(h.keep_alive, !close);
         prop_assert!(!h.chunked);
     }
+}
+
+/// The answer head must come within the timeout, on a new connection and
+/// on a reused one whose earlier deadlines are long past.
+#[tokio::test(start_paused = true)]
+async fn an_answer_head_that_does_not_come_in_time_is_a_timeout() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr: Arc<str> = listener.local_addr().unwrap().to_string().into();
+    // Answers the first three requests of a connection, then goes silent.
+    tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.unwrap();
+        let mut buf = vec![0u8; 4096];
+        for _ in 0..3 {
+            let _ = s.read(&mut buf).await.unwrap();
+            s.write_all(OK).await.unwrap();
+        }
+        let _ = s.read(&mut buf).await;
+        std::future::pending::<()>().await;
+    });
+    let p = pool();
+    for i in 0..3 {
+        assert_eq!(get(&p, &addr).await.unwrap().1, "ok", "request {i}");
+        tokio::time::sleep(Duration::from_secs(5)).await;
+    }
+    assert_eq!(p.idle_count(&addr), 1);
+    let started = tokio::time::Instant::now();
+    let err = get(&p, &addr).await.unwrap_err();
+    assert!(matches!(err, H1Error::TimedOut), "{err}");
+    assert_eq!(started.elapsed(), SECOND);
 }

@@ -13,12 +13,12 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio::time::{Instant, Sleep};
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::request::{self, Framing as In, Head, Refusal};
 use super::response::{self, Framing as Out};
 use super::{Handler, RequestBody, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
+use crate::deadline::Deadline;
 use crate::h1::chunked::ChunkedDecoder;
 
 /// Read buffer growth step.
@@ -44,44 +44,6 @@ enum End {
     Refused(Refusal),
 }
 
-/// A deadline that moves with every request but rarely fires: its timer is
-/// moved only when it goes off before the current deadline, so that a busy
-/// connection does not touch the timer wheel on every request.
-struct Deadline {
-    sleep: Pin<Box<Sleep>>,
-    at: Instant,
-}
-
-impl Deadline {
-    fn new() -> Self {
-        let at = Instant::now() + HEADER_READ_TIMEOUT;
-        Self {
-            sleep: Box::pin(tokio::time::sleep_until(at)),
-            at,
-        }
-    }
-
-    /// The deadline is now `after` from now.
-    fn set(&mut self, after: Duration) {
-        self.at = Instant::now() + after;
-        if self.sleep.deadline() > self.at {
-            self.sleep.as_mut().reset(self.at);
-        }
-    }
-
-    /// Resolves once the deadline has passed.
-    async fn passed(&mut self) {
-        loop {
-            self.sleep.as_mut().await;
-            if Instant::now() >= self.at {
-                return;
-            }
-            let at = self.at;
-            self.sleep.as_mut().reset(at);
-        }
-    }
-}
-
 struct Conn {
     io: TcpStream,
     /// Read and not yet consumed.
@@ -103,7 +65,7 @@ pub(super) async fn serve(
         io,
         buf: BytesMut::with_capacity(READ_CHUNK),
         out: Vec::with_capacity(READ_CHUNK),
-        deadline: Deadline::new(),
+        deadline: Deadline::new(HEADER_READ_TIMEOUT),
     };
     let mut stopped = pin!(stop.cancelled());
     loop {
