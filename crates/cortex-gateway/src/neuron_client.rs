@@ -6,12 +6,12 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use cortex_core::neuron_api::{
     LoadRequest, LoadResponse, NodeStatus, UnloadRequest, UnloadResponse,
 };
 use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
-use http_body_util::{BodyExt, Limited};
+use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -119,6 +119,37 @@ impl std::fmt::Debug for NeuronClient {
     }
 }
 
+/// All of `body`, at most `max` bytes. An answer that came in one piece
+/// (the usual case) is passed on as it is, without copying.
+async fn whole<B>(mut body: B, max: usize) -> Result<Bytes, String>
+where
+    B: http_body::Body<Data = Bytes> + Unpin,
+    B::Error: std::fmt::Display,
+{
+    let mut first = Bytes::new();
+    let mut rest: Option<BytesMut> = None;
+    while let Some(frame) = body.frame().await {
+        let Ok(data) = frame.map_err(|e| e.to_string())?.into_data() else {
+            continue;
+        };
+        let len = first.len() + rest.as_ref().map_or(0, BytesMut::len) + data.len();
+        if len > max {
+            return Err(format!("the answer is over {max} bytes"));
+        }
+        match &mut rest {
+            None if first.is_empty() => first = data,
+            None => {
+                let mut all = BytesMut::with_capacity(len);
+                all.extend_from_slice(&first);
+                all.extend_from_slice(&data);
+                rest = Some(all);
+            }
+            Some(all) => all.extend_from_slice(&data),
+        }
+    }
+    Ok(rest.map_or(first, BytesMut::freeze))
+}
+
 impl NeuronClient {
     pub fn new(connect_timeout: Duration, max_body: usize) -> Self {
         Self {
@@ -144,23 +175,32 @@ impl NeuronClient {
                 message: format!("bad endpoint {:?}: expected http://host[:port]", node.base),
             });
         };
-        let mut headers: Vec<(HeaderName, HeaderValue)> = Vec::with_capacity(2);
-        if !body.is_empty() {
-            headers.push((
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            ));
-        }
-        if admin {
-            if let Some(t) = &node.admin_token {
-                if let Ok(v) = HeaderValue::from_str(&format!("Bearer {t}")) {
-                    headers.push((header::AUTHORIZATION, v));
-                }
+        let json = [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )];
+        let token = node
+            .admin_token
+            .as_ref()
+            .filter(|_| admin)
+            .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
+        let with_token: Vec<(HeaderName, HeaderValue)>;
+        let headers: &[(HeaderName, HeaderValue)] = match token {
+            // The request path: no allocation.
+            None if body.is_empty() => &[],
+            None => &json,
+            Some(t) => {
+                with_token = json
+                    .into_iter()
+                    .filter(|_| !body.is_empty())
+                    .chain([(header::AUTHORIZATION, t)])
+                    .collect();
+                &with_token
             }
-        }
+        };
         match self
             .pool
-            .send(authority, &method, path, &headers, &body, timeout)
+            .send(authority, &method, path, headers, &body, timeout)
             .await
         {
             Err(H1Error::TimedOut) => Err(UpstreamError::Timeout {
@@ -186,16 +226,15 @@ impl NeuronClient {
         body: h1::Body,
         timeout: Duration,
     ) -> Result<Bytes, UpstreamError> {
-        let limited = Limited::new(body, self.max_body);
-        match tokio::time::timeout(timeout, limited.collect()).await {
+        match tokio::time::timeout(timeout, whole(body, self.max_body)).await {
             Err(_) => Err(UpstreamError::Timeout {
                 node: node.name.clone(),
                 what: "answer body",
             }),
-            Ok(Ok(c)) => Ok(c.to_bytes()),
-            Ok(Err(e)) => Err(UpstreamError::Transport {
+            Ok(Ok(b)) => Ok(b),
+            Ok(Err(message)) => Err(UpstreamError::Transport {
                 node: node.name.clone(),
-                message: e.to_string(),
+                message,
             }),
         }
     }
@@ -300,5 +339,49 @@ impl NeuronClient {
             timeout,
         )
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http_body::Frame;
+    use http_body_util::StreamBody;
+
+    type Frames = futures::stream::Iter<std::vec::IntoIter<Result<Frame<Bytes>, String>>>;
+
+    fn body(parts: &[&'static [u8]]) -> StreamBody<Frames> {
+        let frames: Vec<Result<Frame<Bytes>, String>> = parts
+            .iter()
+            .map(|p| Ok(Frame::data(Bytes::from_static(p))))
+            .collect();
+        StreamBody::new(futures::stream::iter(frames))
+    }
+
+    #[tokio::test]
+    async fn a_body_in_one_piece_is_not_copied_and_pieces_are_joined() {
+        let one: &'static [u8] = b"{\"usage\":{}}";
+        let b = whole(body(&[one]), 100).await.unwrap();
+        assert_eq!(b.as_ptr(), one.as_ptr(), "passed on as it came");
+        assert_eq!(whole(body(&[]), 100).await.unwrap(), "");
+        assert_eq!(
+            whole(body(&[b"", b"ab", b"", b"cd", b"e"]), 100)
+                .await
+                .unwrap(),
+            "abcde"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_body_over_the_limit_or_failing_is_an_error() {
+        assert_eq!(whole(body(&[b"abc", b"de"]), 5).await.unwrap(), "abcde");
+        let e = whole(body(&[b"abc", b"def"]), 5).await.unwrap_err();
+        assert!(e.contains("over 5 bytes"), "{e}");
+        assert!(whole(body(&[b"abcdef"]), 5).await.is_err());
+        let failing = StreamBody::new(futures::stream::iter(vec![
+            Ok(Frame::data(Bytes::from_static(b"ab"))),
+            Err("cut".to_string()),
+        ]));
+        assert_eq!(whole(failing, 100).await.unwrap_err(), "cut");
     }
 }

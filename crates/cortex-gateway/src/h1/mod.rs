@@ -61,6 +61,8 @@ struct Conn {
     buf: BytesMut,
     /// Bounds the wait for each answer's head.
     deadline: crate::deadline::Deadline,
+    /// The request head being written (kept for its capacity).
+    head: Vec<u8>,
 }
 
 #[cfg(test)]

@@ -76,14 +76,15 @@ impl Pool {
         body: &[u8],
         timeout: Duration,
     ) -> Result<http::Response<Body>, H1Error> {
-        let head = encode_head(authority, method, path, headers, body.len());
         loop {
             let (mut conn, reused) = match self.inner.checkout(authority) {
                 Some(c) => (c, true),
                 None => (self.inner.connect(authority).await?, false),
             };
             conn.deadline.set(timeout);
-            match exchange(&mut conn, &head, body).await {
+            conn.head.clear();
+            encode_head(&mut conn.head, authority, method, path, headers, body.len());
+            match exchange(&mut conn, body).await {
                 Ok(head) => return Ok(self.inner.answer(conn, authority, head, method)),
                 // A kept-alive connection the node closed while it sat idle:
                 // the request never reached it, so try again on a fresh one.
@@ -152,6 +153,7 @@ impl PoolInner {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
             deadline: crate::deadline::Deadline::new(self.connect_timeout),
+            head: Vec::with_capacity(256),
         })
     }
 
@@ -189,15 +191,16 @@ fn still_open(io: &TcpStream) -> bool {
     matches!(io.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
 }
 
-/// A request's head; its body (`body_len` bytes) follows it on the wire.
+/// Append a request's head to `w`; its body (`body_len` bytes) follows it on
+/// the wire.
 pub(super) fn encode_head(
+    w: &mut Vec<u8>,
     authority: &str,
     method: &Method,
     path: &str,
     headers: &[(HeaderName, HeaderValue)],
     body_len: usize,
-) -> Vec<u8> {
-    let mut w = Vec::with_capacity(256);
+) {
     w.extend_from_slice(method.as_str().as_bytes());
     w.push(b' ');
     w.extend_from_slice(path.as_bytes());
@@ -211,7 +214,6 @@ pub(super) fn encode_head(
     }
     // Writing to a Vec cannot fail.
     let _ = write!(w, "\r\ncontent-length: {body_len}\r\n\r\n");
-    w
 }
 
 /// Write `head` and `body` with as few system calls as the socket allows
@@ -235,12 +237,12 @@ enum Exchange {
     Failed(H1Error),
 }
 
-/// Write the request and read the answer's head, within the connection's
-/// deadline.
-async fn exchange(conn: &mut Conn, head: &[u8], body: &[u8]) -> Result<Head, Exchange> {
+/// Write the request (its head is in `conn.head`) and read the answer's
+/// head, within the connection's deadline.
+async fn exchange(conn: &mut Conn, body: &[u8]) -> Result<Head, Exchange> {
     let written = tokio::select! {
         biased;
-        r = write_request(&mut conn.io, head, body) => r,
+        r = write_request(&mut conn.io, &conn.head, body) => r,
         _ = conn.deadline.passed() => return Err(Exchange::Failed(H1Error::TimedOut)),
     };
     if let Err(e) = written {

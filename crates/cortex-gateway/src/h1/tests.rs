@@ -339,7 +339,9 @@ async fn a_garbage_answer_is_invalid() {
 
 #[test]
 fn the_request_carries_host_headers_and_length() {
-    let head = encode_head(
+    let mut head = b"left as it was; ".to_vec();
+    encode_head(
+        &mut head,
         "10.0.0.1:13131",
         &Method::POST,
         "/models/load",
@@ -351,7 +353,7 @@ fn the_request_carries_host_headers_and_length() {
     );
     assert_eq!(
         String::from_utf8(head).unwrap(),
-        "POST /models/load HTTP/1.1\r\nhost: 10.0.0.1:13131\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n"
+        "left as it was; POST /models/load HTTP/1.1\r\nhost: 10.0.0.1:13131\r\nauthorization: Bearer t\r\ncontent-length: 2\r\n\r\n"
     );
 }
 
