@@ -16,7 +16,7 @@ use tokio::net::TcpStream;
 use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::request::{self, Framing as In, Head, Refusal};
-use super::response::{self, Framing as Out};
+use super::response::{self, Framing as Out, Persistence};
 use super::{Handler, RequestBody, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
 use crate::deadline::Deadline;
 use crate::h1::chunked::ChunkedDecoder;
@@ -238,7 +238,14 @@ impl Conn {
         let framing = Out::choose(parts.status, head_request, version, exact);
         let keep = keep && !framing.ends_connection();
         self.out.clear();
-        response::write_head(&mut self.out, parts.status, &parts.headers, framing, !keep);
+        let persistence = Persistence::of(version, keep);
+        response::write_head(
+            &mut self.out,
+            parts.status,
+            &parts.headers,
+            framing,
+            persistence,
+        );
         if let Out::None(_) = framing {
             self.flush().await?;
             return Ok(keep);

@@ -44,6 +44,29 @@ impl Framing {
     }
 }
 
+/// What the answer says about the connection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Persistence {
+    /// HTTP/1.1's default: kept, nothing said.
+    Kept,
+    /// An HTTP/1.0 client that asked to keep it: `connection: keep-alive`,
+    /// without which it would close.
+    KeptAsAsked,
+    /// `connection: close`, and the server closes after the answer.
+    Closed,
+}
+
+impl Persistence {
+    /// For a request made with `version`, when the connection is `kept`.
+    pub(super) fn of(version: Version, kept: bool) -> Self {
+        match (kept, version) {
+            (false, _) => Persistence::Closed,
+            (true, Version::HTTP_10) => Persistence::KeptAsAsked,
+            (true, _) => Persistence::Kept,
+        }
+    }
+}
+
 /// Headers the connection decides, not the handler.
 fn is_framing_header(name: &header::HeaderName) -> bool {
     name == header::CONTENT_LENGTH
@@ -58,7 +81,7 @@ pub(super) fn write_head(
     status: StatusCode,
     headers: &HeaderMap,
     framing: Framing,
-    close: bool,
+    persistence: Persistence,
 ) {
     out.extend_from_slice(b"HTTP/1.1 ");
     out.extend_from_slice(status.as_str().as_bytes());
@@ -83,8 +106,10 @@ pub(super) fn write_head(
         Framing::Chunked => out.extend_from_slice(b"transfer-encoding: chunked\r\n"),
         Framing::None(None) | Framing::ToClose => {}
     }
-    if close {
-        out.extend_from_slice(b"connection: close\r\n");
+    match persistence {
+        Persistence::Kept => {}
+        Persistence::KeptAsAsked => out.extend_from_slice(b"connection: keep-alive\r\n"),
+        Persistence::Closed => out.extend_from_slice(b"connection: close\r\n"),
     }
     out.extend_from_slice(b"\r\n");
 }
@@ -125,7 +150,7 @@ pub(super) fn refusal(status: StatusCode, message: &str) -> Vec<u8> {
     );
     let mut out = Vec::with_capacity(256 + body.len());
     let framing = Framing::Length(body.len() as u64);
-    write_head(&mut out, status, &headers, framing, true);
+    write_head(&mut out, status, &headers, framing, Persistence::Closed);
     write_data(&mut out, framing, body.as_bytes());
     out
 }
@@ -176,7 +201,7 @@ mod tests {
         headers.insert(header::CONNECTION, "upgrade".parse().unwrap());
         let mut out = Vec::new();
         let f = Framing::choose(StatusCode::OK, false, Version::HTTP_11, Some(2));
-        write_head(&mut out, StatusCode::OK, &headers, f, false);
+        write_head(&mut out, StatusCode::OK, &headers, f, Persistence::Kept);
         write_data(&mut out, f, b"{}");
         write_end(&mut out, f);
         assert_eq!(
@@ -189,7 +214,13 @@ mod tests {
     fn a_stream_is_chunked_for_1_1_and_runs_to_close_for_1_0() {
         let f = Framing::choose(StatusCode::OK, false, Version::HTTP_11, None);
         let mut out = Vec::new();
-        write_head(&mut out, StatusCode::OK, &HeaderMap::new(), f, true);
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            f,
+            Persistence::Closed,
+        );
         write_data(&mut out, f, b"data: 1\n\n");
         write_data(&mut out, f, b"");
         write_end(&mut out, f);
@@ -209,9 +240,18 @@ mod tests {
     fn bodiless_answers() {
         let f = Framing::choose(StatusCode::OK, true, Version::HTTP_11, Some(7));
         let mut out = Vec::new();
-        write_head(&mut out, StatusCode::OK, &HeaderMap::new(), f, false);
+        write_head(
+            &mut out,
+            StatusCode::OK,
+            &HeaderMap::new(),
+            f,
+            Persistence::KeptAsAsked,
+        );
         write_data(&mut out, f, b"ignored");
-        assert_eq!(text(&out), "HTTP/1.1 200 OK\r\ncontent-length: 7\r\n\r\n");
+        assert_eq!(
+            text(&out),
+            "HTTP/1.1 200 OK\r\ncontent-length: 7\r\nconnection: keep-alive\r\n\r\n"
+        );
         let f = Framing::choose(StatusCode::NO_CONTENT, false, Version::HTTP_11, Some(0));
         let mut out = Vec::new();
         write_head(
@@ -219,7 +259,7 @@ mod tests {
             StatusCode::NO_CONTENT,
             &HeaderMap::new(),
             f,
-            false,
+            Persistence::Kept,
         );
         assert_eq!(text(&out), "HTTP/1.1 204 No Content\r\n\r\n");
     }

@@ -289,6 +289,15 @@ async fn http_1_0_and_head_and_bodiless_answers() {
         a.contains("content-length: 5\r\nconnection: close\r\n\r\nhello"),
         "{a}"
     );
+    // An HTTP/1.0 client that asks to keep the connection is told so.
+    let mut s = TcpStream::connect(srv.addr).await.unwrap();
+    for _ in 0..2 {
+        s.write_all(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
+            .await
+            .unwrap();
+        let a = read_until(&mut s, "hello", 1).await;
+        assert!(a.contains("connection: keep-alive\r\n\r\nhello"), "{a}");
+    }
 
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     s.write_all(b"HEAD /hello HTTP/1.1\r\n\r\nGET /empty HTTP/1.1\r\n\r\n")
