@@ -13,6 +13,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::error::GatewayError;
 
+#[derive(Debug)]
 struct Gate {
     slots: Arc<Semaphore>,
     queued: AtomicUsize,
@@ -41,14 +42,6 @@ impl Permit {
     /// The model's queue-wait histogram: made by `make` the first time.
     pub fn queue_wait(&self, make: impl FnOnce() -> Histogram) -> &Histogram {
         self.gate.queue_wait.get_or_init(make)
-    }
-}
-
-impl std::fmt::Debug for Gate {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Gate")
-            .field("queued", &self.queued)
-            .finish_non_exhaustive()
     }
 }
 

@@ -106,9 +106,7 @@ pub(super) async fn serve(
 impl Conn {
     /// Make room for a read.
     fn reserve(&mut self) {
-        if self.buf.capacity() - self.buf.len() < READ_CHUNK / 2 {
-            self.buf.reserve(READ_CHUNK);
-        }
+        make_room(&mut self.buf);
     }
 
     /// Read until a whole head is in, within the header-read timeout; stop
@@ -322,6 +320,13 @@ impl Conn {
     }
 }
 
+/// Make room in `buf` for a read.
+fn make_room(buf: &mut BytesMut) {
+    if buf.capacity() - buf.len() < READ_CHUNK / 2 {
+        buf.reserve(READ_CHUNK);
+    }
+}
+
 /// Await `fut` while watching the connection: `None` if the client closes
 /// it first (so the request is dropped, which cancels its work upstream).
 /// Bytes of a next request that arrive meanwhile are kept in `buf`.
@@ -335,9 +340,7 @@ async fn unless_gone<F: Future>(
         if buf.len() >= MAX_AHEAD {
             return Some(fut.await);
         }
-        if buf.capacity() - buf.len() < READ_CHUNK / 2 {
-            buf.reserve(READ_CHUNK);
-        }
+        make_room(buf);
         tokio::select! {
             biased;
             out = &mut fut => return Some(out),

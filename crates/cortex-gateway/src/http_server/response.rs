@@ -2,6 +2,7 @@
 //! when the length is known, by chunks when it is not (or, for an HTTP/1.0
 //! client, by closing the connection).
 
+use cortex_core::openai::ErrorResponse;
 use http::{header, HeaderMap, StatusCode, Version};
 
 /// How the answer's body is framed on the wire.
@@ -137,12 +138,11 @@ pub(super) fn write_end(out: &mut Vec<u8>, framing: Framing) {
 }
 
 /// A complete small answer that closes the connection: for requests refused
-/// before any handler saw them.
+/// before any handler saw them (an OpenAI-style error: the dialect is not
+/// known before the head is read).
 pub(super) fn refusal(status: StatusCode, message: &str) -> Vec<u8> {
-    let body = serde_json::json!({
-        "error": {"message": message, "type": "invalid_request_error", "param": null, "code": null}
-    })
-    .to_string();
+    let error = ErrorResponse::new("invalid_request_error", message, None, None);
+    let body = serde_json::to_string(&error).unwrap_or_default();
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
