@@ -15,7 +15,7 @@ use futures::future::Either;
 use http::{Method, Request};
 
 use super::error::{Anthropic, GatewayError, OpenAi};
-use super::{anthropic, app, guard, openai, AppState};
+use super::{anthropic, app, guard, openai, AppState, CHAT_COMPLETIONS, MESSAGES};
 use crate::http_server::{Handler, RequestBody};
 
 /// The routes served without the router.
@@ -31,8 +31,8 @@ impl Hot {
             return None;
         }
         match req.uri().path() {
-            "/v1/chat/completions" => Some(Hot::ChatCompletions),
-            "/v1/messages" => Some(Hot::Messages),
+            CHAT_COMPLETIONS => Some(Hot::ChatCompletions),
+            MESSAGES => Some(Hot::Messages),
             _ => None,
         }
     }

@@ -39,14 +39,18 @@ pub struct AppState {
     pub api_keys: Vec<String>,
 }
 
+/// The two inference routes (also served past the router, see [`Api`]).
+pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
+pub const MESSAGES: &str = "/v1/messages";
+
 /// The API routes.
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body.bytes() as usize;
     Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
-        .route("/v1/chat/completions", post(openai::chat_completions))
-        .route("/v1/messages", post(anthropic::messages))
+        .route(CHAT_COMPLETIONS, post(openai::chat_completions))
+        .route(MESSAGES, post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/health", get(health))
         .route("/ready", get(ready))
