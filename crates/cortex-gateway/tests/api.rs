@@ -367,6 +367,26 @@ async fn errors_come_in_the_callers_dialect() {
     assert_eq!(resp.status(), 413);
     let v = resp.json().await.unwrap();
     assert_openai_error(&v, "invalid_request_error", Some("request_too_large"));
+    // Any route, in its dialect: the body is refused before the router.
+    let resp = gw
+        .http
+        .post(gw.url("/v1/messages/count_tokens"))
+        .body(vec![b' '; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    assert_anthropic_error(&resp.json().await.unwrap(), "request_too_large");
+    let resp = gw
+        .http
+        .get(gw.url("/v1/models"))
+        .body(vec![b' '; 4096])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 413);
+    let v = resp.json().await.unwrap();
+    assert_openai_error(&v, "invalid_request_error", Some("request_too_large"));
     for (path, body) in [(oa, "{\"model\": "), (an, "{\"model\": ")] {
         let resp = gw.http.post(gw.url(path)).body(body).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{path}");

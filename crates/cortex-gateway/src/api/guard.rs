@@ -19,7 +19,8 @@ pub fn is_anthropic(path: &str) -> bool {
     path.starts_with("/v1/messages")
 }
 
-fn reject(path: &str, e: GatewayError) -> Response {
+/// `e` in the dialect of the route at `path`.
+pub fn in_dialect_of(path: &str, e: GatewayError) -> Response {
     if is_anthropic(path) {
         Anthropic(e).into_response()
     } else {
@@ -69,7 +70,7 @@ fn presented(h: &HeaderMap) -> Option<&str> {
 /// any, is in the caller's dialect.
 pub fn refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Response> {
     if !path_is_clean(path) {
-        return Some(reject(path, GatewayError::RouteNotFound));
+        return Some(in_dialect_of(path, GatewayError::RouteNotFound));
     }
     if state.api_keys.is_empty() {
         return None;

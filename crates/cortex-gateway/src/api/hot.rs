@@ -1,9 +1,10 @@
 //! The API as the HTTP server calls it. The two inference routes, where a
 //! proxy spends its time, go straight to their handlers: past the router's
 //! per-request boxing, its extensions and the body's re-collection, which
-//! cost as much CPU as forwarding the request. They pass the same guard
-//! ([`guard::refusal`]) and body limit as routed requests; everything else
-//! goes through the router ([`super::app`]).
+//! cost as much CPU as forwarding the request. So does a body over the size
+//! limit, on any route (413 in the route's dialect). Both pass the same
+//! guard ([`guard::refusal`]) as routed requests; everything else goes
+//! through the router ([`super::app`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -18,21 +19,26 @@ use super::error::{Anthropic, GatewayError, OpenAi};
 use super::{anthropic, app, guard, openai, AppState, CHAT_COMPLETIONS, MESSAGES};
 use crate::http_server::{Handler, RequestBody};
 
-/// The routes served without the router.
+/// Requests answered without the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Hot {
+enum Direct {
     ChatCompletions,
     Messages,
+    /// A body over the limit, whatever the route.
+    TooLarge,
 }
 
-impl Hot {
-    fn of<B>(req: &Request<B>) -> Option<Self> {
+impl Direct {
+    fn of(req: &Request<RequestBody>) -> Option<Self> {
+        if matches!(req.body(), RequestBody::TooLarge) {
+            return Some(Direct::TooLarge);
+        }
         if req.method() != Method::POST {
             return None;
         }
         match req.uri().path() {
-            CHAT_COMPLETIONS => Some(Hot::ChatCompletions),
-            MESSAGES => Some(Hot::Messages),
+            CHAT_COMPLETIONS => Some(Direct::ChatCompletions),
+            MESSAGES => Some(Direct::Messages),
             _ => None,
         }
     }
@@ -59,31 +65,29 @@ impl Handler for Api {
         &mut self,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Response<Body>> + Send + 'static {
-        match Hot::of(&req) {
-            Some(hot) => Either::Left(serve_hot(self.state.clone(), hot, req)),
+        match Direct::of(&req) {
+            Some(direct) => Either::Left(serve_direct(self.state.clone(), direct, req)),
             None => Either::Right(self.router.handle(req)),
         }
     }
 }
 
-async fn serve_hot(state: Arc<AppState>, hot: Hot, req: Request<RequestBody>) -> Response {
+async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Request<RequestBody>) -> Response {
     let (parts, body) = req.into_parts();
-    if let Some(refused) = guard::refusal(&state, parts.uri.path(), &parts.headers) {
+    let path = parts.uri.path();
+    if let Some(refused) = guard::refusal(&state, path, &parts.headers) {
         return refused;
     }
-    let body = match body {
-        RequestBody::Whole(b) => Ok(b),
-        RequestBody::TooLarge { .. } => Err(GatewayError::PayloadTooLarge),
-    };
-    match hot {
-        Hot::ChatCompletions => openai::chat(&state, body)
+    match (direct, body) {
+        (Direct::ChatCompletions, RequestBody::Whole(b)) => openai::chat(&state, Ok(b))
             .await
             .map_err(OpenAi)
             .into_response(),
-        Hot::Messages => anthropic::handle(&state, body)
+        (Direct::Messages, RequestBody::Whole(b)) => anthropic::handle(&state, Ok(b))
             .await
             .map_err(Anthropic)
             .into_response(),
+        _ => guard::in_dialect_of(path, GatewayError::PayloadTooLarge),
     }
 }
 
@@ -91,20 +95,28 @@ async fn serve_hot(state: Arc<AppState>, hot: Hot, req: Request<RequestBody>) ->
 mod tests {
     use super::*;
 
+    fn of(m: Method, uri: &str, body: RequestBody) -> Option<Direct> {
+        Direct::of(&Request::builder().method(m).uri(uri).body(body).unwrap())
+    }
+
+    fn whole() -> RequestBody {
+        RequestBody::Whole(bytes::Bytes::new())
+    }
+
     #[test]
-    fn only_posts_to_the_two_inference_paths_are_hot() {
-        let of = |m: Method, uri: &str| {
-            Hot::of(&Request::builder().method(m).uri(uri).body(()).unwrap())
-        };
+    fn only_posts_to_the_two_inference_paths_and_bodies_too_large_are_direct() {
         assert_eq!(
-            of(Method::POST, "/v1/chat/completions"),
-            Some(Hot::ChatCompletions)
+            of(Method::POST, "/v1/chat/completions", whole()),
+            Some(Direct::ChatCompletions)
         );
         assert_eq!(
-            of(Method::POST, "/v1/chat/completions?x=1"),
-            Some(Hot::ChatCompletions)
+            of(Method::POST, "/v1/chat/completions?x=1", whole()),
+            Some(Direct::ChatCompletions)
         );
-        assert_eq!(of(Method::POST, "/v1/messages"), Some(Hot::Messages));
+        assert_eq!(
+            of(Method::POST, "/v1/messages", whole()),
+            Some(Direct::Messages)
+        );
         for (m, uri) in [
             (Method::GET, "/v1/chat/completions"),
             (Method::POST, "/v1/chat/completions/"),
@@ -112,7 +124,12 @@ mod tests {
             (Method::POST, "//v1/messages"),
             (Method::POST, "/v1/models"),
         ] {
-            assert_eq!(of(m.clone(), uri), None, "{m} {uri}");
+            assert_eq!(of(m.clone(), uri, whole()), None, "{m} {uri}");
+            assert_eq!(
+                of(m.clone(), uri, RequestBody::TooLarge),
+                Some(Direct::TooLarge),
+                "{m} {uri}"
+            );
         }
     }
 }

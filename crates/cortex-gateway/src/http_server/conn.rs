@@ -85,7 +85,7 @@ pub(super) async fn serve(
         let keep = head.keep_alive && read_whole;
         let mut req = Request::new(match body {
             Some(bytes) => RequestBody::Whole(bytes),
-            None => RequestBody::TooLarge { limit: max_body },
+            None => RequestBody::TooLarge,
         });
         *req.method_mut() = head.method;
         *req.uri_mut() = head.uri;

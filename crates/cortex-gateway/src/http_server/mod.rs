@@ -15,8 +15,8 @@
 //! heads over [`MAX_HEAD_BYTES`] get 431; a head must arrive within
 //! [`HEADER_READ_TIMEOUT`] of the connection's opening or going idle
 //! (slowloris); a body that stalls for [`BODY_READ_TIMEOUT`] ends the
-//! connection; a body over `limits.max_body` is not read, and the router
-//! answers 413 in the caller's dialect. A client that closes its connection
+//! connection; a body over `limits.max_body` is not read, and the handler
+//! answers 413 (the API in the caller's dialect). A client that closes its connection
 //! while its request is served cancels the request.
 
 mod conn;
@@ -29,6 +29,7 @@ use std::time::Duration;
 use axum::body::Body;
 use axum::Router;
 use bytes::Bytes;
+use futures::future::Either;
 use http::{Request, Response};
 use tokio::net::TcpStream;
 use tokio_util::sync::CancellationToken;
@@ -47,19 +48,9 @@ pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 pub enum RequestBody {
     /// All of it.
     Whole(Bytes),
-    /// Over `limit` bytes, so not read: to be refused with 413.
-    TooLarge { limit: usize },
-}
-
-impl RequestBody {
-    /// As a body for axum, whose body limit (the same `limit`) refuses a
-    /// `TooLarge` one.
-    pub fn into_body(self) -> Body {
-        match self {
-            RequestBody::Whole(b) => Body::from(b),
-            RequestBody::TooLarge { limit } => Body::new(request::Unread::new(limit)),
-        }
-    }
+    /// Over the size limit, so not read: the handler answers 413 (and the
+    /// connection closes after the answer).
+    TooLarge,
 }
 
 /// What answers a connection's requests.
@@ -70,12 +61,20 @@ pub trait Handler: Clone + Send + 'static {
     ) -> impl Future<Output = Response<Body>> + Send + 'static;
 }
 
+/// A plain router (the metrics listener, tests): a body over the limit gets
+/// an OpenAI-style 413 without reaching it.
 impl Handler for Router {
     fn handle(
         &mut self,
         req: Request<RequestBody>,
     ) -> impl Future<Output = Response<Body>> + Send + 'static {
-        let answer = self.call(req.map(RequestBody::into_body));
+        let (parts, body) = req.into_parts();
+        let answer = match body {
+            RequestBody::Whole(b) => {
+                Either::Left(self.call(Request::from_parts(parts, Body::from(b))))
+            }
+            RequestBody::TooLarge => Either::Right(std::future::ready(Ok(response::too_large()))),
+        };
         async move {
             match answer.await {
                 Ok(a) => a,

@@ -2,7 +2,7 @@
 //! copying (header values and the target are slices of the head's bytes),
 //! with the framing of its body decided the way RFC 9112 §6 asks.
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
 /// Most request headers accepted; more is 431, like a head over the size
@@ -172,53 +172,6 @@ fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
     }
 }
 
-/// A body that is not read because it is over the size limit `max`. The
-/// router's body limit (the same `max`) must refuse it with 413 in the
-/// caller's dialect, and it does so only on reading more than `max` bytes:
-/// so this yields blank bytes (from a static buffer, nothing allocated)
-/// until it has yielded more than `max`, then fails. A handler never sees
-/// those bytes: the limit refuses the frame that crosses it.
-pub(super) struct Unread {
-    max: u64,
-    yielded: u64,
-}
-
-impl Unread {
-    pub(super) fn new(max: usize) -> Self {
-        Self {
-            max: max as u64,
-            yielded: 0,
-        }
-    }
-}
-
-static BLANK: [u8; 64 * 1024] = [b' '; 64 * 1024];
-
-impl http_body::Body for Unread {
-    type Data = Bytes;
-    type Error = std::io::Error;
-
-    fn poll_frame(
-        mut self: std::pin::Pin<&mut Self>,
-        _: &mut std::task::Context<'_>,
-    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
-        if self.yielded > self.max {
-            return std::task::Poll::Ready(Some(Err(std::io::Error::other(
-                "the request body is over the size limit",
-            ))));
-        }
-        let n = (self.max + 1 - self.yielded).min(BLANK.len() as u64) as usize;
-        self.yielded += n as u64;
-        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(
-            &BLANK[..n],
-        )))))
-    }
-
-    fn size_hint(&self) -> http_body::SizeHint {
-        http_body::SizeHint::with_exact(self.max + 1)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -226,21 +179,6 @@ mod tests {
 
     fn head(text: &str) -> Result<Option<Head>, Refusal> {
         parse(&mut BytesMut::from(text), 64 * 1024)
-    }
-
-    #[tokio::test]
-    async fn an_unread_body_is_refused_by_the_same_limit() {
-        use http_body_util::BodyExt;
-        for max in [1, 1024, 64 * 1024, 200 * 1024] {
-            let limited = http_body_util::Limited::new(Unread::new(max), max);
-            let e = limited.collect().await.expect_err("refused");
-            assert!(e.is::<http_body_util::LengthLimitError>(), "{max}: {e}");
-        }
-        let e = Unread::new(10)
-            .collect()
-            .await
-            .expect_err("fails unlimited too");
-        assert!(e.to_string().contains("over the size limit"), "{e}");
     }
 
     #[test]

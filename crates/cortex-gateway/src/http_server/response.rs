@@ -2,8 +2,9 @@
 //! when the length is known, by chunks when it is not (or, for an HTTP/1.0
 //! client, by closing the connection).
 
+use axum::body::Body;
 use cortex_core::openai::ErrorResponse;
-use http::{header, HeaderMap, StatusCode, Version};
+use http::{header, HeaderMap, Response, StatusCode, Version};
 
 /// How the answer's body is framed on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -137,12 +138,16 @@ pub(super) fn write_end(out: &mut Vec<u8>, framing: Framing) {
     }
 }
 
+/// An OpenAI-style error body: the dialect is not known to the server.
+fn error_json(message: &str, code: Option<&str>) -> Vec<u8> {
+    let error = ErrorResponse::new("invalid_request_error", message, None, code);
+    serde_json::to_vec(&error).unwrap_or_default()
+}
+
 /// A complete small answer that closes the connection: for requests refused
-/// before any handler saw them (an OpenAI-style error: the dialect is not
-/// known before the head is read).
+/// before any handler saw them.
 pub(super) fn refusal(status: StatusCode, message: &str) -> Vec<u8> {
-    let error = ErrorResponse::new("invalid_request_error", message, None, None);
-    let body = serde_json::to_string(&error).unwrap_or_default();
+    let body = error_json(message, None);
     let mut headers = HeaderMap::new();
     headers.insert(
         header::CONTENT_TYPE,
@@ -151,8 +156,23 @@ pub(super) fn refusal(status: StatusCode, message: &str) -> Vec<u8> {
     let mut out = Vec::with_capacity(256 + body.len());
     let framing = Framing::Length(body.len() as u64);
     write_head(&mut out, status, &headers, framing, Persistence::Closed);
-    write_data(&mut out, framing, body.as_bytes());
+    write_data(&mut out, framing, &body);
     out
+}
+
+/// 413 for a body over the limit, from a handler that has no dialect.
+pub(super) fn too_large() -> Response<Body> {
+    let body = error_json(
+        "request body is larger than the limit",
+        Some("request_too_large"),
+    );
+    let mut r = Response::new(Body::from(body));
+    *r.status_mut() = StatusCode::PAYLOAD_TOO_LARGE;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    r
 }
 
 fn push_decimal(out: &mut Vec<u8>, mut n: u64) {

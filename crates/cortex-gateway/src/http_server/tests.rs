@@ -214,7 +214,7 @@ async fn bodies_in_pieces_chunked_and_after_100_continue() {
 }
 
 #[tokio::test]
-async fn a_body_over_the_limit_is_413_from_the_router_then_close() {
+async fn a_body_over_the_limit_is_413_unread_then_close() {
     let srv = start().await;
     // Declared too large: refused unread, even after `Expect`.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
@@ -223,6 +223,7 @@ async fn a_body_over_the_limit_is_413_from_the_router_then_close() {
         .unwrap();
     let a = read_to_close(&mut s).await;
     assert!(a.starts_with("HTTP/1.1 413 "), "{a}");
+    assert!(a.contains("\"code\":\"request_too_large\""), "{a}");
     assert!(!a.contains("100 Continue"), "{a}");
     assert!(a.contains("connection: close\r\n"), "{a}");
     // Sent anyway, in full: the client still reads the answer (no reset).
