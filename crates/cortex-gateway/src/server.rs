@@ -175,18 +175,7 @@ pub async fn serve(
     grace: Duration,
 ) {
     let conns = Connections::new(METRICS_MAX_BODY);
-    loop {
-        let stream = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, _)) = crate::http_server::accept(&listener, &stop).await {
         conns.serve(stream, router.clone());
     }
     drop(listener);

@@ -37,8 +37,9 @@ pub fn count(configured: u32) -> NonZeroUsize {
 type Handoff = std::net::TcpStream;
 
 /// Accept on `listener` until `stop` and serve each connection on one of
-/// `count` worker threads (request bodies up to `max_body`); then drain every worker for up to `grace`. An
-/// error when a worker cannot start, or stops before `stop`.
+/// `count` worker threads (request bodies up to `max_body`); then drain
+/// every worker for up to `grace`. An error when a worker cannot start, or
+/// stops before `stop`.
 pub async fn serve(
     listener: TcpListener,
     handler: impl Handler,
@@ -74,18 +75,7 @@ pub async fn serve(
     }
     let mut next = 0usize;
     let mut result = Ok(());
-    loop {
-        let (stream, peer) = tokio::select! {
-            _ = stop.cancelled() => break,
-            r = listener.accept() => match r {
-                Ok(x) => x,
-                Err(e) => {
-                    tracing::warn!(error = %e, "accept failed");
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    continue;
-                }
-            },
-        };
+    while let Some((stream, peer)) = crate::http_server::accept(&listener, &stop).await {
         let stream = match stream.into_std() {
             Ok(s) => s,
             Err(e) => {

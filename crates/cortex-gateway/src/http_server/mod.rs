@@ -24,6 +24,7 @@ mod request;
 mod response;
 
 use std::future::Future;
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -31,7 +32,7 @@ use axum::Router;
 use bytes::Bytes;
 use futures::future::Either;
 use http::{Request, Response};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::Service;
@@ -40,6 +41,8 @@ use tower::Service;
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// A client must send its request head within this time.
 pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept.
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 /// A request body may pause this long between reads.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -80,6 +83,27 @@ impl Handler for Router {
                 Ok(a) => a,
                 Err(never) => match never {},
             }
+        }
+    }
+}
+
+/// The next connection on `listener`, or `None` once `stop` fires. Accept
+/// errors (out of file descriptors, a connection reset before it was
+/// accepted) are logged and retried after a short pause.
+pub(crate) async fn accept(
+    listener: &TcpListener,
+    stop: &CancellationToken,
+) -> Option<(TcpStream, SocketAddr)> {
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return None,
+            r = listener.accept() => match r {
+                Ok(accepted) => return Some(accepted),
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                }
+            },
         }
     }
 }
