@@ -175,10 +175,10 @@ impl NeuronClient {
                 message: format!("bad endpoint {:?}: expected http://host[:port]", node.base),
             });
         };
-        let json = [(
+        let json = (
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json"),
-        )];
+        );
         let token = node
             .admin_token
             .as_ref()
@@ -186,15 +186,16 @@ impl NeuronClient {
             .and_then(|t| HeaderValue::from_str(&format!("Bearer {t}")).ok());
         let with_token: Vec<(HeaderName, HeaderValue)>;
         let headers: &[(HeaderName, HeaderValue)] = match token {
-            // The request path: no allocation.
+            // The request path: nothing allocated.
             None if body.is_empty() => &[],
-            None => &json,
+            None => std::slice::from_ref(&json),
             Some(t) => {
-                with_token = json
-                    .into_iter()
-                    .filter(|_| !body.is_empty())
-                    .chain([(header::AUTHORIZATION, t)])
-                    .collect();
+                let auth = (header::AUTHORIZATION, t);
+                with_token = if body.is_empty() {
+                    vec![auth]
+                } else {
+                    vec![json, auth]
+                };
                 &with_token
             }
         };
