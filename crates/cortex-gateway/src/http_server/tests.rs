@@ -127,6 +127,11 @@ async fn start() -> Server {
     }
 }
 
+/// Write `bytes` to the server.
+async fn send(s: &mut TcpStream, bytes: &[u8]) {
+    s.write_all(bytes).await.unwrap();
+}
+
 /// Read from `s` until `text` holds `want` answers' worth of `needle`, or
 /// the connection ends.
 async fn read_until(s: &mut TcpStream, needle: &str, want: usize) -> String {
@@ -156,26 +161,24 @@ async fn read_to_close(s: &mut TcpStream) -> String {
 async fn keep_alive_and_pipelining() {
     let srv = start().await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut s, b"GET /hello HTTP/1.1\r\nHost: x\r\n\r\n").await;
     let one = read_until(&mut s, "hello", 1).await;
     assert!(one.starts_with("HTTP/1.1 200 OK\r\n"), "{one}");
     assert!(one.contains("content-length: 5\r\n"), "{one}");
     assert!(!one.contains("connection: close"), "{one}");
     // Two requests in one write, the second with a body: two answers, in
     // order, on the same connection.
-    s.write_all(b"GET /hello HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nping")
-        .await
-        .unwrap();
+    send(
+        &mut s,
+        b"GET /hello HTTP/1.1\r\n\r\nPOST /echo HTTP/1.1\r\nContent-Length: 4\r\n\r\nping",
+    )
+    .await;
     let two = read_until(&mut s, "HTTP/1.1 200", 2).await;
     let hello = two.find("hello").unwrap();
     let ping = two.find("ping").unwrap();
     assert!(hello < ping, "{two}");
     // The client asks to close: the answer says so and the server closes.
-    s.write_all(b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut s, b"GET /hello HTTP/1.1\r\nConnection: close\r\n\r\n").await;
     let last = read_to_close(&mut s).await;
     assert!(last.contains("connection: close\r\n"), "{last}");
     assert!(last.ends_with("hello"), "{last}");
@@ -185,30 +188,34 @@ async fn keep_alive_and_pipelining() {
 async fn bodies_in_pieces_chunked_and_after_100_continue() {
     let srv = start().await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc")
-        .await
-        .unwrap();
+    send(
+        &mut s,
+        b"POST /echo HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    s.write_all(b"defghij").await.unwrap();
+    send(&mut s, b"defghij").await;
     let a = read_until(&mut s, "abcdefghij", 1).await;
     assert!(a.contains("content-length: 10\r\n"), "{a}");
 
-    s.write_all(b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut s,
+        b"POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nfoo\r\n",
+    )
+    .await;
     tokio::time::sleep(Duration::from_millis(50)).await;
-    s.write_all(b"4;ext=1\r\nbar!\r\n0\r\nTrailer: x\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut s, b"4;ext=1\r\nbar!\r\n0\r\nTrailer: x\r\n\r\n").await;
     let b = read_until(&mut s, "foobar!", 1).await;
     assert!(b.contains("content-length: 7\r\n"), "{b}");
 
-    s.write_all(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut s,
+        b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5\r\n\r\n",
+    )
+    .await;
     let go = read_until(&mut s, "100 Continue", 1).await;
     assert_eq!(go, "HTTP/1.1 100 Continue\r\n\r\n");
-    s.write_all(b"hello").await.unwrap();
+    send(&mut s, b"hello").await;
     let c = read_until(&mut s, "hello", 1).await;
     assert!(c.starts_with("HTTP/1.1 200 OK\r\n"), "{c}");
 }
@@ -218,9 +225,11 @@ async fn a_body_over_the_limit_is_413_unread_then_close() {
     let srv = start().await;
     // Declared too large: refused unread, even after `Expect`.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut s,
+        b"POST /echo HTTP/1.1\r\nExpect: 100-continue\r\nContent-Length: 5000\r\n\r\n",
+    )
+    .await;
     let a = read_to_close(&mut s).await;
     assert!(a.starts_with("HTTP/1.1 413 "), "{a}");
     assert!(a.contains("\"code\":\"request_too_large\""), "{a}");
@@ -230,14 +239,14 @@ async fn a_body_over_the_limit_is_413_unread_then_close() {
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     let mut req = b"POST /echo HTTP/1.1\r\nContent-Length: 5000\r\n\r\n".to_vec();
     req.extend_from_slice(&[b'x'; 5000]);
-    s.write_all(&req).await.unwrap();
+    send(&mut s, &req).await;
     let b = read_to_close(&mut s).await;
     assert!(b.starts_with("HTTP/1.1 413 "), "{b}");
     // Chunked and growing too large.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     let chunk = format!("400\r\n{}\r\n", "y".repeat(1024));
     let req = format!("POST /echo HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n{chunk}{chunk}");
-    s.write_all(req.as_bytes()).await.unwrap();
+    send(&mut s, req.as_bytes()).await;
     let c = read_to_close(&mut s).await;
     assert!(c.starts_with("HTTP/1.1 413 "), "{c}");
 }
@@ -261,7 +270,7 @@ async fn refused_heads_get_a_json_error_and_close() {
         ),
     ] {
         let mut s = TcpStream::connect(srv.addr).await.unwrap();
-        s.write_all(req.as_bytes()).await.unwrap();
+        send(&mut s, req.as_bytes()).await;
         let a = read_to_close(&mut s).await;
         assert!(
             a.starts_with(&format!("HTTP/1.1 {status} ")),
@@ -276,7 +285,7 @@ async fn refused_heads_get_a_json_error_and_close() {
         "a".repeat(70 * 1024)
     );
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(big.as_bytes()).await.unwrap();
+    send(&mut s, big.as_bytes()).await;
     assert!(read_to_close(&mut s).await.starts_with("HTTP/1.1 431 "));
 }
 
@@ -284,7 +293,7 @@ async fn refused_heads_get_a_json_error_and_close() {
 async fn http_1_0_and_head_and_bodiless_answers() {
     let srv = start().await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /hello HTTP/1.0\r\n\r\n").await.unwrap();
+    send(&mut s, b"GET /hello HTTP/1.0\r\n\r\n").await;
     let a = read_to_close(&mut s).await;
     assert!(
         a.contains("content-length: 5\r\nconnection: close\r\n\r\nhello"),
@@ -293,17 +302,21 @@ async fn http_1_0_and_head_and_bodiless_answers() {
     // An HTTP/1.0 client that asks to keep the connection is told so.
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
     for _ in 0..2 {
-        s.write_all(b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n")
-            .await
-            .unwrap();
+        send(
+            &mut s,
+            b"GET /hello HTTP/1.0\r\nConnection: keep-alive\r\n\r\n",
+        )
+        .await;
         let a = read_until(&mut s, "hello", 1).await;
         assert!(a.contains("connection: keep-alive\r\n\r\nhello"), "{a}");
     }
 
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"HEAD /hello HTTP/1.1\r\n\r\nGET /empty HTTP/1.1\r\n\r\n")
-        .await
-        .unwrap();
+    send(
+        &mut s,
+        b"HEAD /hello HTTP/1.1\r\n\r\nGET /empty HTTP/1.1\r\n\r\n",
+    )
+    .await;
     let b = read_until(&mut s, "HTTP/1.1", 2).await;
     assert_eq!(
         b,
@@ -314,7 +327,7 @@ async fn http_1_0_and_head_and_bodiless_answers() {
     let (tx, rx) = mpsc::unbounded_channel();
     srv.streams.send(rx).unwrap();
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /stream HTTP/1.0\r\n\r\n").await.unwrap();
+    send(&mut s, b"GET /stream HTTP/1.0\r\n\r\n").await;
     tx.send(Bytes::from_static(b"data: 1\n\n")).unwrap();
     drop(tx);
     let c = read_to_close(&mut s).await;
@@ -328,7 +341,7 @@ async fn a_stream_reaches_the_client_chunk_by_chunk() {
     let (tx, rx) = mpsc::unbounded_channel();
     srv.streams.send(rx).unwrap();
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /stream HTTP/1.1\r\n\r\n").await.unwrap();
+    send(&mut s, b"GET /stream HTTP/1.1\r\n\r\n").await;
     let head = read_until(&mut s, "\r\n\r\n", 1).await;
     assert!(head.contains("transfer-encoding: chunked\r\n"), "{head}");
     tx.send(Bytes::from_static(b"data: 1\n\n")).unwrap();
@@ -339,7 +352,7 @@ async fn a_stream_reaches_the_client_chunk_by_chunk() {
     let two = read_until(&mut s, "0\r\n\r\n", 1).await;
     assert_eq!(two, "9\r\ndata: 2\n\n\r\n0\r\n\r\n");
     // Still open for the next request.
-    s.write_all(b"GET /hello HTTP/1.1\r\n\r\n").await.unwrap();
+    send(&mut s, b"GET /hello HTTP/1.1\r\n\r\n").await;
     assert!(read_until(&mut s, "hello", 1).await.ends_with("hello"));
 }
 
@@ -347,7 +360,7 @@ async fn a_stream_reaches_the_client_chunk_by_chunk() {
 async fn a_client_that_goes_away_cancels_its_request() {
     let srv = start().await;
     let mut s = TcpStream::connect(srv.addr).await.unwrap();
-    s.write_all(b"GET /hang HTTP/1.1\r\n\r\n").await.unwrap();
+    send(&mut s, b"GET /hang HTTP/1.1\r\n\r\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     assert!(!srv.hung_dropped.load(Ordering::SeqCst));
     drop(s);
@@ -367,9 +380,7 @@ async fn an_idle_or_slow_head_times_out_but_a_busy_connection_does_not() {
     // connection stays, though the first deadline was long ago.
     let mut busy = TcpStream::connect(srv.addr).await.unwrap();
     for i in 0..10 {
-        busy.write_all(b"GET /hello HTTP/1.1\r\n\r\n")
-            .await
-            .unwrap();
+        send(&mut busy, b"GET /hello HTTP/1.1\r\n\r\n").await;
         assert!(
             read_until(&mut busy, "hello", 1).await.ends_with("hello"),
             "request {i}"
@@ -378,9 +389,7 @@ async fn an_idle_or_slow_head_times_out_but_a_busy_connection_does_not() {
     }
     // Half a head, then nothing: closed at the timeout, not before.
     let mut slow = TcpStream::connect(srv.addr).await.unwrap();
-    slow.write_all(b"GET /hello HTTP/1.1\r\nX-Slow: a")
-        .await
-        .unwrap();
+    send(&mut slow, b"GET /hello HTTP/1.1\r\nX-Slow: a").await;
     let started = tokio::time::Instant::now();
     let mut buf = Vec::new();
     slow.read_to_end(&mut buf).await.unwrap();
@@ -400,12 +409,10 @@ async fn an_idle_or_slow_head_times_out_but_a_busy_connection_does_not() {
 async fn draining_closes_idle_connections_and_finishes_the_rest() {
     let mut srv = start().await;
     let mut idle = TcpStream::connect(srv.addr).await.unwrap();
-    idle.write_all(b"GET /hello HTTP/1.1\r\n\r\n")
-        .await
-        .unwrap();
+    send(&mut idle, b"GET /hello HTTP/1.1\r\n\r\n").await;
     read_until(&mut idle, "hello", 1).await;
     let mut busy = TcpStream::connect(srv.addr).await.unwrap();
-    busy.write_all(b"GET /slow HTTP/1.1\r\n\r\n").await.unwrap();
+    send(&mut busy, b"GET /slow HTTP/1.1\r\n\r\n").await;
     tokio::time::sleep(Duration::from_millis(100)).await;
     srv.drain
         .take()
