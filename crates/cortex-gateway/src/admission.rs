@@ -3,26 +3,34 @@
 //! reached the request is rejected at once (429 / Anthropic 529) instead of
 //! piling up. Waiting for a cold load is bounded separately (`load_wait`).
 
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
 use prometheus_client::metrics::histogram::Histogram;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use tokio::sync::Semaphore;
 
 use crate::api::error::GatewayError;
 
+/// One model's slots.
 #[derive(Debug)]
 struct Gate {
-    slots: Arc<Semaphore>,
+    /// Free slots; waiters are served in order.
+    slots: Semaphore,
+    /// Requests waiting for a slot.
     queued: AtomicUsize,
+    /// Requests running through the gateway, every model.
+    total: Arc<AtomicUsize>,
     /// The model's queue-wait histogram, looked up once.
     queue_wait: OnceLock<Histogram>,
 }
 
 /// Admission control for the whole gateway.
 pub struct Admission {
+    /// Tells this admission's gates apart in the per-thread caches.
+    id: u64,
     total: Arc<AtomicUsize>,
     max_total: usize,
     max_in_flight: usize,
@@ -30,11 +38,18 @@ pub struct Admission {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
+/// Gates by (admission id, model).
+type GateCache = HashMap<(u64, Box<str>), Arc<Gate>>;
+
+thread_local! {
+    /// Each thread's copy of the gates it used (admission id, model): the
+    /// request path finds its gate without the shared lock.
+    static GATES: RefCell<GateCache> = RefCell::new(HashMap::new());
+}
+
 /// Held while a request runs.
 #[derive(Debug)]
 pub struct Permit {
-    _slot: OwnedSemaphorePermit,
-    _total: TotalSlot,
     gate: Arc<Gate>,
 }
 
@@ -45,12 +60,28 @@ impl Permit {
     }
 }
 
-#[derive(Debug)]
-struct TotalSlot(Arc<AtomicUsize>);
-
-impl Drop for TotalSlot {
+impl Drop for Permit {
     fn drop(&mut self) {
-        self.0.fetch_sub(1, Ordering::AcqRel);
+        self.gate.slots.add_permits(1);
+        self.gate.total.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Counts a request in `total` until it is admitted (or refused).
+struct TotalSlot<'a>(Option<&'a AtomicUsize>);
+
+impl TotalSlot<'_> {
+    /// The request is admitted: its permit gives the count back.
+    fn keep(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for TotalSlot<'_> {
+    fn drop(&mut self) {
+        if let Some(t) = self.0 {
+            t.fetch_sub(1, Ordering::AcqRel);
+        }
     }
 }
 
@@ -64,7 +95,9 @@ impl Drop for Queued<'_> {
 
 impl Admission {
     pub fn new(max_total: usize, max_in_flight: usize, max_queued: usize) -> Self {
+        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
+            id: IDS.fetch_add(1, Ordering::Relaxed),
             total: Arc::new(AtomicUsize::new(0)),
             max_total,
             max_in_flight: max_in_flight.max(1),
@@ -74,16 +107,26 @@ impl Admission {
     }
 
     fn gate(&self, model: &str) -> Arc<Gate> {
+        GATES.with_borrow_mut(|cache| {
+            if let Some(g) = cache.get(&(self.id, model) as &dyn GateKey) {
+                return Arc::clone(g);
+            }
+            let g = self.shared_gate(model);
+            cache.insert((self.id, model.into()), Arc::clone(&g));
+            g
+        })
+    }
+
+    /// The gate every thread shares for `model`.
+    fn shared_gate(&self, model: &str) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(g) = gates.get(model) {
-            return g.clone();
-        }
         gates
             .entry(model.to_string())
             .or_insert_with(|| {
                 Arc::new(Gate {
-                    slots: Arc::new(Semaphore::new(self.max_in_flight)),
+                    slots: Semaphore::new(self.max_in_flight),
                     queued: AtomicUsize::new(0),
+                    total: Arc::clone(&self.total),
                     queue_wait: OnceLock::new(),
                 })
             })
@@ -110,17 +153,13 @@ impl Admission {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(full("in flight"));
         }
-        let total = TotalSlot(self.total.clone());
+        let total = TotalSlot(Some(&self.total));
         let gate = self.gate(model);
-        if let Ok(p) = gate.slots.clone().try_acquire_owned() {
-            return Ok((
-                Permit {
-                    _slot: p,
-                    _total: total,
-                    gate,
-                },
-                Duration::ZERO,
-            ));
+        // The permit is given back by hand when the request ends (the
+        // gate's `Arc`, not a borrow of its semaphore, is what it keeps).
+        if gate.slots.try_acquire().map(|p| p.forget()).is_ok() {
+            total.keep();
+            return Ok((Permit { gate }, Duration::ZERO));
         }
         if gate.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
             gate.queued.fetch_sub(1, Ordering::AcqRel);
@@ -128,20 +167,52 @@ impl Admission {
         }
         let queued = Queued(&gate.queued);
         let started = Instant::now();
-        match tokio::time::timeout(wait, gate.slots.clone().acquire_owned()).await {
-            Ok(Ok(p)) => {
-                drop(queued);
-                Ok((
-                    Permit {
-                        _slot: p,
-                        _total: total,
-                        gate,
-                    },
-                    started.elapsed(),
-                ))
-            }
-            _ => Err(full(&format!("for `{model}` (no slot freed in time)"))),
+        let got = tokio::time::timeout(wait, gate.slots.acquire())
+            .await
+            .is_ok_and(|r| r.map(|p| p.forget()).is_ok());
+        if !got {
+            return Err(full(&format!("for `{model}` (no slot freed in time)")));
         }
+        drop(queued);
+        total.keep();
+        Ok((Permit { gate }, started.elapsed()))
+    }
+}
+
+/// Looks up `(id, model)` in the per-thread cache without allocating a key.
+trait GateKey {
+    fn key(&self) -> (u64, &str);
+}
+
+impl GateKey for (u64, Box<str>) {
+    fn key(&self) -> (u64, &str) {
+        (self.0, &self.1)
+    }
+}
+
+impl GateKey for (u64, &str) {
+    fn key(&self) -> (u64, &str) {
+        (self.0, self.1)
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn GateKey + 'a> for (u64, Box<str>) {
+    fn borrow(&self) -> &(dyn GateKey + 'a) {
+        self
+    }
+}
+
+impl PartialEq for dyn GateKey + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.key() == other.key()
+    }
+}
+
+impl Eq for dyn GateKey + '_ {}
+
+impl std::hash::Hash for dyn GateKey + '_ {
+    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
+        self.key().hash(h);
     }
 }
 
@@ -185,5 +256,44 @@ mod tests {
             1,
             "a rejected request leaves no count behind"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn under_contention_no_more_run_than_the_cap_and_every_waiter_gets_in() {
+        let a = Arc::new(Admission::new(1000, 2, 1000));
+        let running = Arc::new(AtomicUsize::new(0));
+        let most = Arc::new(AtomicUsize::new(0));
+        let tasks: Vec<_> = (0..64)
+            .map(|_| {
+                let (a, running, most) = (a.clone(), running.clone(), most.clone());
+                tokio::spawn(async move {
+                    let (_p, _) = a.admit("m", Duration::from_secs(30)).await?;
+                    let now = running.fetch_add(1, Ordering::SeqCst) + 1;
+                    most.fetch_max(now, Ordering::SeqCst);
+                    tokio::task::yield_now().await;
+                    running.fetch_sub(1, Ordering::SeqCst);
+                    Ok::<_, GatewayError>(())
+                })
+            })
+            .collect();
+        for t in tasks {
+            t.await.unwrap().unwrap();
+        }
+        assert!(most.load(Ordering::SeqCst) <= 2, "{most:?}");
+        assert_eq!(a.in_flight(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_request_that_finds_others_waiting_queues_behind_them() {
+        let a = Arc::new(Admission::new(100, 1, 10));
+        let (p, _) = a.admit("m", Duration::ZERO).await.unwrap();
+        let a2 = a.clone();
+        let first = tokio::spawn(async move { a2.admit("m", Duration::from_secs(10)).await });
+        tokio::task::yield_now().await;
+        // A slot frees; the waiter has not run yet when a newcomer arrives.
+        drop(p);
+        let newcomer = a.admit("m", Duration::from_millis(1)).await;
+        assert!(newcomer.is_err(), "the newcomer did not jump the queue");
+        assert!(first.await.unwrap().is_ok());
     }
 }

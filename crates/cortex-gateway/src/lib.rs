@@ -16,12 +16,14 @@
 
 pub mod admission;
 pub mod api;
+mod ascii;
 pub mod catalog;
 mod deadline;
 pub mod evictor;
 pub mod fleet;
 pub mod h1;
 pub mod http_server;
+mod json_scan;
 pub mod metrics;
 pub mod neuron_client;
 pub mod poller;

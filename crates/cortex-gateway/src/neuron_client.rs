@@ -10,6 +10,7 @@ use bytes::{Bytes, BytesMut};
 use cortex_core::neuron_api::{
     LoadRequest, LoadResponse, NodeStatus, UnloadRequest, UnloadResponse,
 };
+use futures::FutureExt;
 use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
@@ -227,7 +228,14 @@ impl NeuronClient {
         body: h1::Body,
         timeout: Duration,
     ) -> Result<Bytes, UpstreamError> {
-        match tokio::time::timeout(timeout, whole(body, self.max_body)).await {
+        let mut read = std::pin::pin!(whole(body, self.max_body));
+        // An answer already in (the usual case for a small one) needs no
+        // timer.
+        let done = match (&mut read).now_or_never() {
+            Some(r) => Ok(r),
+            None => tokio::time::timeout(timeout, read).await,
+        };
+        match done {
             Err(_) => Err(UpstreamError::Timeout {
                 node: node.name.clone(),
                 what: "answer body",

@@ -72,6 +72,11 @@ pub fn refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Resp
     if !path_is_clean(path) {
         return Some(in_dialect_of(path, GatewayError::RouteNotFound));
     }
+    key_refusal(state, path, headers)
+}
+
+/// The API-key half of [`refusal`], for a path known to be clean.
+pub fn key_refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Response> {
     if state.api_keys.is_empty() {
         return None;
     }

@@ -3,8 +3,9 @@
 //! per-request boxing, its extensions and the body's re-collection, which
 //! cost as much CPU as forwarding the request. So does a body over the size
 //! limit, on any route (413 in the route's dialect). Both pass the same
-//! guard ([`guard::refusal`]) as routed requests; everything else goes
-//! through the router ([`super::app`]).
+//! guard ([`guard::refusal`]) as routed requests (the inference paths, which
+//! matched exactly, only its key check); everything else goes through the
+//! router ([`super::app`]).
 
 use std::future::Future;
 use std::sync::Arc;
@@ -75,7 +76,15 @@ impl Handler for Api {
 async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Request<RequestBody>) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path();
-    if let Some(refused) = guard::refusal(&state, path, &parts.headers) {
+    // The two inference paths are clean (they matched exactly); any other
+    // (a body too large) is checked in full.
+    let refused = match direct {
+        Direct::ChatCompletions | Direct::Messages => {
+            guard::key_refusal(&state, path, &parts.headers)
+        }
+        Direct::TooLarge => guard::refusal(&state, path, &parts.headers),
+    };
+    if let Some(refused) = refused {
         return refused;
     }
     match (direct, body) {

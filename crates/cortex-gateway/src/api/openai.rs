@@ -21,7 +21,7 @@ use super::{admit, body_or_error, event_stream, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
 use crate::metrics::Api;
-use crate::proxy::stats::{Probe, Stats, UsageProbe};
+use crate::proxy::stats::{usage_of, Probe, Stats};
 use crate::proxy::upstream::{StreamFailure, UpstreamSse};
 use crate::proxy::{dispatch, Dispatched};
 use crate::sse::SseEvent;
@@ -100,9 +100,7 @@ pub(crate) async fn chat(
         let keep = kept_headers(d.resp.headers_mut());
         let bytes = d.read_all(s).await?;
         if status == StatusCode::OK {
-            if let Ok(p) = serde_json::from_slice::<UsageProbe>(&bytes) {
-                stats.usage = p.usage;
-            }
+            stats.usage = usage_of(&bytes);
         }
         stats.finish(status.as_u16());
         return Ok(passthrough(status, keep, bytes));

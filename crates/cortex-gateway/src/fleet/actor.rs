@@ -2,7 +2,7 @@
 //! unloads as tasks, and republishes the routing table after each change.
 
 use std::collections::HashMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use cortex_core::fleet::{AdminPinResponse, AdminUnloadResponse};
@@ -11,7 +11,7 @@ use cortex_core::now_unix_ms;
 use tokio::sync::mpsc;
 
 use super::state::{FleetState, ModelInfo, PendingLoad, PollChange};
-use super::table::{Replica, RoutingTable};
+use super::table::{Published, Replica};
 use super::{Command, FleetError, FleetSettings, Loaded, Reply};
 use crate::metrics::{EvictionLabels, GatewayMetrics, LoadLabels, NodeLabel};
 use crate::neuron_client::{NeuronClient, NodeInfo, UpstreamError};
@@ -25,7 +25,7 @@ pub(super) struct Actor {
     client: NeuronClient,
     metrics: GatewayMetrics,
     tx: mpsc::UnboundedSender<Command>,
-    table: Arc<RwLock<Arc<RoutingTable>>>,
+    table: Arc<Published>,
     waiters: HashMap<String, Vec<Reply<Loaded>>>,
     load_started: HashMap<String, Instant>,
 }
@@ -37,7 +37,7 @@ impl Actor {
         client: NeuronClient,
         metrics: GatewayMetrics,
         tx: mpsc::UnboundedSender<Command>,
-        table: Arc<RwLock<Arc<RoutingTable>>>,
+        table: Arc<Published>,
     ) -> Self {
         Self {
             state,
@@ -67,8 +67,7 @@ impl Actor {
     }
 
     fn publish(&mut self) {
-        let t = Arc::new(self.state.table());
-        *self.table.write().unwrap_or_else(|e| e.into_inner()) = t;
+        self.table.store(self.state.table());
     }
 
     fn policy(&self) -> Policy {
@@ -177,11 +176,7 @@ impl Actor {
 
     fn replica(&mut self, model: &str, node: &str) -> Option<Replica> {
         let info = self.state.node(node)?.info.clone();
-        Some(Replica {
-            model: model.to_string(),
-            counters: self.state.counters(model, node),
-            node: info,
-        })
+        Some(Replica::new(model, info, self.state.counters(model, node)))
     }
 
     /// Give `reply` a ready replica of `name`, loading it when needed.
@@ -209,7 +204,7 @@ impl Actor {
         }
         // Ready somewhere acceptable?
         // The published snapshot is current: it is republished after every change.
-        let table = self.table.read().unwrap_or_else(|e| e.into_inner()).clone();
+        let table = self.table.current();
         let ready = match &only {
             Some(n) => table
                 .ready

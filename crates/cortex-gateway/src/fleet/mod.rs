@@ -8,7 +8,7 @@ mod actor;
 mod state;
 pub mod table;
 
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Duration;
 
 use cortex_core::fleet::{AdminLoadResponse, AdminPinResponse, AdminUnloadResponse, FleetView};
@@ -16,7 +16,7 @@ use cortex_core::neuron_api::NodeStatus;
 use tokio::sync::{mpsc, oneshot};
 
 pub use state::{FleetState, ModelInfo, PollChange};
-pub use table::{InFlightGuard, Replica, Resolved, RoutingTable};
+pub use table::{InFlightGuard, Published, Replica, Resolved, RoutingTable};
 
 use crate::catalog::Catalog;
 use crate::metrics::GatewayMetrics;
@@ -124,7 +124,7 @@ pub(crate) enum Command {
 #[derive(Clone)]
 pub struct FleetHandle {
     tx: mpsc::UnboundedSender<Command>,
-    table: Arc<RwLock<Arc<RoutingTable>>>,
+    table: Arc<Published>,
 }
 
 impl std::fmt::Debug for FleetHandle {
@@ -144,7 +144,7 @@ impl FleetHandle {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = FleetState::new(nodes, catalog, settings.down_after_failures);
-        let table = Arc::new(RwLock::new(Arc::new(RoutingTable::default())));
+        let table = Arc::new(Published::default());
         let handle = Self {
             tx: tx.clone(),
             table: table.clone(),
@@ -155,7 +155,7 @@ impl FleetHandle {
 
     /// The current routing snapshot.
     pub fn table(&self) -> Arc<RoutingTable> {
-        self.table.read().unwrap_or_else(|e| e.into_inner()).clone()
+        self.table.local()
     }
 
     pub(crate) fn send(&self, c: Command) {
@@ -193,7 +193,7 @@ impl FleetHandle {
     ) -> Result<AdminLoadResponse, FleetError> {
         let l = self.ensure_ready(model, Vec::new(), node).await?;
         Ok(AdminLoadResponse {
-            model: l.replica.model.clone(),
+            model: l.replica.model.to_string(),
             node: l.replica.node.name.clone(),
             load_ms: l.load_ms,
             evicted: l.evicted,

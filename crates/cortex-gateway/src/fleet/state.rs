@@ -4,7 +4,6 @@
 //! so every rule is unit-tested directly.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -209,12 +208,7 @@ impl FleetState {
     fn counter_values(&self, model: &str, node: &str) -> (u64, u64) {
         self.counters
             .get(&(model.to_string(), node.to_string()))
-            .map_or((0, 0), |c| {
-                (
-                    c.in_flight.load(Ordering::Relaxed),
-                    c.last_used_ms.load(Ordering::Relaxed),
-                )
-            })
+            .map_or((0, 0), |c| (c.in_flight(), c.last_used_ms()))
     }
 
     /// Requests in flight on `m` at `n`. The neuron's count is as old as
@@ -351,11 +345,7 @@ impl FleetState {
                 .iter()
                 .filter_map(|node| {
                     let info = self.node(node)?.info.clone();
-                    Some(Replica {
-                        model: id.clone(),
-                        node: info,
-                        counters: self.counters(&id, node),
-                    })
+                    Some(Replica::new(&id, info, self.counters(&id, node)))
                 })
                 .collect();
             if !replicas.is_empty() {

@@ -180,7 +180,6 @@ fn pins_override_profiles_and_rooms_carry_them() {
 
 #[test]
 fn a_polled_in_flight_count_is_stale_once_a_later_request_ended() {
-    use std::sync::atomic::Ordering;
     let mut f = fleet("");
     let busy = || {
         let mut s = m_ready("a");
@@ -194,7 +193,7 @@ fn a_polled_in_flight_count_is_stale_once_a_later_request_ended() {
     assert_eq!(in_flight(&f), 1);
     // It was ours: it ended at t=2000, after that poll was sent.
     let c = f.counters("m", "a");
-    c.last_used_ms.store(2_000, Ordering::Relaxed);
+    c.set(0, 2_000);
     assert_eq!(
         in_flight(&f),
         0,
@@ -206,8 +205,7 @@ fn a_polled_in_flight_count_is_stale_once_a_later_request_ended() {
     assert_eq!(in_flight(&f), 1);
     assert_eq!(viewed(&f), 1);
     // One in flight through the gateway, started after the poll, counts.
-    c.in_flight.store(1, Ordering::Relaxed);
-    c.last_used_ms.store(4_000, Ordering::Relaxed);
+    c.set(1, 4_000);
     assert_eq!(in_flight(&f), 1);
 }
 

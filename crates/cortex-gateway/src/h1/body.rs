@@ -2,14 +2,12 @@
 
 use std::io;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use bytes::{Buf, Bytes, BytesMut};
 use http_body::Frame;
 
 use super::head::Framing;
-use super::pool::PoolInner;
 use super::{Conn, H1Error, READ_CHUNK};
 
 /// An answer's body, read from the connection as it is polled. Each frame
@@ -17,8 +15,9 @@ use super::{Conn, H1Error, READ_CHUNK};
 pub struct Body {
     pub(super) conn: Option<Conn>,
     pub(super) framing: Framing,
-    /// Where the connection goes when the body is complete (keep-alive).
-    pub(super) home: Option<(Arc<PoolInner>, Arc<str>)>,
+    /// The connection goes back to its pool when the body is complete
+    /// (keep-alive).
+    pub(super) reuse: bool,
 }
 
 impl std::fmt::Debug for Body {
@@ -42,10 +41,10 @@ impl Body {
         }
         self.framing = Framing::Done;
         let conn = self.conn.take();
-        if let (Some(conn), Some((pool, authority))) = (conn, self.home.take()) {
+        if let Some(conn) = conn.filter(|_| std::mem::take(&mut self.reuse)) {
             // Bytes past the answer's end would be a protocol error.
             if conn.buf.is_empty() {
-                pool.checkin(&authority, conn);
+                super::pool::checkin(conn);
             }
         }
     }

@@ -63,6 +63,16 @@ struct Conn {
     deadline: crate::deadline::Deadline,
     /// The request head being written (kept for its capacity).
     head: Vec<u8>,
+    /// Where it goes back when an answer was read to its end.
+    home: Home,
+}
+
+/// A connection's pool and node, with the pool's limits on idle ones.
+struct Home {
+    pool: std::sync::Weak<pool::PoolInner>,
+    authority: std::sync::Arc<str>,
+    max_idle: usize,
+    max_age: std::time::Duration,
 }
 
 #[cfg(test)]

@@ -1,9 +1,10 @@
 //! The pool of keep-alive connections, and one request's exchange on a
 //! connection: write the request, read the answer's head.
 
-use std::collections::{HashMap, VecDeque};
-use std::io::{self, IoSlice, Write};
-use std::sync::{Arc, Mutex};
+use std::cell::RefCell;
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::{Buf, BytesMut};
@@ -13,7 +14,7 @@ use tokio::net::TcpStream;
 
 use super::body::Body;
 use super::head::{parse_head, Framing, Head};
-use super::{Conn, H1Error, READ_CHUNK};
+use super::{Conn, H1Error, Home, READ_CHUNK};
 
 /// Largest answer head accepted.
 const MAX_HEAD: usize = 64 * 1024;
@@ -25,14 +26,24 @@ struct Idle {
     since: Instant,
 }
 
-/// Idle connections per node and per worker thread (see [`crate::workers`]):
-/// a connection is registered with the reactor of the runtime that opened it,
-/// so it is only reused there.
-type IdleMap = HashMap<(Arc<str>, usize), VecDeque<Idle>>;
+/// One pool's idle connections to one node, on one thread.
+struct IdleList {
+    pool: Weak<PoolInner>,
+    authority: Arc<str>,
+    /// Oldest first.
+    conns: VecDeque<Idle>,
+}
+
+thread_local! {
+    /// Idle connections are kept by the thread that used them last, never
+    /// shared: a connection is registered with the reactor of the runtime
+    /// that opened it, so it is only reused there, and an API worker (see
+    /// [`crate::workers`]) takes and returns connections without a lock or
+    /// a write to memory another worker writes. Few pools and nodes: a list.
+    static IDLE: RefCell<Vec<IdleList>> = const { RefCell::new(Vec::new()) };
+}
 
 pub(super) struct PoolInner {
-    /// Per node and worker, oldest first.
-    idle: Mutex<IdleMap>,
     connect_timeout: Duration,
     max_idle_per_node: usize,
     max_idle_age: Duration,
@@ -54,7 +65,6 @@ impl Pool {
     ) -> Self {
         Self {
             inner: Arc::new(PoolInner {
-                idle: Mutex::new(HashMap::new()),
                 connect_timeout,
                 max_idle_per_node,
                 max_idle_age,
@@ -77,15 +87,15 @@ impl Pool {
         timeout: Duration,
     ) -> Result<http::Response<Body>, H1Error> {
         loop {
-            let (mut conn, reused) = match self.inner.checkout(authority) {
+            let (mut conn, reused) = match self.checkout(authority) {
                 Some(c) => (c, true),
-                None => (self.inner.connect(authority).await?, false),
+                None => (self.connect(authority).await?, false),
             };
             conn.deadline.set(timeout);
             conn.head.clear();
             encode_head(&mut conn.head, authority, method, path, headers, body.len());
             match exchange(&mut conn, body).await {
-                Ok(head) => return Ok(self.inner.answer(conn, authority, head, method)),
+                Ok(head) => return Ok(answer(conn, head, method)),
                 // A kept-alive connection the node closed while it sat idle:
                 // the request never reached it, so try again on a fresh one.
                 Err(Exchange::Stale) if reused => continue,
@@ -97,91 +107,118 @@ impl Pool {
 
     #[cfg(test)]
     pub(super) fn idle_count(&self, authority: &str) -> usize {
-        let key = (Arc::from(authority), crate::workers::current());
-        self.inner.lock().get(&key).map_or(0, VecDeque::len)
-    }
-}
-
-impl PoolInner {
-    fn lock(&self) -> std::sync::MutexGuard<'_, IdleMap> {
-        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+        IDLE.with_borrow(|lists| {
+            lists
+                .iter()
+                .find(|l| self.owns(l) && &*l.authority == authority)
+                .map_or(0, |l| l.conns.len())
+        })
     }
 
-    /// The most recently used idle connection that is still open.
-    fn checkout(&self, authority: &Arc<str>) -> Option<Conn> {
-        let key = (Arc::clone(authority), crate::workers::current());
-        let mut idle = self.lock();
-        let list = idle.get_mut(&key)?;
-        while let Some(i) = list.pop_back() {
-            if i.since.elapsed() < self.max_idle_age && still_open(&i.conn.io) {
-                return Some(i.conn);
+    fn owns(&self, list: &IdleList) -> bool {
+        std::ptr::eq(list.pool.as_ptr(), Arc::as_ptr(&self.inner))
+    }
+
+    /// This thread's most recently used idle connection to `authority` that
+    /// is still open.
+    fn checkout(&self, authority: &str) -> Option<Conn> {
+        IDLE.with_borrow_mut(|lists| {
+            let list = lists
+                .iter_mut()
+                .find(|l| self.owns(l) && &*l.authority == authority)?;
+            while let Some(i) = list.conns.pop_back() {
+                if i.since.elapsed() < self.inner.max_idle_age && still_open(&i.conn.io) {
+                    return Some(i.conn);
+                }
             }
-        }
-        None
+            None
+        })
     }
 
-    pub(super) fn checkin(&self, authority: &Arc<str>, conn: Conn) {
-        let mut idle = self.lock();
-        let list = idle
-            .entry((Arc::clone(authority), crate::workers::current()))
-            .or_default();
-        // Close the ones that sat unused too long (the oldest come first).
-        while list
-            .front()
-            .is_some_and(|i| i.since.elapsed() >= self.max_idle_age)
+    async fn connect(&self, authority: &Arc<str>) -> Result<Conn, H1Error> {
+        let inner = &self.inner;
+        let io = match tokio::time::timeout(inner.connect_timeout, TcpStream::connect(&**authority))
+            .await
         {
-            list.pop_front();
-        }
-        if list.len() < self.max_idle_per_node {
-            list.push_back(Idle {
-                conn,
-                since: Instant::now(),
-            });
-        }
-    }
-
-    async fn connect(&self, authority: &str) -> Result<Conn, H1Error> {
-        let io =
-            match tokio::time::timeout(self.connect_timeout, TcpStream::connect(authority)).await {
-                Err(_) => return Err(H1Error::Connect("connect timed out".into())),
-                Ok(Err(e)) => return Err(H1Error::Connect(e.to_string())),
-                Ok(Ok(io)) => io,
-            };
+            Err(_) => return Err(H1Error::Connect("connect timed out".into())),
+            Ok(Err(e)) => return Err(H1Error::Connect(e.to_string())),
+            Ok(Ok(io)) => io,
+        };
         io.set_nodelay(true)
             .map_err(|e| H1Error::Connect(e.to_string()))?;
         Ok(Conn {
             io,
             buf: BytesMut::with_capacity(READ_CHUNK),
-            deadline: crate::deadline::Deadline::new(self.connect_timeout),
+            deadline: crate::deadline::Deadline::new(inner.connect_timeout),
             head: Vec::with_capacity(256),
+            home: Home {
+                pool: Arc::downgrade(inner),
+                authority: Arc::clone(authority),
+                max_idle: inner.max_idle_per_node,
+                max_age: inner.max_idle_age,
+            },
         })
     }
+}
 
-    fn answer(
-        self: &Arc<Self>,
-        mut conn: Conn,
-        authority: &Arc<str>,
-        head: Head,
-        method: &Method,
-    ) -> http::Response<Body> {
-        // Consume the head in place: the buffer stays this connection's
-        // own, to be reused for the next answer.
-        conn.buf.advance(head.len);
-        let framing = head.framing(method);
-        let reuse = head.keep_alive && !matches!(framing, Framing::ToClose);
-        let body = Body {
-            conn: Some(conn),
-            framing,
-            home: reuse.then(|| (Arc::clone(self), Arc::clone(authority))),
+/// Put a connection whose answer was read to its end back with this
+/// thread's idle ones (unless its pool is gone or has enough).
+pub(super) fn checkin(conn: Conn) {
+    IDLE.with_borrow_mut(|lists| {
+        let home = &conn.home;
+        let at = lists.iter().position(|l| {
+            std::ptr::eq(l.pool.as_ptr(), home.pool.as_ptr()) && l.authority == home.authority
+        });
+        let list = match at {
+            Some(i) => &mut lists[i],
+            None => {
+                // A new list: forget those of pools that were dropped.
+                lists.retain(|l| l.pool.strong_count() > 0);
+                if home.pool.strong_count() == 0 {
+                    return;
+                }
+                lists.push(IdleList {
+                    pool: home.pool.clone(),
+                    authority: Arc::clone(&home.authority),
+                    conns: VecDeque::new(),
+                });
+                lists.last_mut().expect("just pushed")
+            }
         };
-        let mut resp = http::Response::new(body);
-        *resp.status_mut() = head.status;
-        *resp.headers_mut() = head.headers;
-        let body = resp.body_mut();
-        // An empty body is complete at once: the connection can go back now.
-        body.settle();
-        resp
-    }
+        let now = Instant::now();
+        // Close the ones that sat unused too long (the oldest come first).
+        while list
+            .conns
+            .front()
+            .is_some_and(|i| now.duration_since(i.since) >= home.max_age)
+        {
+            list.conns.pop_front();
+        }
+        if list.conns.len() < home.max_idle {
+            list.conns.push_back(Idle { conn, since: now });
+        }
+    });
+}
+
+/// The answer to a request on `conn`, whose head was `head`.
+fn answer(mut conn: Conn, head: Head, method: &Method) -> http::Response<Body> {
+    // Consume the head in place: the buffer stays this connection's own, to
+    // be reused for the next answer.
+    conn.buf.advance(head.len);
+    let framing = head.framing(method);
+    let reuse = head.keep_alive && !matches!(framing, Framing::ToClose);
+    let body = Body {
+        conn: Some(conn),
+        framing,
+        reuse,
+    };
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = head.status;
+    *resp.headers_mut() = head.headers;
+    let body = resp.body_mut();
+    // An empty body is complete at once: the connection can go back now.
+    body.settle();
+    resp
 }
 
 /// Has the peer closed (or written to) this idle connection? Costs a system
@@ -212,8 +249,9 @@ pub(super) fn encode_head(
         w.extend_from_slice(b": ");
         w.extend_from_slice(value.as_bytes());
     }
-    // Writing to a Vec cannot fail.
-    let _ = write!(w, "\r\ncontent-length: {body_len}\r\n\r\n");
+    w.extend_from_slice(b"\r\ncontent-length: ");
+    crate::ascii::push_decimal(w, body_len as u64);
+    w.extend_from_slice(b"\r\n\r\n");
 }
 
 /// Write `head` and `body` with as few system calls as the socket allows

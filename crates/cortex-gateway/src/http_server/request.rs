@@ -46,13 +46,28 @@ pub(super) enum Refusal {
     NotImplemented(&'static str),
 }
 
+/// Headers parsed on the stack first; a head with more is parsed again with
+/// room for [`MAX_HEADERS`].
+const USUAL_HEADERS: usize = 32;
+
 /// Parse the head at the start of `buf`. On success its bytes are taken out
 /// of `buf`; `Ok(None)` while it is incomplete (and then `buf` is as it
 /// was).
 pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>, Refusal> {
-    let mut slots = [httparse::EMPTY_HEADER; MAX_HEADERS];
-    let mut req = httparse::Request::new(&mut slots);
-    let len = match req.parse(buf) {
+    match parse_with::<USUAL_HEADERS>(buf, max_head) {
+        Err(Refusal::TooLarge) if buf.len() <= max_head => parse_with::<MAX_HEADERS>(buf, max_head),
+        r => r,
+    }
+}
+
+/// [`parse`], with room for `N` headers (more is [`Refusal::TooLarge`]).
+fn parse_with<const N: usize>(
+    buf: &mut BytesMut,
+    max_head: usize,
+) -> Result<Option<Head>, Refusal> {
+    let mut slots = [const { std::mem::MaybeUninit::<httparse::Header>::uninit() }; N];
+    let mut req = httparse::Request::new(&mut []);
+    let len = match req.parse_with_uninit_headers(buf, &mut slots) {
         Ok(httparse::Status::Complete(n)) => n,
         Ok(httparse::Status::Partial) if buf.len() > max_head => return Err(Refusal::TooLarge),
         Ok(httparse::Status::Partial) => return Ok(None),
@@ -63,7 +78,7 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
         return Err(Refusal::TooLarge);
     }
     let base = buf.as_ptr() as usize;
-    let offset = |s: &[u8]| s.as_ptr() as usize - base;
+    let offset = |s: &[u8]| (s.as_ptr() as usize - base) as u32;
     let method = Method::from_bytes(req.method.unwrap_or_default().as_bytes())
         .map_err(|_| Refusal::Bad("invalid method"))?;
     let version = match req.version {
@@ -71,21 +86,24 @@ pub(super) fn parse(buf: &mut BytesMut, max_head: usize) -> Result<Option<Head>,
         _ => Version::HTTP_11,
     };
     let target = req.path.unwrap_or_default().as_bytes();
-    let target = (offset(target), target.len());
-    // Where each header's name and value lie in the head, to slice them
-    // once the head is frozen.
-    let mut fields = [((0, 0), (0, 0)); MAX_HEADERS];
+    let target = (offset(target), target.len() as u32);
+    // Where each header's name and value lie in the head (which is at most
+    // `MAX_HEAD_BYTES`), to slice them once the head is frozen.
+    let mut fields = [((0u32, 0u32), (0u32, 0u32)); N];
     let count = req.headers.len();
     for (field, h) in fields.iter_mut().zip(req.headers.iter()) {
         let name = h.name.as_bytes();
-        *field = ((offset(name), name.len()), (offset(h.value), h.value.len()));
+        *field = (
+            (offset(name), name.len() as u32),
+            (offset(h.value), h.value.len() as u32),
+        );
     }
     let head = buf.split_to(len).freeze();
-    let slice = |(at, n): (usize, usize)| head.slice(at..at + n);
+    let slice = |(at, n): (u32, u32)| head.slice(at as usize..(at + n) as usize);
     let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| Refusal::Bad("invalid target"))?;
     let mut headers = HeaderMap::with_capacity(count);
     for &((name_at, name_len), value) in &fields[..count] {
-        let name = HeaderName::from_bytes(&head[name_at..name_at + name_len])
+        let name = HeaderName::from_bytes(&head[name_at as usize..(name_at + name_len) as usize])
             .map_err(|_| Refusal::Bad("invalid header"))?;
         let value = HeaderValue::from_maybe_shared(slice(value))
             .map_err(|_| Refusal::Bad("invalid header value"))?;
@@ -133,7 +151,8 @@ fn framing(headers: &HeaderMap) -> Result<Framing, Refusal> {
     }
     let mut length = None;
     for v in headers.get_all(http::header::CONTENT_LENGTH) {
-        let n = parse_length(v.as_bytes()).ok_or(Refusal::Bad("invalid Content-Length"))?;
+        let n = crate::ascii::parse_decimal(v.as_bytes())
+            .ok_or(Refusal::Bad("invalid Content-Length"))?;
         if length.is_some_and(|l| l != n) {
             return Err(Refusal::Bad("conflicting Content-Length headers"));
         }
@@ -142,16 +161,6 @@ fn framing(headers: &HeaderMap) -> Result<Framing, Refusal> {
     Ok(match length {
         None | Some(0) => Framing::Empty,
         Some(n) => Framing::Length(n),
-    })
-}
-
-/// Decimal digits only (no sign, no spaces, no list), fitting in a u64.
-fn parse_length(v: &[u8]) -> Option<u64> {
-    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    v.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
     })
 }
 

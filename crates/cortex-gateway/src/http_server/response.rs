@@ -2,6 +2,7 @@
 //! when the length is known, by chunks when it is not (or, for an HTTP/1.0
 //! client, by closing the connection).
 
+use crate::ascii::{push_decimal, push_hex};
 use axum::body::Body;
 use cortex_core::openai::ErrorResponse;
 use http::{header, HeaderMap, Response, StatusCode, Version};
@@ -175,39 +176,9 @@ pub(super) fn too_large() -> Response<Body> {
     r
 }
 
-fn push_decimal(out: &mut Vec<u8>, mut n: u64) {
-    let mut digits = [0u8; 20];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
-fn push_hex(out: &mut Vec<u8>, mut n: usize) {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
-    let mut digits = [0u8; 16];
-    let mut i = digits.len();
-    loop {
-        i -= 1;
-        digits[i] = HEX[n & 15];
-        n >>= 4;
-        if n == 0 {
-            break;
-        }
-    }
-    out.extend_from_slice(&digits[i..]);
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
 
     fn text(out: &[u8]) -> &str {
         std::str::from_utf8(out).unwrap()
@@ -293,17 +264,5 @@ mod tests {
         let body = t.split("\r\n\r\n").nth(1).unwrap();
         let v: serde_json::Value = serde_json::from_str(body).unwrap();
         assert_eq!(v["error"]["message"], "malformed request head");
-    }
-
-    proptest! {
-        #[test]
-        fn numbers_are_written_as_std_writes_them(n in any::<u64>(), m in any::<usize>()) {
-            let mut out = Vec::new();
-            push_decimal(&mut out, n);
-            prop_assert_eq!(text(&out), n.to_string());
-            let mut out = Vec::new();
-            push_hex(&mut out, m);
-            prop_assert_eq!(text(&out), format!("{m:x}"));
-        }
     }
 }

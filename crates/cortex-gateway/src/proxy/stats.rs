@@ -23,11 +23,27 @@ pub struct Probe {
     pub error: Option<serde_json::Value>,
 }
 
-/// The part of a whole (not streamed) answer the tap reads.
-#[derive(Debug, Default, Deserialize)]
-pub struct UsageProbe {
-    #[serde(default)]
-    pub usage: Option<Usage>,
+/// The `usage` of a whole (not streamed) answer, read without parsing the
+/// rest of it.
+pub fn usage_of(answer: &[u8]) -> Option<Usage> {
+    // Usually the last field; anywhere else, found from the start.
+    let usage = crate::json_scan::last_field(answer, "usage")
+        .or_else(|| crate::json_scan::field(answer, "usage"))?;
+    let (mut prompt, mut completion, mut total) = (None, None, None);
+    for (name, value) in crate::json_scan::fields(usage) {
+        let slot = match name {
+            b"prompt_tokens" => &mut prompt,
+            b"completion_tokens" => &mut completion,
+            b"total_tokens" => &mut total,
+            _ => continue,
+        };
+        *slot = Some(crate::ascii::parse_decimal(value)?);
+    }
+    Some(Usage {
+        prompt_tokens: prompt?,
+        completion_tokens: completion?,
+        total_tokens: total?,
+    })
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -134,5 +150,65 @@ impl Drop for Stats {
     fn drop(&mut self) {
         // A stream dropped before its end: the client went away.
         self.finish(499);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use serde_json::{json, Value};
+
+    #[test]
+    fn usage_is_read_whole_or_not_at_all() {
+        let with = |usage: Value| {
+            serde_json::to_vec(&json!({"id": "x", "choices": [{"message": {"content": "\"usage\""}}], "usage": usage}))
+                .unwrap()
+        };
+        let u = json!({"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11});
+        assert_eq!(usage_of(&with(u)), Some(Usage::new(9, 2)));
+        for bad in [
+            json!(null),
+            json!({"prompt_tokens": 9, "completion_tokens": 2}),
+            json!({"prompt_tokens": -9, "completion_tokens": 2, "total_tokens": 11}),
+            json!({"prompt_tokens": 9.5, "completion_tokens": 2, "total_tokens": 11}),
+            json!({"prompt_tokens": "9", "completion_tokens": 2, "total_tokens": 11}),
+            json!([9, 2, 11]),
+        ] {
+            assert_eq!(usage_of(&with(bad.clone())), None, "{bad}");
+        }
+        assert_eq!(usage_of(b"{\"id\":1}"), None);
+        assert_eq!(usage_of(b"not json"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn usage_of_reads_what_serde_writes(
+            p in 0u64..1_000_000_000_000,
+            c in 0u64..1_000_000_000_000,
+            extra in prop::collection::btree_map("[a-z_]{1,8}", "[ -~]{0,12}", 0..4),
+            first in any::<bool>(),
+        ) {
+            let usage = Usage::new(p, c);
+            let mut doc = serde_json::Map::new();
+            if first {
+                doc.insert("usage".into(), serde_json::to_value(usage).unwrap());
+            }
+            for (k, v) in &extra {
+                if k != "usage" {
+                    doc.insert(k.clone(), Value::from(v.clone()));
+                }
+            }
+            if !first {
+                doc.insert("usage".into(), serde_json::to_value(usage).unwrap());
+            }
+            let text = serde_json::to_vec_pretty(&Value::Object(doc)).unwrap();
+            prop_assert_eq!(usage_of(&text), Some(usage));
+        }
+
+        #[test]
+        fn usage_of_never_panics(bytes in prop::collection::vec(any::<u8>(), 0..300)) {
+            let _ = usage_of(&bytes);
+        }
     }
 }
