@@ -118,13 +118,22 @@ fn kept_headers(headers: &mut HeaderMap) -> Kept {
     })
 }
 
-/// A neuron's answer, passed on with its status and content type.
+/// A neuron's answer, passed on with its status and content type (bytes
+/// without one are `application/octet-stream`, as axum labels them).
 fn passthrough(status: StatusCode, keep: Kept, body: Bytes) -> Response {
-    let mut r = (status, body).into_response();
+    let mut r = Response::new(axum::body::Body::from(body));
+    *r.status_mut() = status;
+    let headers = r.headers_mut();
     for (h, v) in keep {
         if let Some(v) = v {
-            r.headers_mut().insert(h, v);
+            headers.insert(h, v);
         }
+    }
+    if !headers.contains_key(header::CONTENT_TYPE) {
+        headers.insert(
+            header::CONTENT_TYPE,
+            header::HeaderValue::from_static("application/octet-stream"),
+        );
     }
     r
 }

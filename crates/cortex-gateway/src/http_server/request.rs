@@ -3,7 +3,7 @@
 //! with the framing of its body decided the way RFC 9112 §6 asks.
 
 use bytes::BytesMut;
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
 
 /// Most request headers accepted; more is 431, like a head over the size
 /// limit.
@@ -102,19 +102,22 @@ fn parse_with<const N: usize>(
     let slice = |(at, n): (u32, u32)| head.slice(at as usize..(at + n) as usize);
     let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| Refusal::Bad("invalid target"))?;
     let mut headers = HeaderMap::with_capacity(count);
+    let mut seen = Seen::default();
     for &((name_at, name_len), value) in &fields[..count] {
         let name = HeaderName::from_bytes(&head[name_at as usize..(name_at + name_len) as usize])
             .map_err(|_| Refusal::Bad("invalid header"))?;
         let value = HeaderValue::from_maybe_shared(slice(value))
             .map_err(|_| Refusal::Bad("invalid header value"))?;
+        seen.note(&name, &value);
         headers.append(name, value);
     }
-    let framing = framing(&headers)?;
-    let keep_alive = keep_alive(&headers, version);
-    let expect_continue = version == Version::HTTP_11
-        && headers
-            .get(http::header::EXPECT)
-            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    let framing = seen.framing()?;
+    let keep_alive = if version == Version::HTTP_10 {
+        seen.keep_alive_token
+    } else {
+        !seen.close_token
+    };
+    let expect_continue = version == Version::HTTP_11 && seen.expect_continue == Some(true);
     Ok(Some(Head {
         method,
         uri,
@@ -126,58 +129,87 @@ fn parse_with<const N: usize>(
     }))
 }
 
-/// The body's framing. A request with both `Transfer-Encoding` and
-/// `Content-Length`, or with `Content-Length`s that disagree, is refused:
-/// those are how requests are smuggled past proxies.
-fn framing(headers: &HeaderMap) -> Result<Framing, Refusal> {
-    let mut te = headers.get_all(http::header::TRANSFER_ENCODING).iter();
-    if let Some(first) = te.next() {
-        if headers.contains_key(http::header::CONTENT_LENGTH) {
-            return Err(Refusal::Bad(
-                "both Transfer-Encoding and Content-Length are set",
-            ));
-        }
-        if te.next().is_some()
-            || !first
-                .as_bytes()
-                .trim_ascii()
-                .eq_ignore_ascii_case(b"chunked")
-        {
-            return Err(Refusal::NotImplemented(
-                "only the chunked transfer coding is supported",
-            ));
-        }
-        return Ok(Framing::Chunked);
-    }
-    let mut length = None;
-    for v in headers.get_all(http::header::CONTENT_LENGTH) {
-        let n = crate::ascii::parse_decimal(v.as_bytes())
-            .ok_or(Refusal::Bad("invalid Content-Length"))?;
-        if length.is_some_and(|l| l != n) {
-            return Err(Refusal::Bad("conflicting Content-Length headers"));
-        }
-        length = Some(n);
-    }
-    Ok(match length {
-        None | Some(0) => Framing::Empty,
-        Some(n) => Framing::Length(n),
-    })
+/// What the headers that concern this connection say, gathered as the
+/// head is read (not looked up again afterwards).
+struct Seen {
+    /// `Transfer-Encoding` headers, and whether the first was `chunked`.
+    transfer_encodings: usize,
+    first_is_chunked: bool,
+    /// Some `Content-Length` was sent.
+    content_length: bool,
+    /// What the `Content-Length`s say: the length, or the first problem.
+    length: Result<Option<u64>, Refusal>,
+    /// `Connection` tokens.
+    close_token: bool,
+    keep_alive_token: bool,
+    /// The first `Expect`: is it `100-continue`?
+    expect_continue: Option<bool>,
 }
 
-/// HTTP/1.1 keeps the connection unless `Connection: close`; HTTP/1.0 only
-/// with `Connection: keep-alive`.
-fn keep_alive(headers: &HeaderMap, version: Version) -> bool {
-    let has = |token: &[u8]| {
-        headers.get_all(http::header::CONNECTION).iter().any(|v| {
-            v.as_bytes()
-                .split(|b| *b == b',')
-                .any(|t| t.trim_ascii().eq_ignore_ascii_case(token))
+impl Default for Seen {
+    fn default() -> Self {
+        Self {
+            transfer_encodings: 0,
+            first_is_chunked: false,
+            content_length: false,
+            length: Ok(None),
+            close_token: false,
+            keep_alive_token: false,
+            expect_continue: None,
+        }
+    }
+}
+
+impl Seen {
+    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
+        let v = value.as_bytes();
+        if *name == header::TRANSFER_ENCODING {
+            if self.transfer_encodings == 0 {
+                self.first_is_chunked = v.trim_ascii().eq_ignore_ascii_case(b"chunked");
+            }
+            self.transfer_encodings += 1;
+        } else if *name == header::CONTENT_LENGTH {
+            self.content_length = true;
+            if let Ok(length) = self.length {
+                self.length = match crate::ascii::parse_decimal(v) {
+                    None => Err(Refusal::Bad("invalid Content-Length")),
+                    Some(n) if length.is_some_and(|l| l != n) => {
+                        Err(Refusal::Bad("conflicting Content-Length headers"))
+                    }
+                    Some(n) => Ok(Some(n)),
+                };
+            }
+        } else if *name == header::CONNECTION {
+            for token in v.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
+                self.close_token |= token.eq_ignore_ascii_case(b"close");
+                self.keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if *name == header::EXPECT && self.expect_continue.is_none() {
+            self.expect_continue = Some(v.eq_ignore_ascii_case(b"100-continue"));
+        }
+    }
+
+    /// The body's framing. A request with both `Transfer-Encoding` and
+    /// `Content-Length`, or with `Content-Length`s that disagree, is
+    /// refused: those are how requests are smuggled past proxies.
+    fn framing(&self) -> Result<Framing, Refusal> {
+        if self.transfer_encodings > 0 {
+            if self.content_length {
+                return Err(Refusal::Bad(
+                    "both Transfer-Encoding and Content-Length are set",
+                ));
+            }
+            if self.transfer_encodings > 1 || !self.first_is_chunked {
+                return Err(Refusal::NotImplemented(
+                    "only the chunked transfer coding is supported",
+                ));
+            }
+            return Ok(Framing::Chunked);
+        }
+        Ok(match self.length.clone()? {
+            None | Some(0) => Framing::Empty,
+            Some(n) => Framing::Length(n),
         })
-    };
-    if version == Version::HTTP_10 {
-        has(b"keep-alive")
-    } else {
-        !has(b"close")
     }
 }
 
