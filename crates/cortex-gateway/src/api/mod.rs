@@ -131,7 +131,15 @@ pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Gatewa
             "request body is empty; expected a JSON object",
         ));
     }
-    serde_json::from_slice(bytes)
+    // JSON is UTF-8: checked once for the whole body, so that the parser
+    // does not check each string again.
+    let text = std::str::from_utf8(bytes).map_err(|e| {
+        GatewayError::bad_request(format!(
+            "invalid JSON body: not UTF-8 (byte {})",
+            e.valid_up_to()
+        ))
+    })?;
+    serde_json::from_str(text)
         .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))
 }
 
@@ -176,4 +184,30 @@ pub async fn admit(state: &AppState, model: &str) -> Result<Permit, GatewayError
         })
         .observe(waited.as_secs_f64());
     Ok(permit)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_that_is_not_utf8_json_is_a_bad_request() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Probe<'a> {
+            #[serde(borrow)]
+            model: std::borrow::Cow<'a, str>,
+        }
+        let ok: Probe = parse(br#" {"model": "m\u00e9", "x": ["\u00e9t\u00e9"]} "#).unwrap();
+        assert_eq!(ok.model, "m\u{e9}");
+        for (body, says) in [
+            (&b"{\"model\": \"m\xff\"}"[..], "not UTF-8 (byte 12)"),
+            (b"{\"model\": \"m\", \"x\": \"\xc3\"}", "not UTF-8"),
+            (b"  ", "request body is empty"),
+            (b"{\"model\": }", "invalid JSON body"),
+        ] {
+            let e = parse::<Probe>(body).unwrap_err();
+            assert!(matches!(e, GatewayError::BadRequest { .. }), "{e:?}");
+            assert!(e.message().contains(says), "{}", e.message());
+        }
+    }
 }

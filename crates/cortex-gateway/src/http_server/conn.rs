@@ -91,7 +91,10 @@ pub(super) async fn serve(
         *req.uri_mut() = head.uri;
         *req.version_mut() = version;
         *req.headers_mut() = head.headers;
-        let Some(answer) = unless_gone(&mut c.io, &mut c.buf, handler.handle(req)).await else {
+        // Boxed: the handler's future is large, and moving it into this
+        // connection's (longer-lived) future would copy it on every request.
+        let answer = unless_gone(&mut c.io, &mut c.buf, Box::pin(handler.handle(req)));
+        let Some(answer) = answer.await else {
             return;
         };
         let keep = keep && !stop.is_cancelled();
