@@ -59,8 +59,10 @@ pub async fn serve(
             .name(format!("cortex-api-{id}"))
             .spawn(move || {
                 WORKER.with(|w| w.set(id));
+                // Sockets and timers; signals are the main runtime's.
                 match tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
+                    .enable_io()
+                    .enable_time()
                     .build()
                 {
                     Ok(rt) => rt.block_on(run_worker(rx, handler, stop, grace, max_body)),
