@@ -19,21 +19,29 @@ pub fn field<'a>(json: &'a [u8], key: &str) -> Option<&'a [u8]> {
 
 /// The top-level fields of the object in `json` as (raw name, raw value),
 /// in order, until the end of the object or what cannot be followed.
-pub fn fields(json: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
-    let b = json;
-    let mut i = skip_ws(b, 0);
-    // `None` once done.
-    let mut at = (b.get(i) == Some(&b'{')).then(|| {
-        i = skip_ws(b, i + 1);
-        i
-    });
-    std::iter::from_fn(move || {
-        let i = at.take()?;
+pub fn fields(json: &[u8]) -> Fields<'_> {
+    let i = skip_ws(json, 0);
+    let at = (json.get(i) == Some(&b'{')).then(|| skip_ws(json, i + 1));
+    Fields { b: json, at }
+}
+
+/// See [`fields`].
+pub struct Fields<'a> {
+    b: &'a [u8],
+    /// Where the next field starts; `None` once done.
+    at: Option<usize>,
+}
+
+impl<'a> Iterator for Fields<'a> {
+    type Item = (&'a [u8], &'a [u8]);
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let b = self.b;
+        let i = self.at.take()?;
         if *b.get(i)? != b'"' {
             return None;
         }
         let end = string_end(b, i + 1)?;
-        let name = &b[i + 1..end];
         let colon = skip_ws(b, end + 1);
         if *b.get(colon)? != b':' {
             return None;
@@ -42,10 +50,10 @@ pub fn fields(json: &[u8]) -> impl Iterator<Item = (&[u8], &[u8])> {
         let stop = value_end(b, start)?;
         let next = skip_ws(b, stop);
         if b.get(next) == Some(&b',') {
-            at = Some(skip_ws(b, next + 1));
+            self.at = Some(skip_ws(b, next + 1));
         }
-        Some((name, &b[start..stop]))
-    })
+        Some((&b[i + 1..end], &b[start..stop]))
+    }
 }
 
 /// The raw value of `key` when it is the last field of the object in
@@ -143,16 +151,15 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// The index of the quote that ends the string whose contents start at `i`.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
-    loop {
-        // Strings here are short (keys, ids): a plain loop beats a vectored
-        // search's setup.
-        i += b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
-        if b[i] == b'"' {
-            return Some(i);
+    while i < b.len() {
+        match b[i] {
+            b'"' => return Some(i),
+            // A backslash and the character it escapes.
+            b'\\' => i += 2,
+            _ => i += 1,
         }
-        // A backslash and the character it escapes.
-        i += 2;
     }
+    None
 }
 
 /// Where the value that starts at `i` ends: a string, an object or array
@@ -182,10 +189,14 @@ fn value_end(b: &[u8], i: usize) -> Option<usize> {
         }
         b'}' | b']' | b',' | b':' => None,
         _ => {
-            let n = b[i..]
-                .iter()
-                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
-            Some(i + n)
+            let mut j = i + 1;
+            while j < b.len() {
+                if matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
+                    return Some(j);
+                }
+                j += 1;
+            }
+            None
         }
     }
 }
@@ -311,8 +322,9 @@ mod tests {
             "usage": {"prompt_tokens": 9, "completion_tokens": 2, "total_tokens": 11}
         });
         let text = serde_json::to_vec(&answer).unwrap();
+        assert_eq!(last_field(&text, "usage"), field(&text, "usage"));
         let usage: cortex_core::openai::Usage =
-            serde_json::from_slice(field(&text, "usage").unwrap()).unwrap();
+            serde_json::from_slice(last_field(&text, "usage").unwrap()).unwrap();
         assert_eq!(usage, cortex_core::openai::Usage::new(9, 2));
     }
 }
