@@ -108,33 +108,37 @@ pub(crate) async fn chat(
     Ok(stream_through(s, d, stats, !wants_usage, permit))
 }
 
-type Kept = [(header::HeaderName, Option<header::HeaderValue>); 2];
+/// The answer headers passed on.
+const KEPT: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::RETRY_AFTER];
 
-/// The answer headers passed on, taken out of the neuron's answer.
-fn kept_headers(headers: &mut HeaderMap) -> Kept {
-    [header::CONTENT_TYPE, header::RETRY_AFTER].map(|h| {
-        let v = headers.remove(&h);
-        (h, v)
-    })
+/// The neuron's answer headers that are passed on, taken out of its answer:
+/// its map as it is when it holds nothing else (the usual case), or a map
+/// of just those.
+fn kept_headers(headers: &mut HeaderMap) -> HeaderMap {
+    if headers.keys().all(|k| KEPT.contains(k)) {
+        return std::mem::take(headers);
+    }
+    let mut kept = HeaderMap::with_capacity(KEPT.len());
+    for h in KEPT {
+        if let Some(v) = headers.remove(&h) {
+            kept.insert(h, v);
+        }
+    }
+    kept
 }
 
 /// A neuron's answer, passed on with its status and content type (bytes
 /// without one are `application/octet-stream`, as axum labels them).
-fn passthrough(status: StatusCode, keep: Kept, body: Bytes) -> Response {
-    let mut r = Response::new(axum::body::Body::from(body));
-    *r.status_mut() = status;
-    let headers = r.headers_mut();
-    for (h, v) in keep {
-        if let Some(v) = v {
-            headers.insert(h, v);
-        }
-    }
+fn passthrough(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Response {
     if !headers.contains_key(header::CONTENT_TYPE) {
         headers.insert(
             header::CONTENT_TYPE,
             header::HeaderValue::from_static("application/octet-stream"),
         );
     }
+    let mut r = Response::new(axum::body::Body::from(body));
+    *r.status_mut() = status;
+    *r.headers_mut() = headers;
     r
 }
 
@@ -355,6 +359,32 @@ pub async fn model(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_content_type_and_retry_after_of_an_answer_are_passed_on() {
+        let json = header::HeaderValue::from_static("application/json");
+        let mut only = HeaderMap::new();
+        only.insert(header::CONTENT_TYPE, json.clone());
+        let kept = kept_headers(&mut only);
+        assert_eq!(kept.len(), 1);
+        assert_eq!(kept[header::CONTENT_TYPE], json);
+        let mut more = HeaderMap::new();
+        more.insert(header::CONTENT_TYPE, json.clone());
+        more.insert(header::RETRY_AFTER, header::HeaderValue::from_static("3"));
+        more.insert("x-neuron-internal", header::HeaderValue::from_static("1"));
+        more.insert(header::SET_COOKIE, header::HeaderValue::from_static("a=b"));
+        let kept = kept_headers(&mut more);
+        assert_eq!(kept.len(), 2);
+        assert_eq!(kept[header::RETRY_AFTER], "3");
+        let r = passthrough(StatusCode::OK, kept, Bytes::from_static(b"{}"));
+        assert_eq!(r.headers()[header::CONTENT_TYPE], json);
+        assert!(r.headers().get("x-neuron-internal").is_none());
+        let r = passthrough(StatusCode::OK, HeaderMap::new(), Bytes::new());
+        assert_eq!(
+            r.headers()[header::CONTENT_TYPE],
+            "application/octet-stream"
+        );
+    }
     use proptest::prelude::*;
     use serde_json::{json, Map, Value};
 

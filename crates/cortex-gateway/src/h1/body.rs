@@ -4,7 +4,7 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::Bytes;
 use http_body::Frame;
 
 use super::head::Framing;
@@ -67,16 +67,13 @@ impl Body {
                     .unwrap_or(usize::MAX)
                     .min(conn.buf.len());
                 *left -= n as u64;
-                let data = BytesMut::from(&conn.buf[..n]);
-                conn.buf.advance(n);
-                data
+                // Not copied: the buffer is shared with the frame until it is
+                // dropped (an answer passed on is, once written), and is then
+                // the connection's own again when it next reads.
+                conn.buf.split_to(n)
             }
             Framing::Chunked(d) => d.decode(&mut conn.buf)?,
-            Framing::ToClose => {
-                let data = BytesMut::from(&conn.buf[..]);
-                conn.buf.clear();
-                data
-            }
+            Framing::ToClose => conn.buf.split(),
         };
         self.settle();
         Ok((!data.is_empty()).then(|| data.freeze()))
