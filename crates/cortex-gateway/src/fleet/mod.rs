@@ -153,7 +153,8 @@ impl FleetHandle {
         handle
     }
 
-    /// The current routing snapshot.
+    /// The current routing snapshot, in this thread's copy (see
+    /// [`Published::local`]).
     pub fn table(&self) -> Arc<RoutingTable> {
         self.table.local()
     }

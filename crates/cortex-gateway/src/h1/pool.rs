@@ -162,8 +162,11 @@ impl Pool {
 }
 
 /// Put a connection whose answer was read to its end back with this
-/// thread's idle ones (unless its pool is gone or has enough).
+/// thread's idle ones (unless its pool was dropped or has enough idle).
 pub(super) fn checkin(conn: Conn) {
+    if conn.home.pool.strong_count() == 0 {
+        return;
+    }
     IDLE.with_borrow_mut(|lists| {
         let home = &conn.home;
         let at = lists.iter().position(|l| {
@@ -174,9 +177,6 @@ pub(super) fn checkin(conn: Conn) {
             None => {
                 // A new list: forget those of pools that were dropped.
                 lists.retain(|l| l.pool.strong_count() > 0);
-                if home.pool.strong_count() == 0 {
-                    return;
-                }
                 lists.push(IdleList {
                     pool: home.pool.clone(),
                     authority: Arc::clone(&home.authority),
