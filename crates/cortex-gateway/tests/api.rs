@@ -345,48 +345,36 @@ async fn errors_come_in_the_callers_dialect() {
     assert_eq!(st, 413);
     assert_anthropic_error(&v, "request_too_large");
     // Over a socket the two inference routes skip the router (api/hot.rs):
-    // the same answers.
-    let resp = gw
-        .http
-        .post(gw.url(an))
-        .header("content-type", "application/json")
-        .body(big.clone())
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 413);
-    assert_anthropic_error(&resp.json().await.unwrap(), "request_too_large");
-    let resp = gw
-        .http
-        .post(gw.url(oa))
-        .header("content-type", "application/json")
-        .body(big)
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 413);
-    let v = resp.json().await.unwrap();
-    assert_openai_error(&v, "invalid_request_error", Some("request_too_large"));
-    // Any route, in its dialect: the body is refused before the router.
-    let resp = gw
-        .http
-        .post(gw.url("/v1/messages/count_tokens"))
-        .body(vec![b' '; 4096])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 413);
-    assert_anthropic_error(&resp.json().await.unwrap(), "request_too_large");
-    let resp = gw
-        .http
-        .get(gw.url("/v1/models"))
-        .body(vec![b' '; 4096])
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status(), 413);
-    let v = resp.json().await.unwrap();
-    assert_openai_error(&v, "invalid_request_error", Some("request_too_large"));
+    // the same answers. And any route, in its dialect: the body is refused
+    // before the router.
+    let padding = vec![b' '; 4096];
+    for (method, path, body, anthropic) in [
+        (reqwest::Method::POST, an, big.clone().into_bytes(), true),
+        (reqwest::Method::POST, oa, big.clone().into_bytes(), false),
+        (
+            reqwest::Method::POST,
+            "/v1/messages/count_tokens",
+            padding.clone(),
+            true,
+        ),
+        (reqwest::Method::GET, "/v1/models", padding, false),
+    ] {
+        let resp = gw
+            .http
+            .request(method, gw.url(path))
+            .header("content-type", "application/json")
+            .body(body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 413, "{path}");
+        let v: Value = resp.json().await.unwrap();
+        if anthropic {
+            assert_anthropic_error(&v, "request_too_large");
+        } else {
+            assert_openai_error(&v, "invalid_request_error", Some("request_too_large"));
+        }
+    }
     for (path, body) in [(oa, "{\"model\": "), (an, "{\"model\": ")] {
         let resp = gw.http.post(gw.url(path)).body(body).send().await.unwrap();
         assert_eq!(resp.status(), 400, "{path}");
