@@ -38,13 +38,14 @@ pub struct Admission {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
-/// Gates by (admission id, model).
-type GateCache = HashMap<(u64, Box<str>), Arc<Gate>>;
+/// One admission's gates by model.
+type Gates = HashMap<Box<str>, Arc<Gate>>;
 
 thread_local! {
-    /// Each thread's copy of the gates it used (admission id, model): the
-    /// request path finds its gate without the shared lock.
-    static GATES: RefCell<GateCache> = RefCell::new(HashMap::new());
+    /// Each thread's copies of the gates it used, by admission id (one per
+    /// gateway; more only in tests): the request path finds its gate
+    /// without the shared lock.
+    static GATES: RefCell<Vec<(u64, Gates)>> = const { RefCell::new(Vec::new()) };
 }
 
 /// Held while a request runs.
@@ -107,12 +108,20 @@ impl Admission {
     }
 
     fn gate(&self, model: &str) -> Arc<Gate> {
-        GATES.with_borrow_mut(|cache| {
-            if let Some(g) = cache.get(&(self.id, model) as &dyn GateKey) {
+        GATES.with_borrow_mut(|all| {
+            let at = match all.iter().position(|(id, _)| *id == self.id) {
+                Some(at) => at,
+                None => {
+                    all.push((self.id, Gates::new()));
+                    all.len() - 1
+                }
+            };
+            let gates = &mut all[at].1;
+            if let Some(g) = gates.get(model) {
                 return Arc::clone(g);
             }
             let g = self.shared_gate(model);
-            cache.insert((self.id, model.into()), Arc::clone(&g));
+            gates.insert(model.into(), Arc::clone(&g));
             g
         })
     }
@@ -176,43 +185,6 @@ impl Admission {
         drop(queued);
         total.keep();
         Ok((Permit { gate }, started.elapsed()))
-    }
-}
-
-/// Looks up `(id, model)` in the per-thread cache without allocating a key.
-trait GateKey {
-    fn key(&self) -> (u64, &str);
-}
-
-impl GateKey for (u64, Box<str>) {
-    fn key(&self) -> (u64, &str) {
-        (self.0, &self.1)
-    }
-}
-
-impl GateKey for (u64, &str) {
-    fn key(&self) -> (u64, &str) {
-        (self.0, self.1)
-    }
-}
-
-impl<'a> std::borrow::Borrow<dyn GateKey + 'a> for (u64, Box<str>) {
-    fn borrow(&self) -> &(dyn GateKey + 'a) {
-        self
-    }
-}
-
-impl PartialEq for dyn GateKey + '_ {
-    fn eq(&self, other: &Self) -> bool {
-        self.key() == other.key()
-    }
-}
-
-impl Eq for dyn GateKey + '_ {}
-
-impl std::hash::Hash for dyn GateKey + '_ {
-    fn hash<H: std::hash::Hasher>(&self, h: &mut H) {
-        self.key().hash(h);
     }
 }
 
