@@ -34,6 +34,13 @@ struct IdleList {
     conns: VecDeque<Idle>,
 }
 
+impl IdleList {
+    /// Is this the list of `pool`'s connections to `authority`?
+    fn is(&self, pool: *const PoolInner, authority: &str) -> bool {
+        std::ptr::eq(self.pool.as_ptr(), pool) && &*self.authority == authority
+    }
+}
+
 thread_local! {
     /// Idle connections are kept by the thread that used them last, never
     /// shared: a connection is registered with the reactor of the runtime
@@ -110,13 +117,9 @@ impl Pool {
         IDLE.with_borrow(|lists| {
             lists
                 .iter()
-                .find(|l| self.owns(l) && &*l.authority == authority)
+                .find(|l| l.is(Arc::as_ptr(&self.inner), authority))
                 .map_or(0, |l| l.conns.len())
         })
-    }
-
-    fn owns(&self, list: &IdleList) -> bool {
-        std::ptr::eq(list.pool.as_ptr(), Arc::as_ptr(&self.inner))
     }
 
     /// This thread's most recently used idle connection to `authority` that
@@ -125,7 +128,7 @@ impl Pool {
         IDLE.with_borrow_mut(|lists| {
             let list = lists
                 .iter_mut()
-                .find(|l| self.owns(l) && &*l.authority == authority)?;
+                .find(|l| l.is(Arc::as_ptr(&self.inner), authority))?;
             while let Some(i) = list.conns.pop_back() {
                 if i.since.elapsed() < self.inner.max_idle_age && still_open(&i.conn.io) {
                     return Some(i.conn);
@@ -169,11 +172,11 @@ pub(super) fn checkin(conn: Conn) {
     }
     IDLE.with_borrow_mut(|lists| {
         let home = &conn.home;
-        let at = lists.iter().position(|l| {
-            std::ptr::eq(l.pool.as_ptr(), home.pool.as_ptr()) && l.authority == home.authority
-        });
-        let list = match at {
-            Some(i) => &mut lists[i],
+        let at = match lists
+            .iter()
+            .position(|l| l.is(home.pool.as_ptr(), &home.authority))
+        {
+            Some(at) => at,
             None => {
                 // A new list: forget those of pools that were dropped.
                 lists.retain(|l| l.pool.strong_count() > 0);
@@ -182,9 +185,10 @@ pub(super) fn checkin(conn: Conn) {
                     authority: Arc::clone(&home.authority),
                     conns: VecDeque::new(),
                 });
-                lists.last_mut().expect("just pushed")
+                lists.len() - 1
             }
         };
+        let list = &mut lists[at];
         let now = Instant::now();
         // Close the ones that sat unused too long (the oldest come first).
         while list
