@@ -24,6 +24,8 @@ pub mod fleet;
 pub mod h1;
 pub mod http_server;
 mod json_scan;
+#[cfg(test)]
+mod json_strategy;
 pub mod metrics;
 pub mod neuron_client;
 pub mod poller;
