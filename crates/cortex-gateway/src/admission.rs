@@ -39,7 +39,7 @@ pub struct Admission {
 }
 
 /// One admission's gates by model.
-type Gates = HashMap<Box<str>, Arc<Gate>>;
+type Gates = crate::fleet::FastMap<Box<str>, Arc<Gate>>;
 
 thread_local! {
     /// Each thread's copies of the gates it used, by admission id (one per
@@ -112,7 +112,7 @@ impl Admission {
             let at = match all.iter().position(|(id, _)| *id == self.id) {
                 Some(at) => at,
                 None => {
-                    all.push((self.id, Gates::new()));
+                    all.push((self.id, Gates::default()));
                     all.len() - 1
                 }
             };

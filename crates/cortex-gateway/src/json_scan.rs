@@ -107,6 +107,13 @@ fn string_start(b: &[u8], close: usize) -> Option<usize> {
     }
 }
 
+/// Brackets and quotes: what a scan across a value stops at. The scans
+/// below jump from one to the next (`position`, `rposition`), which the
+/// compiler turns into tight loops over the bytes in between.
+fn is_structural(c: &u8) -> bool {
+    matches!(c, b'"' | b'{' | b'}' | b'[' | b']')
+}
+
 /// Where the value that ends just before `end` starts. Scanning back from
 /// outside any string, every quote met closes one.
 fn value_start(b: &[u8], end: usize) -> Option<usize> {
@@ -116,21 +123,19 @@ fn value_start(b: &[u8], end: usize) -> Option<usize> {
         b'}' | b']' => {
             let mut depth = 0usize;
             let mut j = end;
-            while j > 0 {
-                j -= 1;
+            loop {
+                j = b[..j].iter().rposition(is_structural)?;
                 match b[j] {
                     b'"' => j = string_start(b, j)?,
                     b'}' | b']' => depth += 1,
-                    b'{' | b'[' => {
-                        depth -= 1;
+                    _ => {
+                        depth = depth.checked_sub(1)?;
                         if depth == 0 {
                             return Some(j);
                         }
                     }
-                    _ => {}
                 }
             }
-            None
         }
         b'{' | b'[' | b',' | b':' => None,
         _ => {
@@ -151,15 +156,14 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 
 /// The index of the quote that ends the string whose contents start at `i`.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
-    while i < b.len() {
-        match b[i] {
-            b'"' => return Some(i),
-            // A backslash and the character it escapes.
-            b'\\' => i += 2,
-            _ => i += 1,
+    loop {
+        i += b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+        if b[i] == b'"' {
+            return Some(i);
         }
+        // A backslash and the character it escapes.
+        i += 2;
     }
-    None
 }
 
 /// Where the value that starts at `i` ends: a string, an object or array
@@ -171,32 +175,27 @@ fn value_end(b: &[u8], i: usize) -> Option<usize> {
         b'{' | b'[' => {
             let mut depth = 0usize;
             let mut j = i;
-            while j < b.len() {
+            loop {
+                j += b.get(j..)?.iter().position(is_structural)?;
                 match b[j] {
                     b'"' => j = string_end(b, j + 1)?,
                     b'{' | b'[' => depth += 1,
-                    b'}' | b']' => {
-                        depth -= 1;
+                    _ => {
+                        depth = depth.checked_sub(1)?;
                         if depth == 0 {
                             return Some(j + 1);
                         }
                     }
-                    _ => {}
                 }
                 j += 1;
             }
-            None
         }
         b'}' | b']' | b',' | b':' => None,
         _ => {
-            let mut j = i + 1;
-            while j < b.len() {
-                if matches!(b[j], b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r') {
-                    return Some(j);
-                }
-                j += 1;
-            }
-            None
+            let n = b[i + 1..]
+                .iter()
+                .position(|c| matches!(c, b',' | b'}' | b']' | b' ' | b'\t' | b'\n' | b'\r'))?;
+            Some(i + 1 + n)
         }
     }
 }

@@ -7,12 +7,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::{header, HeaderMap};
+use axum::http::HeaderMap;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 
 use super::error::{Anthropic, GatewayError, OpenAi};
 use super::AppState;
+use crate::http_server::RawHeaders;
 
 /// Is this an Anthropic-dialect path?
 pub fn is_anthropic(path: &str) -> bool {
@@ -47,10 +48,29 @@ pub fn path_is_clean(path: &str) -> bool {
     !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
+/// A request's headers as the guard reads them: the router's `HeaderMap`,
+/// or the server's [`RawHeaders`] on the inference paths.
+pub trait Headers {
+    /// The first value of header `name` (lowercase).
+    fn header(&self, name: &str) -> Option<&[u8]>;
+}
+
+impl Headers for HeaderMap {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.get(name).map(|v| v.as_bytes())
+    }
+}
+
+impl Headers for RawHeaders {
+    fn header(&self, name: &str) -> Option<&[u8]> {
+        self.get(name)
+    }
+}
+
 /// Does this caller speak Anthropic? Anthropic paths, and any request with
 /// an `anthropic-version` header.
-fn wants_anthropic(path: &str, headers: &HeaderMap) -> bool {
-    is_anthropic(path) || headers.contains_key("anthropic-version")
+fn wants_anthropic(path: &str, headers: &impl Headers) -> bool {
+    is_anthropic(path) || headers.header("anthropic-version").is_some()
 }
 
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
@@ -58,17 +78,16 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 }
 
 /// The key a request presents: `Authorization: Bearer K` or `x-api-key: K`.
-fn presented(h: &HeaderMap) -> Option<&str> {
-    h.get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.strip_prefix("Bearer "))
-        .or_else(|| h.get("x-api-key").and_then(|v| v.to_str().ok()))
+fn presented(h: &impl Headers) -> Option<&[u8]> {
+    h.header("authorization")
+        .and_then(|v| v.strip_prefix(b"Bearer "))
+        .or_else(|| h.header("x-api-key"))
 }
 
 /// The guard's rules for a request to `path` with `headers`: refuse path
 /// tricks, then check the API key when keys are configured. The refusal, if
 /// any, is in the caller's dialect.
-pub fn refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Response> {
+pub fn refusal(state: &AppState, path: &str, headers: &impl Headers) -> Option<Response> {
     if !path_is_clean(path) {
         return Some(in_dialect_of(path, GatewayError::RouteNotFound));
     }
@@ -76,7 +95,7 @@ pub fn refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Resp
 }
 
 /// The API-key half of [`refusal`], for a path known to be clean.
-pub fn key_refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<Response> {
+pub fn key_refusal(state: &AppState, path: &str, headers: &impl Headers) -> Option<Response> {
     if state.api_keys.is_empty() {
         return None;
     }
@@ -84,7 +103,7 @@ pub fn key_refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<
         state
             .api_keys
             .iter()
-            .any(|key| constant_time_eq(k.as_bytes(), key.as_bytes()))
+            .any(|key| constant_time_eq(k, key.as_bytes()))
     });
     if ok {
         None

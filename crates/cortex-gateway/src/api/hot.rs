@@ -14,11 +14,11 @@ use axum::body::Body;
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use futures::future::Either;
-use http::{Method, Request};
+use http::Method;
 
 use super::error::{Anthropic, GatewayError, OpenAi};
 use super::{anthropic, app, guard, openai, AppState, CHAT_COMPLETIONS, MESSAGES};
-use crate::http_server::{Handler, RequestBody};
+use crate::http_server::{Handler, Incoming, RequestBody};
 
 /// Requests answered without the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,14 +30,14 @@ enum Direct {
 }
 
 impl Direct {
-    fn of(req: &Request<RequestBody>) -> Option<Self> {
-        if matches!(req.body(), RequestBody::TooLarge) {
+    fn of(req: &Incoming) -> Option<Self> {
+        if matches!(req.body, RequestBody::TooLarge) {
             return Some(Direct::TooLarge);
         }
-        if req.method() != Method::POST {
+        if req.method != Method::POST {
             return None;
         }
-        match req.uri().path() {
+        match req.uri.path() {
             CHAT_COMPLETIONS => Some(Direct::ChatCompletions),
             MESSAGES => Some(Direct::Messages),
             _ => None,
@@ -62,10 +62,7 @@ impl Api {
 }
 
 impl Handler for Api {
-    fn handle(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static {
+    fn handle(&mut self, req: Incoming) -> impl Future<Output = Response<Body>> + Send + 'static {
         match Direct::of(&req) {
             Some(direct) => Either::Left(serve_direct(self.state.clone(), direct, req)),
             None => Either::Right(self.router.handle(req)),
@@ -73,21 +70,20 @@ impl Handler for Api {
     }
 }
 
-async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Request<RequestBody>) -> Response {
-    let (parts, body) = req.into_parts();
-    let path = parts.uri.path();
+async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Incoming) -> Response {
+    let path = req.uri.path();
     // The two inference paths are clean (they matched exactly); any other
     // (a body too large) is checked in full.
     let refused = match direct {
         Direct::ChatCompletions | Direct::Messages => {
-            guard::key_refusal(&state, path, &parts.headers)
+            guard::key_refusal(&state, path, &req.headers)
         }
-        Direct::TooLarge => guard::refusal(&state, path, &parts.headers),
+        Direct::TooLarge => guard::refusal(&state, path, &req.headers),
     };
     if let Some(refused) = refused {
         return refused;
     }
-    match (direct, body) {
+    match (direct, req.body) {
         (Direct::ChatCompletions, RequestBody::Whole(b)) => openai::chat(&state, Ok(b))
             .await
             .map_err(OpenAi)
@@ -105,7 +101,13 @@ mod tests {
     use super::*;
 
     fn of(m: Method, uri: &str, body: RequestBody) -> Option<Direct> {
-        Direct::of(&Request::builder().method(m).uri(uri).body(body).unwrap())
+        Direct::of(&Incoming {
+            method: m,
+            uri: uri.parse().unwrap(),
+            version: http::Version::HTTP_11,
+            headers: Default::default(),
+            body,
+        })
     }
 
     fn whole() -> RequestBody {

@@ -16,7 +16,7 @@ use cortex_core::neuron_api::NodeStatus;
 use tokio::sync::{mpsc, oneshot};
 
 pub use state::{FleetState, ModelInfo, PollChange};
-pub use table::{InFlightGuard, Published, Replica, Resolved, RoutingTable};
+pub use table::{FastMap, InFlightGuard, Published, Replica, Resolved, RoutingTable};
 
 use crate::catalog::Catalog;
 use crate::metrics::GatewayMetrics;

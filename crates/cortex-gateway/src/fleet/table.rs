@@ -123,13 +123,15 @@ impl Replica {
         )
     }
 
-    /// Count a request on this replica until the guard drops.
+    /// Count a request on this replica until the guard drops. Last use is
+    /// stamped then, at the end: while a request is in flight its model is
+    /// neither idle nor evictable, so a stamp at the start would never be
+    /// read.
     pub fn begin(&self) -> InFlightGuard {
         let slot = crate::workers::current() % SLOTS;
-        let s = &self.counters.slots[slot];
-        s.in_flight.fetch_add(1, Ordering::AcqRel);
-        s.last_used_ms
-            .store(cortex_core::now_unix_ms(), Ordering::Relaxed);
+        self.counters.slots[slot]
+            .in_flight
+            .fetch_add(1, Ordering::AcqRel);
         InFlightGuard {
             replica: self.clone(),
             slot,
@@ -180,13 +182,18 @@ pub struct Resolved {
     pub servable: bool,
 }
 
+/// The request path's maps: hashed with foldhash, several times faster than
+/// std's SipHash on short keys. Their keys come from the configuration and
+/// the neurons, never from clients (whose names are only looked up).
+pub type FastMap<K, V> = HashMap<K, V, foldhash::fast::RandomState>;
+
 /// One published snapshot.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
     /// Every known name (ids and aliases) → canonical id.
-    pub names: HashMap<String, Resolved>,
+    pub names: FastMap<String, Resolved>,
     /// Canonical id → replicas ready on up nodes (never poisoned ones).
-    pub ready: HashMap<String, Vec<Replica>>,
+    pub ready: FastMap<String, Vec<Replica>>,
     /// Neurons that are up.
     pub nodes_up: usize,
 }
@@ -359,9 +366,10 @@ mod tests {
         let (g1, g2) = (on(1), on(2));
         let g0 = t.ready["m"][0].begin();
         assert_eq!(counters.in_flight(), 3);
-        assert!(counters.last_used_ms() > 0);
+        assert_eq!(counters.last_used_ms(), 0, "stamped at the end");
         drop(g1);
         assert_eq!(counters.in_flight(), 2);
+        assert!(counters.last_used_ms() > 0);
         drop((g0, g2));
         assert_eq!(counters.in_flight(), 0);
     }

@@ -92,7 +92,7 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
         } else if name == http::header::DATE || name == http::header::SERVER {
             // About the neuron's HTTP server, not the answer; never passed on.
         } else {
-            let value = HeaderValue::from_bytes(h.value)
+            let value = value_of(h.value)
                 .map_err(|_| H1Error::Invalid(format!("bad value for header {name}")))?;
             headers.append(name, value);
         }
@@ -105,6 +105,18 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
         content_length,
         chunked,
     }))
+}
+
+/// A header's value. The content types of the neurons' answers are static
+/// values, as passing them on is what every request does: no copy.
+fn value_of(v: &[u8]) -> Result<HeaderValue, http::header::InvalidHeaderValue> {
+    const JSON: HeaderValue = HeaderValue::from_static("application/json");
+    const EVENTS: HeaderValue = HeaderValue::from_static("text/event-stream");
+    match v {
+        b"application/json" => Ok(JSON),
+        b"text/event-stream" => Ok(EVENTS),
+        _ => HeaderValue::from_bytes(v),
+    }
 }
 
 /// How the body's end is known.

@@ -8,7 +8,7 @@ use std::time::Duration;
 use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use http::{Method, Request, Response, StatusCode, Version};
+use http::{Method, Response, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -17,7 +17,9 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 
 use super::request::{self, Framing as In, Head, Refusal};
 use super::response::{self, Framing as Out, Persistence};
-use super::{Handler, RequestBody, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES};
+use super::{
+    Handler, Incoming, RequestBody, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES,
+};
 use crate::deadline::Deadline;
 use crate::h1::chunked::ChunkedDecoder;
 
@@ -83,14 +85,16 @@ pub(super) async fn serve(
         let head_request = head.method == Method::HEAD;
         let version = head.version;
         let keep = head.keep_alive && read_whole;
-        let mut req = Request::new(match body {
-            Some(bytes) => RequestBody::Whole(bytes),
-            None => RequestBody::TooLarge,
-        });
-        *req.method_mut() = head.method;
-        *req.uri_mut() = head.uri;
-        *req.version_mut() = version;
-        *req.headers_mut() = head.headers;
+        let req = Incoming {
+            method: head.method,
+            uri: head.uri,
+            version,
+            headers: head.headers,
+            body: match body {
+                Some(bytes) => RequestBody::Whole(bytes),
+                None => RequestBody::TooLarge,
+            },
+        };
         // Boxed: the handler's future is large, and moving it into this
         // connection's (longer-lived) future would copy it on every request.
         let answer = unless_gone(&mut c.io, &mut c.buf, Box::pin(handler.handle(req)));

@@ -20,8 +20,11 @@
 //! while its request is served cancels the request.
 
 mod conn;
+mod headers;
 mod request;
 mod response;
+
+pub use headers::RawHeaders;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -31,7 +34,7 @@ use axum::body::Body;
 use axum::Router;
 use bytes::Bytes;
 use futures::future::Either;
-use http::{Request, Response};
+use http::{Method, Request, Response, Uri, Version};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -56,22 +59,40 @@ pub enum RequestBody {
     TooLarge,
 }
 
+/// A request as the server read it. Its headers are as they arrived
+/// ([`RawHeaders`]); [`Incoming::into_request`] makes the `http::Request`
+/// that routers take.
+#[derive(Debug)]
+pub struct Incoming {
+    pub method: Method,
+    pub uri: Uri,
+    pub version: Version,
+    pub headers: RawHeaders,
+    pub body: RequestBody,
+}
+
+impl Incoming {
+    /// The request as an `http::Request`, its headers in a `HeaderMap`.
+    pub fn into_request(self) -> Request<RequestBody> {
+        let mut req = Request::new(self.body);
+        *req.method_mut() = self.method;
+        *req.uri_mut() = self.uri;
+        *req.version_mut() = self.version;
+        *req.headers_mut() = self.headers.to_map();
+        req
+    }
+}
+
 /// What answers a connection's requests.
 pub trait Handler: Clone + Send + 'static {
-    fn handle(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static;
+    fn handle(&mut self, req: Incoming) -> impl Future<Output = Response<Body>> + Send + 'static;
 }
 
 /// A plain router (the metrics listener, tests): a body over the limit gets
 /// an OpenAI-style 413 without reaching it.
 impl Handler for Router {
-    fn handle(
-        &mut self,
-        req: Request<RequestBody>,
-    ) -> impl Future<Output = Response<Body>> + Send + 'static {
-        let (parts, body) = req.into_parts();
+    fn handle(&mut self, req: Incoming) -> impl Future<Output = Response<Body>> + Send + 'static {
+        let (parts, body) = req.into_request().into_parts();
         let answer = match body {
             RequestBody::Whole(b) => {
                 Either::Left(self.call(Request::from_parts(parts, Body::from(b))))

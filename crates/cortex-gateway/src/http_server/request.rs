@@ -3,7 +3,9 @@
 //! with the framing of its body decided the way RFC 9112 §6 asks.
 
 use bytes::BytesMut;
-use http::{header, HeaderMap, HeaderName, HeaderValue, Method, Uri, Version};
+use http::{Method, Uri, Version};
+
+use super::headers::{Field, RawHeaders};
 
 /// Most request headers accepted; more is 431, like a head over the size
 /// limit.
@@ -26,7 +28,7 @@ pub(super) struct Head {
     pub(super) method: Method,
     pub(super) uri: Uri,
     pub(super) version: Version,
-    pub(super) headers: HeaderMap,
+    pub(super) headers: RawHeaders,
     pub(super) framing: Framing,
     /// The client allows another request on this connection.
     pub(super) keep_alive: bool,
@@ -87,30 +89,23 @@ fn parse_with<const N: usize>(
     };
     let target = req.path.unwrap_or_default().as_bytes();
     let target = (offset(target), target.len() as u32);
-    // Where each header's name and value lie in the head (which is at most
-    // `MAX_HEAD_BYTES`), to slice them once the head is frozen.
-    let mut fields = [((0u32, 0u32), (0u32, 0u32)); N];
-    let count = req.headers.len();
-    for (field, h) in fields.iter_mut().zip(req.headers.iter()) {
+    // Where each header's name and value lie in the head, to slice them
+    // once the head is frozen.
+    let mut fields = Vec::with_capacity(req.headers.len());
+    let mut seen = Seen::default();
+    for h in req.headers.iter() {
         let name = h.name.as_bytes();
-        *field = (
-            (offset(name), name.len() as u32),
-            (offset(h.value), h.value.len() as u32),
-        );
+        seen.note(name, h.value);
+        fields.push(Field {
+            name: (offset(name), name.len() as u32),
+            value: (offset(h.value), h.value.len() as u32),
+        });
     }
     let head = buf.split_to(len).freeze();
-    let slice = |(at, n): (u32, u32)| head.slice(at as usize..(at + n) as usize);
-    let uri = Uri::from_maybe_shared(slice(target)).map_err(|_| Refusal::Bad("invalid target"))?;
-    let mut headers = HeaderMap::with_capacity(count);
-    let mut seen = Seen::default();
-    for &((name_at, name_len), value) in &fields[..count] {
-        let name = HeaderName::from_bytes(&head[name_at as usize..(name_at + name_len) as usize])
-            .map_err(|_| Refusal::Bad("invalid header"))?;
-        let value = HeaderValue::from_maybe_shared(slice(value))
-            .map_err(|_| Refusal::Bad("invalid header value"))?;
-        seen.note(&name, &value);
-        headers.append(name, value);
-    }
+    let (at, n) = target;
+    let uri = Uri::from_maybe_shared(head.slice(at as usize..(at + n) as usize))
+        .map_err(|_| Refusal::Bad("invalid target"))?;
+    let headers = RawHeaders::new(head, fields);
     let framing = seen.framing()?;
     let keep_alive = if version == Version::HTTP_10 {
         seen.keep_alive_token
@@ -161,14 +156,13 @@ impl Default for Seen {
 }
 
 impl Seen {
-    fn note(&mut self, name: &HeaderName, value: &HeaderValue) {
-        let v = value.as_bytes();
-        if *name == header::TRANSFER_ENCODING {
+    fn note(&mut self, name: &[u8], v: &[u8]) {
+        if name.eq_ignore_ascii_case(b"transfer-encoding") {
             if self.transfer_encodings == 0 {
                 self.first_is_chunked = v.trim_ascii().eq_ignore_ascii_case(b"chunked");
             }
             self.transfer_encodings += 1;
-        } else if *name == header::CONTENT_LENGTH {
+        } else if name.eq_ignore_ascii_case(b"content-length") {
             self.content_length = true;
             if let Ok(length) = self.length {
                 self.length = match crate::ascii::parse_decimal(v) {
@@ -179,12 +173,12 @@ impl Seen {
                     Some(n) => Ok(Some(n)),
                 };
             }
-        } else if *name == header::CONNECTION {
+        } else if name.eq_ignore_ascii_case(b"connection") {
             for token in v.split(|b| *b == b',').map(<[u8]>::trim_ascii) {
                 self.close_token |= token.eq_ignore_ascii_case(b"close");
                 self.keep_alive_token |= token.eq_ignore_ascii_case(b"keep-alive");
             }
-        } else if *name == header::EXPECT && self.expect_continue.is_none() {
+        } else if name.eq_ignore_ascii_case(b"expect") && self.expect_continue.is_none() {
             self.expect_continue = Some(v.eq_ignore_ascii_case(b"100-continue"));
         }
     }
@@ -233,7 +227,9 @@ mod tests {
         assert_eq!(h.uri.query(), Some("x=1"));
         assert_eq!(h.version, Version::HTTP_11);
         assert_eq!(h.framing, Framing::Length(12));
-        assert_eq!(h.headers["x-api-key"], "k");
+        assert_eq!(h.headers.get("x-api-key"), Some(&b"k"[..]));
+        assert_eq!(h.headers.get("HOST"), Some(&b"gw"[..]));
+        assert_eq!(h.headers.len(), 3);
         assert!(h.keep_alive && !h.expect_continue);
         assert_eq!(&buf[..], b"{\"a\":1}", "the body's first bytes stay");
     }
@@ -347,6 +343,36 @@ mod tests {
             }
         }
 
+        /// Whatever header names and values the parser takes, `http` takes
+        /// too: a head's headers all go into a `HeaderMap`, as they came.
+        #[test]
+        fn every_parsed_header_goes_into_a_header_map(
+            headers in proptest::collection::vec((
+                "[!#$%&'*+.^_`|~0-9A-Za-z-]{1,12}",
+                proptest::collection::vec(
+                    prop_oneof![8 => 0x20u8..0x7f, 2 => 0x80u8..=0xff, 1 => Just(b'\t'), 1 => any::<u8>()],
+                    0..24,
+                ),
+            ), 0..10),
+        ) {
+            let mut bytes = b"GET / HTTP/1.1\r\n".to_vec();
+            for (name, value) in &headers {
+                bytes.extend_from_slice(name.as_bytes());
+                bytes.extend_from_slice(b": ");
+                bytes.extend_from_slice(value);
+                bytes.extend_from_slice(b"\r\n");
+            }
+            bytes.extend_from_slice(b"\r\n");
+            if let Ok(Some(h)) = parse(&mut BytesMut::from(&bytes[..]), 64 * 1024) {
+                let map = h.headers.to_map();
+                prop_assert_eq!(map.len(), h.headers.len());
+                for (name, value) in h.headers.iter() {
+                    let name = std::str::from_utf8(name).unwrap();
+                    prop_assert!(map.get_all(name).iter().any(|v| v.as_bytes() == value));
+                }
+            }
+        }
+
         /// Well-formed requests round-trip, whatever their header values and
         /// however the buffer ends.
         #[test]
@@ -369,7 +395,7 @@ mod tests {
             let h = parse(&mut buf, 64 * 1024).unwrap().unwrap();
             prop_assert_eq!(h.uri.path(), if path.is_empty() { "/" } else { &path });
             for (i, v) in values.iter().enumerate() {
-                prop_assert_eq!(h.headers[format!("x-h{i}").as_str()].as_bytes(), v.trim().as_bytes());
+                prop_assert_eq!(h.headers.get(&format!("x-h{i}")), Some(v.trim().as_bytes()));
             }
             let want = match len { None | Some(0) => Framing::Empty, Some(n) => Framing::Length(n) };
             prop_assert_eq!(h.framing, want);
