@@ -99,7 +99,7 @@ fn skip_ws_back(b: &[u8], mut end: usize) -> usize {
 fn string_start(b: &[u8], close: usize) -> Option<usize> {
     let mut j = close;
     loop {
-        j = b[..j].iter().rposition(|&c| c == b'"')?;
+        j = memchr::memrchr(b'"', &b[..j])?;
         let backslashes = b[..j].iter().rev().take_while(|&&c| c == b'\\').count();
         if backslashes % 2 == 0 {
             return Some(j);
@@ -120,29 +120,49 @@ fn value_start(b: &[u8], end: usize) -> Option<usize> {
     let last = end.checked_sub(1)?;
     match b[last] {
         b'"' => string_start(b, last),
-        b'}' | b']' => {
-            let mut depth = 0usize;
-            let mut j = end;
-            loop {
-                j = b[..j].iter().rposition(is_structural)?;
-                match b[j] {
-                    b'"' => j = string_start(b, j)?,
-                    b'}' | b']' => depth += 1,
-                    _ => {
-                        depth = depth.checked_sub(1)?;
-                        if depth == 0 {
-                            return Some(j);
-                        }
-                    }
-                }
-            }
-        }
+        b'}' => flat_object_start(b, last).or_else(|| nested_value_start(b, end)),
+        b']' => nested_value_start(b, end),
         b'{' | b'[' | b',' | b':' => None,
         _ => {
             let n = b[..end].iter().rev().position(|c| {
                 matches!(c, b',' | b':' | b'{' | b'[' | b' ' | b'\t' | b'\n' | b'\r')
             })?;
             Some(end - n)
+        }
+    }
+}
+
+/// Where the object that ends at `close` starts, when it is flat (no
+/// brackets or backslashes inside; `usage` is such an object): at the last
+/// `{` before `close`, if an even number of quotes follow it (a `{` inside a
+/// string is followed by its string's closing quote, and then by pairs).
+/// One pass over the object; `None` for any other object.
+fn flat_object_start(b: &[u8], close: usize) -> Option<usize> {
+    let open = memchr::memrchr(b'{', &b[..close])?;
+    // Without an early exit, so that the compiler can vectorize the pass.
+    let (quotes, others) = b[open + 1..close].iter().fold((0u32, 0u32), |(q, o), &c| {
+        let other = matches!(c, b'\\' | b'[' | b']' | b'}');
+        (q + u32::from(c == b'"'), o + u32::from(other))
+    });
+    (others == 0 && quotes % 2 == 0).then_some(open)
+}
+
+/// Where the object or array that ends just before `end` starts, whatever
+/// it holds.
+fn nested_value_start(b: &[u8], end: usize) -> Option<usize> {
+    let mut depth = 0usize;
+    let mut j = end;
+    loop {
+        j = b[..j].iter().rposition(is_structural)?;
+        match b[j] {
+            b'"' => j = string_start(b, j)?,
+            b'}' | b']' => depth += 1,
+            _ => {
+                depth = depth.checked_sub(1)?;
+                if depth == 0 {
+                    return Some(j);
+                }
+            }
         }
     }
 }
@@ -157,7 +177,7 @@ fn skip_ws(b: &[u8], mut i: usize) -> usize {
 /// The index of the quote that ends the string whose contents start at `i`.
 fn string_end(b: &[u8], mut i: usize) -> Option<usize> {
     loop {
-        i += b.get(i..)?.iter().position(|&c| c == b'"' || c == b'\\')?;
+        i += memchr::memchr2(b'"', b'\\', b.get(i..)?)?;
         if b[i] == b'"' {
             return Some(i);
         }
@@ -291,6 +311,28 @@ mod tests {
             if last.is_none_or(|(k, _)| k != key) {
                 prop_assert_eq!(last_field(&text, &key), None);
             }
+        }
+    }
+
+    proptest! {
+        /// A last field that is a flat object, its keys and strings full of
+        /// braces, brackets, quotes and backslashes: found whole (by the
+        /// one-pass rule, or by the general scan when that rule declines).
+        #[test]
+        fn a_flat_last_object_is_found_whatever_its_strings_hold(
+            inner in prop::collection::btree_map(
+                "[a-z{}\\[\\]\"\\\\]{0,6}",
+                prop_oneof![
+                    any::<u32>().prop_map(Value::from),
+                    "[a-z {}\\[\\]\"\\\\]{0,6}".prop_map(Value::from),
+                ],
+                0..5,
+            ),
+        ) {
+            let doc = json!({"a": "{", "usage": Value::Object(inner.into_iter().collect())});
+            let text = serde_json::to_vec(&doc).unwrap();
+            let got = last_field(&text, "usage").map(|v| serde_json::from_slice::<Value>(v).unwrap());
+            prop_assert_eq!(got.as_ref(), Some(&doc["usage"]));
         }
     }
 
