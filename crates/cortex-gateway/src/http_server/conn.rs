@@ -95,10 +95,11 @@ pub(super) async fn serve(
                 None => RequestBody::TooLarge,
             },
         };
-        // Boxed: the handler's future is large, and moving it into this
-        // connection's (longer-lived) future would copy it on every request.
-        let answer = unless_gone(&mut c.io, &mut c.buf, Box::pin(handler.handle(req)));
-        let Some(answer) = answer.await else {
+        // Pinned where it is made, and watched through a reference: the
+        // handler's future is large (kilobytes), and each move would copy
+        // it; boxing it instead costs an allocation of that size per request.
+        let answering = pin!(handler.handle(req));
+        let Some(answer) = unless_gone(&mut c.io, &mut c.buf, answering).await else {
             return;
         };
         let keep = keep && !stop.is_cancelled();
@@ -260,7 +261,7 @@ impl Conn {
                 Some(next) => next,
                 None => {
                     self.flush().await?;
-                    match unless_gone(&mut self.io, &mut self.buf, body.frame()).await {
+                    match unless_gone(&mut self.io, &mut self.buf, pin!(body.frame())).await {
                         Some(next) => next,
                         None => return Err(()),
                     }
@@ -340,17 +341,16 @@ fn make_room(buf: &mut BytesMut) {
 async fn unless_gone<F: Future>(
     io: &mut TcpStream,
     buf: &mut BytesMut,
-    fut: F,
+    mut fut: Pin<&mut F>,
 ) -> Option<F::Output> {
-    let mut fut = pin!(fut);
     loop {
         if buf.len() >= MAX_AHEAD {
-            return Some(fut.await);
+            return Some(fut.as_mut().await);
         }
         make_room(buf);
         tokio::select! {
             biased;
-            out = &mut fut => return Some(out),
+            out = fut.as_mut() => return Some(out),
             r = io.read_buf(buf) => match r {
                 Ok(0) | Err(_) => return None,
                 Ok(_) => {}
