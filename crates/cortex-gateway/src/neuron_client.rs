@@ -11,7 +11,7 @@ use cortex_core::neuron_api::{
     LoadRequest, LoadResponse, NodeStatus, UnloadRequest, UnloadResponse,
 };
 use futures::FutureExt;
-use http::{header, HeaderName, HeaderValue, Method, Response, StatusCode};
+use http::{header, HeaderName, HeaderValue, Method, StatusCode};
 use http_body_util::BodyExt;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -169,7 +169,7 @@ impl NeuronClient {
         body: Bytes,
         admin: bool,
         timeout: Duration,
-    ) -> Result<Response<h1::Body>, UpstreamError> {
+    ) -> Result<h1::Answer, UpstreamError> {
         let Some(authority) = &node.authority else {
             return Err(UpstreamError::Connect {
                 node: node.name.clone(),

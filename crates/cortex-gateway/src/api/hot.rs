@@ -10,15 +10,14 @@
 use std::future::Future;
 use std::sync::Arc;
 
-use axum::body::Body;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::Router;
 use futures::future::Either;
 use http::Method;
 
 use super::error::{Anthropic, GatewayError, OpenAi};
 use super::{anthropic, app, guard, openai, AppState, CHAT_COMPLETIONS, MESSAGES};
-use crate::http_server::{Handler, Incoming, RequestBody};
+use crate::http_server::{Handler, Incoming, Reply, RequestBody};
 
 /// Requests answered without the router.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -62,7 +61,7 @@ impl Api {
 }
 
 impl Handler for Api {
-    fn handle(&mut self, req: Incoming) -> impl Future<Output = Response<Body>> + Send + 'static {
+    fn handle(&mut self, req: Incoming) -> impl Future<Output = Reply> + Send + 'static {
         match Direct::of(&req) {
             Some(direct) => Either::Left(serve_direct(self.state.clone(), direct, req)),
             None => Either::Right(self.router.handle(req)),
@@ -70,7 +69,7 @@ impl Handler for Api {
     }
 }
 
-async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Incoming) -> Response {
+async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Incoming) -> Reply {
     let path = req.uri.path();
     // The two inference paths are clean (they matched exactly); any other
     // (a body too large) is checked in full.
@@ -81,18 +80,22 @@ async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Incoming) -> Re
         Direct::TooLarge => guard::refusal(&state, path, &req.headers),
     };
     if let Some(refused) = refused {
-        return refused;
+        return Reply::Response(refused);
     }
     match (direct, req.body) {
-        (Direct::ChatCompletions, RequestBody::Whole(b)) => openai::chat(&state, Ok(b))
-            .await
-            .map_err(OpenAi)
-            .into_response(),
-        (Direct::Messages, RequestBody::Whole(b)) => anthropic::handle(&state, Ok(b))
-            .await
-            .map_err(Anthropic)
-            .into_response(),
-        _ => guard::in_dialect_of(path, GatewayError::PayloadTooLarge),
+        (Direct::ChatCompletions, RequestBody::Whole(b)) => {
+            match openai::chat(&state, Ok(b)).await {
+                Ok(reply) => reply,
+                Err(e) => Reply::Response(OpenAi(e).into_response()),
+            }
+        }
+        (Direct::Messages, RequestBody::Whole(b)) => Reply::Response(
+            anthropic::handle(&state, Ok(b))
+                .await
+                .map_err(Anthropic)
+                .into_response(),
+        ),
+        _ => Reply::Response(guard::in_dialect_of(path, GatewayError::PayloadTooLarge)),
     }
 }
 

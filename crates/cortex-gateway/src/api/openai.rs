@@ -20,6 +20,7 @@ use super::error::{GatewayError, OpenAi};
 use super::{admit, body_or_error, event_stream, parse, resolve, AppState};
 use crate::admission::Permit;
 use crate::fleet::InFlightGuard;
+use crate::http_server::{Reply, Whole};
 use crate::metrics::Api;
 use crate::proxy::stats::{usage_of, Probe, Stats};
 use crate::proxy::upstream::{StreamFailure, UpstreamSse};
@@ -52,14 +53,17 @@ pub async fn chat_completions(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<Response, OpenAi> {
-    chat(&s, body_or_error(body)).await.map_err(OpenAi)
+    chat(&s, body_or_error(body))
+        .await
+        .map(IntoResponse::into_response)
+        .map_err(OpenAi)
 }
 
 /// `POST /v1/chat/completions` with its body (or the error reading it).
 pub(crate) async fn chat(
     s: &Arc<AppState>,
     body: Result<Bytes, GatewayError>,
-) -> Result<Response, GatewayError> {
+) -> Result<Reply, GatewayError> {
     let started = Instant::now();
     let body = body?;
     let probe: ChatProbe = parse(&body)?;
@@ -93,53 +97,49 @@ pub(crate) async fn chat(
     };
     let permit = admit(s, &resolved.id).await?;
     let deadline = started + s.limits.request_deadline.get();
-    let mut d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
+    let d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::OpenAi, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
-        let keep = kept_headers(d.resp.headers_mut());
+        let content_type = d.resp.content_type().cloned();
+        let retry_after = d.resp.headers().get(header::RETRY_AFTER).cloned();
         let bytes = d.read_all(s).await?;
         if status == StatusCode::OK {
             stats.usage = usage_of(&bytes);
         }
         stats.finish(status.as_u16());
-        return Ok(passthrough(status, keep, bytes));
+        return Ok(Reply::Whole(passthrough(
+            status,
+            content_type,
+            retry_after,
+            bytes,
+        )));
     }
-    Ok(stream_through(s, d, stats, !wants_usage, permit))
+    Ok(Reply::Response(stream_through(
+        s,
+        d,
+        stats,
+        !wants_usage,
+        permit,
+    )))
 }
 
-/// The answer headers passed on.
-const KEPT: [header::HeaderName; 2] = [header::CONTENT_TYPE, header::RETRY_AFTER];
-
-/// The neuron's answer headers that are passed on, taken out of its answer:
-/// its map as it is when it holds nothing else (the usual case), or a map
-/// of just those.
-fn kept_headers(headers: &mut HeaderMap) -> HeaderMap {
-    if headers.keys().all(|k| KEPT.contains(k)) {
-        return std::mem::take(headers);
+/// A neuron's whole answer, passed on with its status, content type (bytes
+/// without one are `application/octet-stream`, as axum labels them) and
+/// `Retry-After`; its other headers are the neuron's own business.
+fn passthrough(
+    status: StatusCode,
+    content_type: Option<header::HeaderValue>,
+    retry_after: Option<header::HeaderValue>,
+    body: Bytes,
+) -> Whole {
+    Whole {
+        status,
+        content_type: content_type
+            .unwrap_or(header::HeaderValue::from_static("application/octet-stream")),
+        retry_after,
+        body,
     }
-    let mut kept = HeaderMap::with_capacity(KEPT.len());
-    for h in KEPT {
-        if let Some(v) = headers.remove(&h) {
-            kept.insert(h, v);
-        }
-    }
-    kept
-}
-
-/// A neuron's answer, passed on with its status and content type (bytes
-/// without one are `application/octet-stream`, as axum labels them).
-fn passthrough(status: StatusCode, mut headers: HeaderMap, body: Bytes) -> Response {
-    if !headers.contains_key(header::CONTENT_TYPE) {
-        headers.insert(
-            header::CONTENT_TYPE,
-            header::HeaderValue::from_static("application/octet-stream"),
-        );
-    }
-    let mut r = Response::new(axum::body::Body::from(body));
-    *r.status_mut() = status;
-    *r.headers_mut() = headers;
-    r
 }
 
 /// Ask for the usage chunk (the metrics need it) by adding
@@ -363,23 +363,20 @@ mod tests {
     #[test]
     fn only_the_content_type_and_retry_after_of_an_answer_are_passed_on() {
         let json = header::HeaderValue::from_static("application/json");
-        let mut only = HeaderMap::new();
-        only.insert(header::CONTENT_TYPE, json.clone());
-        let kept = kept_headers(&mut only);
-        assert_eq!(kept.len(), 1);
-        assert_eq!(kept[header::CONTENT_TYPE], json);
-        let mut more = HeaderMap::new();
-        more.insert(header::CONTENT_TYPE, json.clone());
-        more.insert(header::RETRY_AFTER, header::HeaderValue::from_static("3"));
-        more.insert("x-neuron-internal", header::HeaderValue::from_static("1"));
-        more.insert(header::SET_COOKIE, header::HeaderValue::from_static("a=b"));
-        let kept = kept_headers(&mut more);
-        assert_eq!(kept.len(), 2);
-        assert_eq!(kept[header::RETRY_AFTER], "3");
-        let r = passthrough(StatusCode::OK, kept, Bytes::from_static(b"{}"));
+        let three = header::HeaderValue::from_static("3");
+        let r = passthrough(
+            StatusCode::SERVICE_UNAVAILABLE,
+            Some(json.clone()),
+            Some(three),
+            Bytes::from_static(b"{}"),
+        )
+        .into_response();
+        assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
+        assert_eq!(r.headers().len(), 2);
         assert_eq!(r.headers()[header::CONTENT_TYPE], json);
-        assert!(r.headers().get("x-neuron-internal").is_none());
-        let r = passthrough(StatusCode::OK, HeaderMap::new(), Bytes::new());
+        assert_eq!(r.headers()[header::RETRY_AFTER], "3");
+        let r = passthrough(StatusCode::OK, None, None, Bytes::new()).into_response();
+        assert_eq!(r.headers().len(), 1);
         assert_eq!(
             r.headers()[header::CONTENT_TYPE],
             "application/octet-stream"

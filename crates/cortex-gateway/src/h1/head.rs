@@ -14,6 +14,9 @@ pub(super) struct Head {
     /// Bytes of the head, blank line included.
     pub(super) len: usize,
     pub(super) status: StatusCode,
+    /// The first `Content-Type`.
+    pub(super) content_type: Option<HeaderValue>,
+    /// The others, framing, `Date` and `Server` left out.
     pub(super) headers: HeaderMap,
     pub(super) keep_alive: bool,
     pub(super) content_length: Option<u64>,
@@ -59,7 +62,9 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
     let mut keep_alive = r.version == Some(1);
     let mut content_length = None;
     let mut chunked = false;
-    let mut headers = HeaderMap::with_capacity(r.headers.len());
+    let mut content_type = None;
+    // Allocated at its first header: usually there is none.
+    let mut headers = HeaderMap::new();
     for h in r.headers.iter() {
         let name = HeaderName::from_bytes(h.name.as_bytes())
             .map_err(|_| H1Error::Invalid(format!("bad header name {:?}", h.name)))?;
@@ -94,12 +99,17 @@ pub(super) fn parse_head(buf: &[u8]) -> Result<Option<Head>, H1Error> {
         } else {
             let value = value_of(h.value)
                 .map_err(|_| H1Error::Invalid(format!("bad value for header {name}")))?;
-            headers.append(name, value);
+            if name == http::header::CONTENT_TYPE && content_type.is_none() {
+                content_type = Some(value);
+            } else {
+                headers.append(name, value);
+            }
         }
     }
     Ok(Some(Head {
         len,
         status,
+        content_type,
         headers,
         keep_alive,
         content_length,

@@ -19,6 +19,7 @@
 
 pub mod chunked;
 
+mod answer;
 mod body;
 mod head;
 mod pool;
@@ -28,6 +29,7 @@ use std::io;
 use bytes::BytesMut;
 use tokio::net::TcpStream;
 
+pub use answer::Answer;
 pub use body::Body;
 pub use chunked::ChunkError;
 pub use pool::{Pool, MAX_IDLE_AGE};

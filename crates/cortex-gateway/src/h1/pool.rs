@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use super::body::Body;
 use super::head::{parse_head, Framing, Head};
+use super::Answer;
 use super::{Conn, H1Error, Home, READ_CHUNK};
 
 /// Largest answer head accepted.
@@ -92,7 +93,7 @@ impl Pool {
         headers: &[(HeaderName, HeaderValue)],
         body: &[u8],
         timeout: Duration,
-    ) -> Result<http::Response<Body>, H1Error> {
+    ) -> Result<Answer, H1Error> {
         loop {
             let (mut conn, reused) = match self.checkout(authority) {
                 Some(c) => (c, true),
@@ -205,7 +206,7 @@ pub(super) fn checkin(conn: Conn) {
 }
 
 /// The answer to a request on `conn`, whose head was `head`.
-fn answer(mut conn: Conn, head: Head, method: &Method) -> http::Response<Body> {
+fn answer(mut conn: Conn, head: Head, method: &Method) -> Answer {
     // Consume the head in place: the buffer stays this connection's own, to
     // be reused for the next answer.
     conn.buf.advance(head.len);
@@ -216,13 +217,15 @@ fn answer(mut conn: Conn, head: Head, method: &Method) -> http::Response<Body> {
         framing,
         reuse,
     };
-    let mut resp = http::Response::new(body);
-    *resp.status_mut() = head.status;
-    *resp.headers_mut() = head.headers;
-    let body = resp.body_mut();
+    let mut answer = Answer {
+        status: head.status,
+        content_type: head.content_type,
+        headers: head.headers,
+        body,
+    };
     // An empty body is complete at once: the connection can go back now.
-    body.settle();
-    resp
+    answer.body.settle();
+    answer
 }
 
 /// Has the peer closed (or written to) this idle connection? Costs a system

@@ -5,10 +5,9 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::time::Duration;
 
-use axum::body::Body;
 use bytes::{Bytes, BytesMut};
 use futures::FutureExt;
-use http::{Method, Response, StatusCode, Version};
+use http::{header, Method, StatusCode, Version};
 use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -18,7 +17,8 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
 use super::request::{self, Framing as In, Head, Refusal};
 use super::response::{self, Framing as Out, Persistence};
 use super::{
-    Handler, Incoming, RequestBody, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT, MAX_HEAD_BYTES,
+    Handler, Incoming, Reply, RequestBody, Whole, BODY_READ_TIMEOUT, HEADER_READ_TIMEOUT,
+    MAX_HEAD_BYTES,
 };
 use crate::deadline::Deadline;
 use crate::h1::chunked::ChunkedDecoder;
@@ -226,11 +226,15 @@ impl Conn {
     /// one write). `Ok(true)` when the connection can take another request.
     async fn write_answer(
         &mut self,
-        answer: Response<Body>,
+        answer: Reply,
         head_request: bool,
         version: Version,
         keep: bool,
     ) -> Result<bool, ()> {
+        let answer = match answer {
+            Reply::Response(r) => r,
+            Reply::Whole(w) => return self.write_whole(w, head_request, version, keep).await,
+        };
         let (parts, mut body) = answer.into_parts();
         // A HEAD answer's body is gone; its length is what the handler said.
         let exact = if head_request {
@@ -285,6 +289,33 @@ impl Conn {
                 }
             }
         }
+        response::write_end(&mut self.out, framing);
+        self.flush().await?;
+        Ok(keep)
+    }
+
+    /// Write a whole answer in one write; `Ok(true)` when the connection
+    /// can take another request.
+    async fn write_whole(
+        &mut self,
+        w: Whole,
+        head_request: bool,
+        version: Version,
+        keep: bool,
+    ) -> Result<bool, ()> {
+        let framing = Out::choose(w.status, head_request, version, Some(w.body.len() as u64));
+        let keep = keep && !framing.ends_connection();
+        self.out.clear();
+        let content_type = (&header::CONTENT_TYPE, &w.content_type);
+        let retry_after = w.retry_after.as_ref().map(|v| (&header::RETRY_AFTER, v));
+        response::write_head(
+            &mut self.out,
+            w.status,
+            std::iter::once(content_type).chain(retry_after),
+            framing,
+            Persistence::of(version, keep),
+        );
+        response::write_data(&mut self.out, framing, &w.body);
         response::write_end(&mut self.out, framing);
         self.flush().await?;
         Ok(keep)

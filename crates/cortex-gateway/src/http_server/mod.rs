@@ -31,10 +31,11 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use axum::body::Body;
+use axum::response::IntoResponse;
 use axum::Router;
 use bytes::Bytes;
 use futures::future::Either;
-use http::{Method, Request, Response, Uri, Version};
+use http::{header, HeaderValue, Method, Request, Response, StatusCode, Uri, Version};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -83,15 +84,61 @@ impl Incoming {
     }
 }
 
+/// A handler's answer: a response, or a whole body with its status and
+/// content type (the proxy's answer to every request not streamed), which
+/// is written as it is, without a header map or a boxed body.
+#[derive(Debug)]
+pub enum Reply {
+    Response(Response<Body>),
+    Whole(Whole),
+}
+
+/// A whole answer: status, content type, `Retry-After` if any, body.
+#[derive(Debug)]
+pub struct Whole {
+    pub status: StatusCode,
+    pub content_type: HeaderValue,
+    pub retry_after: Option<HeaderValue>,
+    pub body: Bytes,
+}
+
+impl From<Response<Body>> for Reply {
+    fn from(r: Response<Body>) -> Self {
+        Reply::Response(r)
+    }
+}
+
+impl IntoResponse for Whole {
+    fn into_response(self) -> axum::response::Response {
+        let mut r = Response::new(Body::from(self.body));
+        *r.status_mut() = self.status;
+        let headers = r.headers_mut();
+        headers.insert(header::CONTENT_TYPE, self.content_type);
+        if let Some(v) = self.retry_after {
+            headers.insert(header::RETRY_AFTER, v);
+        }
+        r
+    }
+}
+
+impl IntoResponse for Reply {
+    fn into_response(self) -> axum::response::Response {
+        match self {
+            Reply::Response(r) => r,
+            Reply::Whole(w) => w.into_response(),
+        }
+    }
+}
+
 /// What answers a connection's requests.
 pub trait Handler: Clone + Send + 'static {
-    fn handle(&mut self, req: Incoming) -> impl Future<Output = Response<Body>> + Send + 'static;
+    fn handle(&mut self, req: Incoming) -> impl Future<Output = Reply> + Send + 'static;
 }
 
 /// A plain router (the metrics listener, tests): a body over the limit gets
 /// an OpenAI-style 413 without reaching it.
 impl Handler for Router {
-    fn handle(&mut self, req: Incoming) -> impl Future<Output = Response<Body>> + Send + 'static {
+    fn handle(&mut self, req: Incoming) -> impl Future<Output = Reply> + Send + 'static {
         let (parts, body) = req.into_request().into_parts();
         let answer = match body {
             RequestBody::Whole(b) => {
@@ -101,7 +148,7 @@ impl Handler for Router {
         };
         async move {
             match answer.await {
-                Ok(a) => a,
+                Ok(a) => Reply::Response(a),
                 Err(never) => match never {},
             }
         }

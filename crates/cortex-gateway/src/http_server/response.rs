@@ -78,11 +78,11 @@ fn is_framing_header(name: &header::HeaderName) -> bool {
         || name.as_str() == "keep-alive"
 }
 
-/// Append the head of an answer to `out`.
-pub(super) fn write_head(
+/// Append the head of an answer with `headers` to `out`.
+pub(super) fn write_head<'a>(
     out: &mut Vec<u8>,
     status: StatusCode,
-    headers: &HeaderMap,
+    headers: impl IntoIterator<Item = (&'a header::HeaderName, &'a header::HeaderValue)>,
     framing: Framing,
     persistence: Persistence,
 ) {

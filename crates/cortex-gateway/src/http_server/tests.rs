@@ -433,3 +433,56 @@ async fn draining_closes_idle_connections_and_finishes_the_rest() {
         .expect("drain did not finish")
         .unwrap();
 }
+
+/// Answers every request with a whole reply: 503, JSON, `Retry-After: 7`.
+#[derive(Clone)]
+struct WholeReplies;
+
+impl super::Handler for WholeReplies {
+    fn handle(
+        &mut self,
+        _req: super::Incoming,
+    ) -> impl std::future::Future<Output = super::Reply> + Send + 'static {
+        std::future::ready(super::Reply::Whole(super::Whole {
+            status: StatusCode::SERVICE_UNAVAILABLE,
+            content_type: http::HeaderValue::from_static("application/json"),
+            retry_after: Some(http::HeaderValue::from_static("7")),
+            body: Bytes::from_static(b"{\"busy\":1}"),
+        }))
+    }
+}
+
+#[tokio::test]
+async fn whole_replies_are_framed_like_any_answer() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        let conns = Connections::new(MAX_BODY);
+        loop {
+            conns.serve(listener.accept().await.unwrap().0, WholeReplies);
+        }
+    });
+    let expected = "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+                    retry-after: 7\r\ncontent-length: 10\r\n\r\n{\"busy\":1}";
+    // Kept alive, twice on one connection; then HEAD: the length, no body.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    send(
+        &mut s,
+        b"POST /x HTTP/1.1\r\ncontent-length: 2\r\n\r\n{}GET /y HTTP/1.1\r\n\r\n",
+    )
+    .await;
+    let two = read_until(&mut s, "{\"busy\":1}", 2).await;
+    assert_eq!(two, format!("{expected}{expected}"));
+    send(&mut s, b"HEAD /z HTTP/1.1\r\nconnection: close\r\n\r\n").await;
+    let head = read_to_close(&mut s).await;
+    assert_eq!(
+        head,
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\n\
+         retry-after: 7\r\ncontent-length: 10\r\nconnection: close\r\n\r\n"
+    );
+    // HTTP/1.0 asking to keep the connection: told so.
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    send(&mut s, b"GET / HTTP/1.0\r\nconnection: keep-alive\r\n\r\n").await;
+    let kept = read_until(&mut s, "{\"busy\":1}", 1).await;
+    assert!(kept.contains("\r\nconnection: keep-alive\r\n"), "{kept}");
+}

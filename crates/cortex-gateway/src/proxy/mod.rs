@@ -23,7 +23,7 @@ use upstream::UpstreamSse;
 
 /// A request that reached a neuron and got an answer's head.
 pub struct Dispatched {
-    pub resp: http::Response<crate::h1::Body>,
+    pub resp: crate::h1::Answer,
     pub replica: Replica,
     pub guard: InFlightGuard,
 }
