@@ -32,10 +32,6 @@ impl Answer {
         &self.headers
     }
 
-    pub fn headers_mut(&mut self) -> &mut HeaderMap {
-        &mut self.headers
-    }
-
     pub fn into_body(self) -> Body {
         self.body
     }
