@@ -102,7 +102,7 @@ pub(crate) async fn chat(
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
         let content_type = d.resp.content_type().cloned();
-        let retry_after = d.resp.headers().get(header::RETRY_AFTER).cloned();
+        let retry_after = retry_after(d.resp.headers());
         let bytes = d.read_all(s).await?;
         if status == StatusCode::OK {
             stats.usage = usage_of(&bytes);
@@ -122,6 +122,12 @@ pub(crate) async fn chat(
         !wants_usage,
         permit,
     )))
+}
+
+/// Of a neuron's answer headers besides its content type, the one passed
+/// on: the others are the neuron's own business.
+fn retry_after(others: &HeaderMap) -> Option<header::HeaderValue> {
+    others.get(header::RETRY_AFTER).cloned()
 }
 
 /// A neuron's whole answer, passed on with its status, content type (bytes
@@ -363,14 +369,19 @@ mod tests {
     #[test]
     fn only_the_content_type_and_retry_after_of_an_answer_are_passed_on() {
         let json = header::HeaderValue::from_static("application/json");
-        let three = header::HeaderValue::from_static("3");
+        let mut others = HeaderMap::new();
+        others.insert(header::RETRY_AFTER, header::HeaderValue::from_static("3"));
+        others.insert("x-neuron-internal", header::HeaderValue::from_static("1"));
+        others.insert(header::SET_COOKIE, header::HeaderValue::from_static("a=b"));
         let r = passthrough(
             StatusCode::SERVICE_UNAVAILABLE,
             Some(json.clone()),
-            Some(three),
+            retry_after(&others),
             Bytes::from_static(b"{}"),
         )
         .into_response();
+        assert!(r.headers().get("x-neuron-internal").is_none());
+        assert!(r.headers().get(header::SET_COOKIE).is_none());
         assert_eq!(r.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(r.headers().len(), 2);
         assert_eq!(r.headers()[header::CONTENT_TYPE], json);

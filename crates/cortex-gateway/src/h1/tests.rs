@@ -379,6 +379,29 @@ fn head_framing_rules() {
         .is_none());
 }
 
+#[test]
+fn an_answer_keeps_its_content_type_apart_and_drops_framing_and_server_headers() {
+    let h = parse_head(
+        b"HTTP/1.1 503 Busy\r\nContent-Type: application/json\r\nRetry-After: 3\r\n\
+          X-Neuron-Internal: 1\r\nDate: today\r\nServer: neuron\r\nContent-Length: 2\r\n\
+          Content-Type: text/plain\r\n\r\n",
+    )
+    .unwrap()
+    .unwrap();
+    assert_eq!(h.content_type.as_ref().unwrap(), "application/json");
+    assert_eq!(h.headers.len(), 3, "{:?}", h.headers);
+    assert_eq!(h.headers["retry-after"], "3");
+    assert_eq!(h.headers["x-neuron-internal"], "1");
+    assert_eq!(
+        h.headers["content-type"], "text/plain",
+        "a second one stays"
+    );
+    let h = parse_head(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n")
+        .unwrap()
+        .unwrap();
+    assert!(h.content_type.is_none() && h.headers.is_empty());
+}
+
 proptest! {
     /// Any bytes as an answer head: parsed, incomplete, or refused; never a
     /// panic.
