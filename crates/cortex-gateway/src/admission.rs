@@ -9,7 +9,6 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use prometheus_client::metrics::histogram::Histogram;
 use tokio::sync::Semaphore;
 
 use crate::api::error::GatewayError;
@@ -24,7 +23,7 @@ struct Gate {
     /// Requests running through the gateway, every model.
     total: Arc<AtomicUsize>,
     /// The model's queue-wait histogram, looked up once.
-    queue_wait: OnceLock<Histogram>,
+    queue_wait: OnceLock<crate::metrics::sharded::Histogram>,
 }
 
 /// Admission control for the whole gateway.
@@ -56,7 +55,10 @@ pub struct Permit {
 
 impl Permit {
     /// The model's queue-wait histogram: made by `make` the first time.
-    pub fn queue_wait(&self, make: impl FnOnce() -> Histogram) -> &Histogram {
+    pub fn queue_wait(
+        &self,
+        make: impl FnOnce() -> crate::metrics::sharded::Histogram,
+    ) -> &crate::metrics::sharded::Histogram {
         self.gate.queue_wait.get_or_init(make)
     }
 }

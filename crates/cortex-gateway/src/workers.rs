@@ -53,7 +53,7 @@ pub async fn serve(
     for id in 1..=count.get() {
         let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
         let (finished, finished_rx) = oneshot::channel::<()>();
-        let handler = handler.clone();
+        let handler = handler.for_worker();
         let stop = stop.clone();
         std::thread::Builder::new()
             .name(format!("cortex-api-{id}"))
@@ -151,6 +151,8 @@ where
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::Arc;
+
     use axum::routing::get;
     use axum::Router;
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -224,6 +226,54 @@ mod tests {
             .map(|i| format!("{i} cortex-api-{i}"))
             .collect();
         assert_eq!(seen, want);
+        stop.cancel();
+        served.await.unwrap().unwrap();
+    }
+
+    /// A router that counts the worker copies made of it.
+    #[derive(Clone)]
+    struct Copies {
+        router: Router,
+        made: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    impl Handler for Copies {
+        fn handle(
+            &mut self,
+            req: crate::http_server::Incoming,
+        ) -> impl std::future::Future<Output = crate::http_server::Reply> + Send + 'static {
+            self.router.handle(req)
+        }
+
+        fn for_worker(&self) -> Self {
+            self.made.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            self.clone()
+        }
+    }
+
+    #[tokio::test]
+    async fn each_worker_serves_with_a_copy_of_its_own() {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = CancellationToken::new();
+        let made = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let handler = Copies {
+            router: router(),
+            made: made.clone(),
+        };
+        let n = NonZeroUsize::new(3).unwrap();
+        let served = tokio::spawn(serve(
+            listener,
+            handler,
+            stop.clone(),
+            Duration::from_secs(1),
+            n,
+            1 << 20,
+        ));
+        for i in 1..=3 {
+            assert_eq!(get_body(addr, "/").await, format!("{i} cortex-api-{i}"));
+        }
+        assert_eq!(made.load(std::sync::atomic::Ordering::SeqCst), 3);
         stop.cancel();
         served.await.unwrap().unwrap();
     }

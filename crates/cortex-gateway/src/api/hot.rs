@@ -47,15 +47,21 @@ impl Direct {
 /// The gateway's API handler.
 #[derive(Clone)]
 pub struct Api {
-    state: Arc<AppState>,
+    state: Arc<WorkerState>,
     router: Router,
 }
+
+/// The shared state, behind a handle of one worker's own (the allocation
+/// is the point): a request clones the outer `Arc`, whose count no other
+/// worker writes, where a clone of the shared one would move its cache
+/// line between cores on every request.
+struct WorkerState(Arc<AppState>);
 
 impl Api {
     pub fn new(state: Arc<AppState>) -> Self {
         Self {
             router: app(state.clone()),
-            state,
+            state: Arc::new(WorkerState(state)),
         }
     }
 }
@@ -67,30 +73,36 @@ impl Handler for Api {
             None => Either::Right(self.router.handle(req)),
         }
     }
+
+    fn for_worker(&self) -> Self {
+        Self {
+            state: Arc::new(WorkerState(Arc::clone(&self.state.0))),
+            router: self.router.clone(),
+        }
+    }
 }
 
-async fn serve_direct(state: Arc<AppState>, direct: Direct, req: Incoming) -> Reply {
+async fn serve_direct(state: Arc<WorkerState>, direct: Direct, req: Incoming) -> Reply {
+    let WorkerState(state) = &*state;
     let path = req.uri.path();
     // The two inference paths are clean (they matched exactly); any other
     // (a body too large) is checked in full.
     let refused = match direct {
-        Direct::ChatCompletions | Direct::Messages => {
-            guard::key_refusal(&state, path, &req.headers)
-        }
-        Direct::TooLarge => guard::refusal(&state, path, &req.headers),
+        Direct::ChatCompletions | Direct::Messages => guard::key_refusal(state, path, &req.headers),
+        Direct::TooLarge => guard::refusal(state, path, &req.headers),
     };
     if let Some(refused) = refused {
         return Reply::Response(refused);
     }
     match (direct, req.body) {
         (Direct::ChatCompletions, RequestBody::Whole(b)) => {
-            match openai::chat(&state, Ok(b)).await {
+            match openai::chat(state, Ok(b)).await {
                 Ok(reply) => reply,
                 Err(e) => Reply::Response(OpenAi(e).into_response()),
             }
         }
         (Direct::Messages, RequestBody::Whole(b)) => Reply::Response(
-            anthropic::handle(&state, Ok(b))
+            anthropic::handle(state, Ok(b))
                 .await
                 .map_err(Anthropic)
                 .into_response(),

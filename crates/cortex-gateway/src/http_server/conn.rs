@@ -12,7 +12,7 @@ use http_body::Body as _;
 use http_body_util::BodyExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
-use tokio_util::sync::{CancellationToken, WaitForCancellationFuture};
+use tokio_util::sync::WaitForCancellationFuture;
 
 use super::request::{self, Framing as In, Head, Refusal};
 use super::response::{self, Framing as Out, Persistence};
@@ -60,7 +60,7 @@ struct Conn {
 pub(super) async fn serve(
     io: TcpStream,
     mut handler: impl Handler,
-    stop: CancellationToken,
+    stop: super::Stop,
     max_body: usize,
 ) {
     let mut c = Conn {
@@ -69,7 +69,7 @@ pub(super) async fn serve(
         out: Vec::with_capacity(READ_CHUNK),
         deadline: Deadline::new(HEADER_READ_TIMEOUT),
     };
-    let mut stopped = pin!(stop.cancelled());
+    let mut stopped = pin!(stop.token.cancelled());
     loop {
         let head = match c.read_head(stopped.as_mut()).await {
             Ok(h) => h,
@@ -102,7 +102,7 @@ pub(super) async fn serve(
         let Some(answer) = unless_gone(&mut c.io, &mut c.buf, answering).await else {
             return;
         };
-        let keep = keep && !stop.is_cancelled();
+        let keep = keep && !stop.is_set();
         match c.write_answer(answer, head_request, version, keep).await {
             Ok(true) => {}
             Ok(false) if !read_whole => return c.linger().await,

@@ -28,6 +28,8 @@ pub use headers::RawHeaders;
 
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Body;
@@ -133,6 +135,13 @@ impl IntoResponse for Reply {
 /// What answers a connection's requests.
 pub trait Handler: Clone + Send + 'static {
     fn handle(&mut self, req: Incoming) -> impl Future<Output = Reply> + Send + 'static;
+
+    /// The copy one API worker serves with (each of its connections gets a
+    /// clone of it): what a handler clones per request should then be that
+    /// worker's alone, not shared with the others (see [`crate::workers`]).
+    fn for_worker(&self) -> Self {
+        self.clone()
+    }
 }
 
 /// A plain router (the metrics listener, tests): a body over the limit gets
@@ -176,10 +185,31 @@ pub(crate) async fn accept(
     }
 }
 
+/// Shutdown as a connection sees it: a token that an idle connection waits
+/// on, and a flag read after every answer (a plain load; the token's own
+/// check takes a lock).
+#[derive(Clone, Default)]
+pub(crate) struct Stop {
+    token: CancellationToken,
+    flag: Arc<AtomicBool>,
+}
+
+impl Stop {
+    fn cancel(&self) {
+        self.flag.store(true, Ordering::Release);
+        self.token.cancel();
+    }
+
+    /// Has shutdown begun?
+    fn is_set(&self) -> bool {
+        self.flag.load(Ordering::Acquire)
+    }
+}
+
 /// The open connections of one runtime, and their graceful shutdown.
 pub(crate) struct Connections {
     tracker: TaskTracker,
-    stop: CancellationToken,
+    stop: Stop,
     max_body: usize,
 }
 
@@ -188,7 +218,7 @@ impl Connections {
     pub(crate) fn new(max_body: usize) -> Self {
         Self {
             tracker: TaskTracker::new(),
-            stop: CancellationToken::new(),
+            stop: Stop::default(),
             max_body,
         }
     }

@@ -11,6 +11,14 @@ use prometheus_client::registry::Registry;
 
 use cortex_core::metrics as names;
 
+pub mod sharded;
+
+const _: () = assert!(
+    sharded::Histogram::bounds_fit(names::LATENCY_BUCKETS)
+        && sharded::Histogram::bounds_fit(names::INTER_TOKEN_BUCKETS)
+        && sharded::Histogram::bounds_fit(names::TOKENS_PER_SECOND_BUCKETS)
+);
+
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,
@@ -52,33 +60,39 @@ pub struct ModelLabel {
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
+/// The request path's histograms: one shard per API worker.
+type ShardedHistograms<L> = Family<L, sharded::Histogram, fn() -> sharded::Histogram>;
 
 fn latency() -> Histogram {
     Histogram::new(names::LATENCY_BUCKETS.iter().copied())
 }
-fn inter_token() -> Histogram {
-    Histogram::new(names::INTER_TOKEN_BUCKETS.iter().copied())
+fn sharded_latency() -> sharded::Histogram {
+    sharded::Histogram::new(names::LATENCY_BUCKETS)
 }
-fn tok_per_s() -> Histogram {
-    Histogram::new(names::TOKENS_PER_SECOND_BUCKETS.iter().copied())
+fn inter_token() -> sharded::Histogram {
+    sharded::Histogram::new(names::INTER_TOKEN_BUCKETS)
+}
+fn tok_per_s() -> sharded::Histogram {
+    sharded::Histogram::new(names::TOKENS_PER_SECOND_BUCKETS)
 }
 
-/// Every gateway metric. Cheap to clone.
+/// Every gateway metric. Cheap to clone. Those every request updates are
+/// [`sharded`]; the rest (loads, evictions, health) are prometheus-client's.
 #[derive(Clone)]
 pub struct GatewayMetrics {
-    pub requests: Family<RequestLabels, Counter>,
-    pub request_duration: Histograms<ModelNode>,
-    pub ttft: Histograms<ModelNode>,
-    pub inter_token: Histograms<ModelNode>,
-    pub prompt_tokens: Family<ModelNode, Counter>,
-    pub completion_tokens: Family<ModelNode, Counter>,
-    pub tokens_per_second: Histograms<ModelNode>,
+    pub requests: Family<RequestLabels, sharded::Counter>,
+    pub request_duration: ShardedHistograms<ModelNode>,
+    pub ttft: ShardedHistograms<ModelNode>,
+    pub inter_token: ShardedHistograms<ModelNode>,
+    pub prompt_tokens: Family<ModelNode, sharded::Counter>,
+    pub completion_tokens: Family<ModelNode, sharded::Counter>,
+    pub tokens_per_second: ShardedHistograms<ModelNode>,
     pub loads: Family<LoadLabels, Counter>,
     pub load_duration: Histograms<ModelNode>,
     pub evictions: Family<EvictionLabels, Counter>,
     pub neuron_up: Family<NodeLabel, Gauge>,
-    pub in_flight: Family<ModelLabel, Gauge>,
-    pub queue_wait: Histograms<ModelLabel>,
+    pub in_flight: Family<ModelLabel, sharded::Gauge>,
+    pub queue_wait: ShardedHistograms<ModelLabel>,
     pub retries: Family<ModelLabel, Counter>,
 }
 
@@ -92,8 +106,8 @@ impl GatewayMetrics {
     pub fn new(r: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
-            request_duration: Family::new_with_constructor(latency),
-            ttft: Family::new_with_constructor(latency),
+            request_duration: Family::new_with_constructor(sharded_latency),
+            ttft: Family::new_with_constructor(sharded_latency),
             inter_token: Family::new_with_constructor(inter_token),
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
@@ -103,7 +117,7 @@ impl GatewayMetrics {
             evictions: Family::default(),
             neuron_up: Family::default(),
             in_flight: Family::default(),
-            queue_wait: Family::new_with_constructor(latency),
+            queue_wait: Family::new_with_constructor(sharded_latency),
             retries: Family::default(),
         };
         r.register(
@@ -237,17 +251,17 @@ pub enum Api {
 pub struct ReplicaMetrics {
     model: String,
     node: String,
-    requests: Family<RequestLabels, Counter>,
+    requests: Family<RequestLabels, sharded::Counter>,
     /// `requests{status="200"}` per [`Api`].
-    ok: [Counter; 3],
-    pub request_duration: Histogram,
-    pub ttft: Histogram,
-    pub inter_token: Histogram,
-    pub prompt_tokens: Counter,
-    pub completion_tokens: Counter,
-    pub tokens_per_second: Histogram,
+    ok: [sharded::Counter; 3],
+    pub request_duration: sharded::Histogram,
+    pub ttft: sharded::Histogram,
+    pub inter_token: sharded::Histogram,
+    pub prompt_tokens: sharded::Counter,
+    pub completion_tokens: sharded::Counter,
+    pub tokens_per_second: sharded::Histogram,
     /// `requests_in_flight{model}` (shared by the model's replicas).
-    pub in_flight: Gauge,
+    pub in_flight: sharded::Gauge,
 }
 
 impl ReplicaMetrics {
