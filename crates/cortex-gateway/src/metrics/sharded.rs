@@ -157,7 +157,8 @@ impl Histogram {
         };
         let s = &inner.shards[shard()].0;
         s.buckets[bucket].fetch_add(1, Ordering::Relaxed);
-        // Only this shard's worker writes it: the loop runs once.
+        // Usually only this shard's worker writes it, and the loop runs
+        // once; threads that share a shard retry.
         let _ = s
             .sum
             .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |bits| {
