@@ -63,10 +63,10 @@ type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 /// The request path's histograms: one shard per API worker.
 type ShardedHistograms<L> = Family<L, sharded::Histogram, fn() -> sharded::Histogram>;
 
-fn latency() -> Histogram {
+fn load_latency() -> Histogram {
     Histogram::new(names::LATENCY_BUCKETS.iter().copied())
 }
-fn sharded_latency() -> sharded::Histogram {
+fn latency() -> sharded::Histogram {
     sharded::Histogram::new(names::LATENCY_BUCKETS)
 }
 fn inter_token() -> sharded::Histogram {
@@ -106,18 +106,18 @@ impl GatewayMetrics {
     pub fn new(r: &mut Registry) -> Self {
         let m = Self {
             requests: Family::default(),
-            request_duration: Family::new_with_constructor(sharded_latency),
-            ttft: Family::new_with_constructor(sharded_latency),
+            request_duration: Family::new_with_constructor(latency),
+            ttft: Family::new_with_constructor(latency),
             inter_token: Family::new_with_constructor(inter_token),
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
             tokens_per_second: Family::new_with_constructor(tok_per_s),
             loads: Family::default(),
-            load_duration: Family::new_with_constructor(latency),
+            load_duration: Family::new_with_constructor(load_latency),
             evictions: Family::default(),
             neuron_up: Family::default(),
             in_flight: Family::default(),
-            queue_wait: Family::new_with_constructor(sharded_latency),
+            queue_wait: Family::new_with_constructor(latency),
             retries: Family::default(),
         };
         r.register(

@@ -248,6 +248,14 @@ mod tests {
             });
         }
         let n = SHARDS as u64 + 3;
+        // Each worker wrote its own shard (`id % SHARDS`), not a shared one.
+        for (k, shard) in c.shards.iter().enumerate() {
+            let want: u64 = (0..n)
+                .filter(|id| *id as usize % SHARDS == k)
+                .map(|id| id + 1)
+                .sum();
+            assert_eq!(shard.0.load(Ordering::Relaxed), want, "shard {k}");
+        }
         assert_eq!(c.get(), n * (n + 1) / 2);
         assert_eq!(g.get(), n as i64);
         let (sum, count, buckets) = h.get();
