@@ -10,7 +10,8 @@
 //! - [`sampling`]: greedy / temperature / top-k / top-p sampling;
 //! - [`sequence`]: one generation with its own KV cache;
 //! - [`stop`]: stop sequences over streamed text;
-//! - [`detok`]: incremental detokenization for streaming.
+//! - [`detok`]: incremental detokenization for streaming;
+//! - [`kernels`]: quantized matmul kernels for the CPU, chosen at run time.
 //!
 //! What does not: threads, channels, scheduling and HTTP. The engine is
 //! synchronous; the device worker owns the thread that calls
@@ -20,6 +21,7 @@
 
 pub mod detok;
 pub mod gguf;
+pub mod kernels;
 pub mod sampling;
 pub mod sequence;
 pub mod stop;
