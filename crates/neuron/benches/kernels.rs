@@ -8,9 +8,15 @@
 //! RAYON_NUM_THREADS=2 cargo bench -p neuron --bench kernels -- 'smollm2/ffn_up/m1'
 //! ```
 //!
+//! `BENCH_CLOCK=cpu` measures the process's CPU time instead of wall time:
+//! on a shared machine, a single-threaded run's CPU time is what the work
+//! costs, whatever else is running (with more threads it adds up every
+//! thread, spinning included).
+//!
 //! Benchmark ids are `<model>/<tensor>/m<rows>/<impl>`, impl one of
 //! `neuron` (the default: candle's barrier pool), `neuron-rayon` (rayon's
-//! pool; decode only, the pool comparison), `neuron-scalar` (the portable
+//! pool) and `neuron-serial` (the calling thread alone) for decode — the
+//! pool comparison —, `neuron-scalar` (the portable
 //! kernels; m = 1 only) and `candle`. The models come from `models/`
 //! (`scripts/fetch-model`, `scripts/fetch-model --gemma3`) or
 //! `CORTEX_MODELS_DIR`; a missing one is skipped with a message. Numbers go
@@ -24,7 +30,9 @@ use std::time::Duration;
 
 use candle_core::quantized::{gguf_file, QMatMul as CandleQMatMul, QTensor};
 use candle_core::{Device, Module, Tensor};
-use criterion::{criterion_group, criterion_main, Criterion};
+use cpu_time::ProcessTime;
+use criterion::measurement::{Measurement, ValueFormatter, WallTime};
+use criterion::Criterion;
 use neuron::engine::kernels::{Level, Parallelism, QMatMul};
 
 /// A model file, its label, and the (tensor, label) pairs benchmarked.
@@ -90,7 +98,68 @@ fn input(m: usize, k: usize) -> Tensor {
     Tensor::from_vec(v, (m, k), &Device::Cpu).unwrap()
 }
 
-fn kernels(c: &mut Criterion) {
+/// Every weight matrix of a model (its blocks' and the output), once per
+/// iteration: one decode step's matmuls, with weights streamed from memory
+/// as in real decoding (a single matrix stays in cache between iterations).
+fn decode_step<M: Measurement>(c: &mut Criterion<M>) {
+    for (file, model, _) in MODELS {
+        let path = models_dir().join(file);
+        let Ok(mut f) = std::fs::File::open(&path) else {
+            println!("skipping {}: missing", path.display());
+            continue;
+        };
+        let content = gguf_file::Content::read(&mut f).unwrap();
+        let mut names: Vec<&String> = content
+            .tensor_infos
+            .iter()
+            .filter(|(n, i)| {
+                (n.starts_with("blk.") || n.as_str() == "token_embd.weight")
+                    && i.shape.dims().len() == 2
+            })
+            .map(|(n, _)| n)
+            .collect();
+        names.sort();
+        let qts: Vec<QTensor> = names
+            .iter()
+            .map(|n| content.tensor(&mut f, n, &Device::Cpu).unwrap())
+            .collect();
+        let bytes: usize = qts.iter().map(|q| q.storage_size_in_bytes()).sum();
+        println!(
+            "{model}/decode_step: {} matrices, {:.1} MB",
+            qts.len(),
+            bytes as f64 / 1e6
+        );
+        let ours: Vec<QMatMul> = qts
+            .iter()
+            .map(|q| QMatMul::from_qtensor(q).unwrap())
+            .collect();
+        let theirs: Vec<CandleQMatMul> = qts
+            .into_iter()
+            .map(|q| CandleQMatMul::from_qtensor(q).unwrap())
+            .collect();
+        let mut g = c.benchmark_group(format!("{model}/decode_step"));
+        for m in [1usize, 4] {
+            let xs: Vec<Tensor> = ours.iter().map(|q| input(m, q.dims().1)).collect();
+            g.bench_function(format!("m{m}/neuron"), |b| {
+                b.iter(|| {
+                    for (q, x) in ours.iter().zip(&xs) {
+                        black_box(q.forward(x).unwrap());
+                    }
+                })
+            });
+            g.bench_function(format!("m{m}/candle"), |b| {
+                b.iter(|| {
+                    for (q, x) in theirs.iter().zip(&xs) {
+                        black_box(q.forward(x).unwrap());
+                    }
+                })
+            });
+        }
+        g.finish();
+    }
+}
+
+fn kernels<M: Measurement>(c: &mut Criterion<M>) {
     println!(
         "kernel level: {:?}, pool threads: {}",
         Level::detected(),
@@ -107,6 +176,9 @@ fn kernels(c: &mut Criterion) {
             let rayon = QMatMul::from_qtensor(&qt)
                 .unwrap()
                 .with_parallelism(Parallelism::Rayon);
+            let serial = QMatMul::from_qtensor(&qt)
+                .unwrap()
+                .with_parallelism(Parallelism::Serial);
             let scalar = QMatMul::from_qtensor_at(&qt, Level::Scalar).unwrap();
             let dtype = qt.dtype();
             let theirs = CandleQMatMul::from_qtensor(qt).unwrap();
@@ -126,6 +198,9 @@ fn kernels(c: &mut Criterion) {
                     g.bench_function(format!("m{m}/neuron-rayon"), |b| {
                         b.iter(|| black_box(rayon.forward(black_box(&x)).unwrap()))
                     });
+                    g.bench_function(format!("m{m}/neuron-serial"), |b| {
+                        b.iter(|| black_box(serial.forward(black_box(&x)).unwrap()))
+                    });
                 }
                 if m == 1 {
                     g.bench_function(format!("m{m}/neuron-scalar"), |b| {
@@ -141,12 +216,51 @@ fn kernels(c: &mut Criterion) {
     }
 }
 
-criterion_group! {
-    name = benches;
-    config = Criterion::default()
+/// CPU time of the whole process.
+struct CpuTime;
+
+impl Measurement for CpuTime {
+    type Intermediate = ProcessTime;
+    type Value = Duration;
+
+    fn start(&self) -> ProcessTime {
+        ProcessTime::now()
+    }
+    fn end(&self, i: ProcessTime) -> Duration {
+        i.elapsed()
+    }
+    fn add(&self, a: &Duration, b: &Duration) -> Duration {
+        *a + *b
+    }
+    fn zero(&self) -> Duration {
+        Duration::ZERO
+    }
+    fn to_f64(&self, v: &Duration) -> f64 {
+        v.as_nanos() as f64
+    }
+    fn formatter(&self) -> &dyn ValueFormatter {
+        static WALL: WallTime = WallTime;
+        WALL.formatter()
+    }
+}
+
+fn config() -> Criterion {
+    Criterion::default()
         .warm_up_time(Duration::from_millis(500))
         .measurement_time(Duration::from_secs(2))
-        .sample_size(20);
-    targets = kernels
+        .sample_size(20)
 }
-criterion_main!(benches);
+
+fn main() {
+    if std::env::var("BENCH_CLOCK").as_deref() == Ok("cpu") {
+        let mut c = config().with_measurement(CpuTime).configure_from_args();
+        decode_step(&mut c);
+        kernels(&mut c);
+        c.final_summary();
+    } else {
+        let mut c = config().configure_from_args();
+        decode_step(&mut c);
+        kernels(&mut c);
+        c.final_summary();
+    }
+}

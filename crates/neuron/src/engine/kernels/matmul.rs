@@ -25,7 +25,8 @@ use super::{KernelError, Level};
 
 /// Activation rows per unit of work (the micro-kernels take 1 to 4 rows).
 pub const ROW_TILE: usize = 4;
-/// Output columns per unit of work.
+/// Output columns per unit of work (a multiple of 8: the interleaved
+/// layouts' row groups).
 pub const COL_CHUNK: usize = 32;
 /// Below this many multiply-adds a call runs on the calling thread alone:
 /// waking the pool costs more than it saves.
@@ -139,7 +140,7 @@ impl QMatMul {
             nb,
             level,
             par: Parallelism::CandlePool,
-            w: Weights::new(qt, level, bytes),
+            w: Weights::new(qt, level, bytes, n, nb),
         })
     }
 
@@ -270,6 +271,13 @@ impl QMatMul {
                 // SAFETY: a `Level::Avx2` matmul is only built when the CPU
                 // has AVX2, FMA and F16C (`from_bytes` checks `is_supported`).
                 unsafe { super::avx2::rows_q8(qt, w, nb, &r[..nr], cols, tile, ldo) }
+            }
+            #[cfg(target_arch = "x86_64")]
+            (Weights::X8(w), Level::Avx2) => {
+                let r: [_; ROW_TILE] = std::array::from_fn(|i| act.q8.row(row(i)));
+                // Units start on a multiple of COL_CHUNK, itself of 8.
+                // SAFETY: as above.
+                unsafe { super::avx2::rows_x8(qt, w, nb, &r[..nr], cols, tile, ldo) }
             }
             #[cfg(target_arch = "x86_64")]
             (Weights::Ggml(w), Level::Avx2) if qt.is_k_quant() => {

@@ -60,6 +60,7 @@ fn by_rows<const K: u8>(
     ldo: usize,
 ) {
     match rows {
+        [a] if K == Q8_0 => by_cols::<K, 1, 1>(w, nb, [*a], cols, out, ldo),
         [a] => by_cols::<K, 1, 4>(w, nb, [*a], cols, out, ldo),
         [a, b] => by_cols::<K, 2, 2>(w, nb, [*a, *b], cols, out, ldo),
         [a, b, c] => by_cols::<K, 3, 2>(w, nb, [*a, *b, *c], cols, out, ldo),
@@ -80,7 +81,7 @@ fn by_cols<const K: u8, const R: usize, const C: usize>(
 ) {
     let mut c = cols.start;
     while c + C <= cols.end {
-        let t = tile::<K, R, C>(w, nb, std::array::from_fn(|j| c + j), rows);
+        let t = tile::<K, R, C>(w, nb, std::array::from_fn(|j| c + j), &rows);
         for (i, tr) in t.iter().enumerate() {
             let o = i * ldo + c - cols.start;
             out[o..o + C].copy_from_slice(tr);
@@ -88,7 +89,7 @@ fn by_cols<const K: u8, const R: usize, const C: usize>(
         c += C;
     }
     while c < cols.end {
-        let t = tile::<K, R, 1>(w, nb, [c], rows);
+        let t = tile::<K, R, 1>(w, nb, [c], &rows);
         for (i, tr) in t.iter().enumerate() {
             out[i * ldo + c - cols.start] = tr[0];
         }
@@ -137,7 +138,7 @@ fn tile<const K: u8, const R: usize, const C: usize>(
     w: &Soa,
     nb: usize,
     cols: [usize; C],
-    rows: [Q8Row<'_>; R],
+    rows: &[Q8Row<'_>; R],
 ) -> [[f32; C]; R] {
     let ones = _mm256_set1_epi16(1);
     let mut acc = [[_mm256_setzero_ps(); C]; R];
@@ -150,9 +151,9 @@ fn tile<const K: u8, const R: usize, const C: usize>(
         let mut mw = [_mm256_setzero_ps(); C];
         for c in 0..C {
             let base = cols[c] * nb + g;
-            dw[c] = f16x8(&w.d[base..base + cnt]);
+            dw[c] = f16x8(&w.d, base, cnt);
             mw[c] = match K {
-                Q4_1 => f16x8(&w.m[base..base + cnt]),
+                Q4_1 => f16x8(&w.m, base, cnt),
                 Q4_0 => _mm256_mul_ps(dw[c], _mm256_set1_ps(-8.0)),
                 Q5_0 => _mm256_mul_ps(dw[c], _mm256_set1_ps(-16.0)),
                 _ => _mm256_setzero_ps(),

@@ -16,9 +16,11 @@
 
 mod kquants;
 mod legacy;
+mod x8;
 
 pub use kquants::rows_q8k;
 pub use legacy::rows_q8;
+pub use x8::rows_x8;
 
 use std::arch::x86_64::*;
 
@@ -73,20 +75,26 @@ fn load_ps(s: &[f32]) -> __m256 {
     unsafe { _mm256_loadu_ps(s.as_ptr()) }
 }
 
-/// Up to 8 f16 values (bits) as f32; missing lanes are zero.
+/// `a[at..at + cnt]` (f16 bits, `cnt` ≤ 8) as 8 f32; lanes past `cnt` are
+/// zero. Reads 8 values when the array has them (masking the rest: they are
+/// the next row's, never used), and copies the tail only at the array's end.
 #[inline]
 #[target_feature(enable = "avx2,fma,f16c")]
-fn f16x8(s: &[u16]) -> __m256 {
-    if s.len() >= 8 {
-        // SAFETY: `s` has at least 8 u16 = 16 bytes; `loadu` has no
-        // alignment requirement.
-        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().cast()) })
-    } else {
-        let mut pad = [0u16; 8];
-        pad[..s.len()].copy_from_slice(s);
-        // SAFETY: `pad` is 16 bytes; `loadu` has no alignment requirement.
-        _mm256_cvtph_ps(unsafe { _mm_loadu_si128(pad.as_ptr().cast()) })
+fn f16x8(a: &[u16], at: usize, cnt: usize) -> __m256 {
+    if let Some(s) = a.get(at..at + 8) {
+        // SAFETY: `s` is 8 u16 = 16 bytes; `loadu` has no alignment requirement.
+        let v = _mm256_cvtph_ps(unsafe { _mm_loadu_si128(s.as_ptr().cast()) });
+        if cnt >= 8 {
+            return v;
+        }
+        let lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+        let keep = _mm256_cmpgt_epi32(_mm256_set1_epi32(cnt as i32), lanes);
+        return _mm256_and_ps(v, _mm256_castsi256_ps(keep));
     }
+    let mut pad = [0u16; 8];
+    pad[..cnt].copy_from_slice(&a[at..at + cnt]);
+    // SAFETY: `pad` is 16 bytes; `loadu` has no alignment requirement.
+    _mm256_cvtph_ps(unsafe { _mm_loadu_si128(pad.as_ptr().cast()) })
 }
 
 /// Stores 8 f32 into `out`.
