@@ -257,3 +257,54 @@ mod tests {
         );
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod record {
+    use super::*;
+    use crate::engine::test_model;
+    use cortex_core::openai::{ChatMessage, Role};
+
+    #[test]
+    #[ignore = "records expected outputs"]
+    fn record_greedy() {
+        let w = test_model::weights().unwrap();
+        let filler = [
+            "The river that runs through the old town was used for centuries to carry wool and grain to the coast.",
+            "In the spring the meadows flood, and the farmers move their sheep to the higher pastures on the hills.",
+            "A stone bridge with seven arches was built in the fourteenth century and still carries traffic today.",
+            "The town hall keeps a ledger of every market held on the square since the year the charter was granted.",
+            "Travellers often remark on the bells of the abbey, which ring a different tune on each day of the week.",
+            "Most of the houses along the quay are built of red brick, with steep roofs and narrow wooden shutters.",
+        ];
+        let mut long = String::from("Read these notes about a small town, then summarise its history in three sentences.");
+        for s in filler.iter().cycle().take(30) {
+            long.push(' ');
+            long.push_str(s);
+        }
+        let prompts: Vec<String> = vec![
+            "What is the capital of France? Answer in one sentence.".into(),
+            "Name three colours.".into(),
+            "Write a short poem about the sea.".into(),
+            "Explain in two sentences why the sky is blue.".into(),
+            long,
+            "Write a Python function that adds two numbers.".into(),
+            "What is 12 times 7?".into(),
+            "Translate 'good morning' into French.".into(),
+        ];
+        let mut out = Vec::new();
+        for p in prompts {
+            let ids = w.assets.encode_chat(&[ChatMessage::text(Role::User, p.as_str())], None).unwrap();
+            let mut s = Sequence::new(&w, ids.clone(), &SamplingParams::default()).unwrap();
+            let mut gen = Vec::new();
+            while gen.len() < 48 {
+                let t = s.step().unwrap();
+                gen.push(t);
+                if w.assets.is_eos(t) { break; }
+            }
+            eprintln!("{} prompt tokens -> {:?}", ids.len(), w.assets.decode(&gen).unwrap());
+            out.push(serde_json::json!({"text": p, "prompt": ids, "expected": gen}));
+        }
+        std::fs::write("/tmp/greedy_smollm2.json", serde_json::to_string(&out).unwrap()).unwrap();
+    }
+}
