@@ -1,6 +1,7 @@
-//! The token loop's two halves, one iteration each: a decode step (one
-//! forward pass of one token over a warm KV cache) and sampling from a
-//! 49,152-wide logits tensor (SmolLM2's vocabulary), greedy and top-p.
+//! The token loop's two halves: a decode step (one forward pass over the
+//! decode tokens of 1 and of 8 sequences, each with 200 positions in the KV
+//! pool) and sampling from a 49,152-wide logits row (SmolLM2's vocabulary),
+//! greedy and top-p.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo bench -p neuron --bench token_loop
@@ -16,9 +17,11 @@ use std::hint::black_box;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use candle_core::{Device, Tensor};
-use criterion::{criterion_group, criterion_main, BatchSize, Criterion};
+use candle_core::Device;
+use criterion::{criterion_group, criterion_main, Criterion};
+use neuron::engine::batch::BatchInput;
 use neuron::engine::gguf;
+use neuron::engine::kv::{KvCache, KvGeometry, BLOCK_SIZE};
 use neuron::engine::sampling::{Sampler, SamplingParams};
 
 const VOCAB: usize = 49_152;
@@ -33,17 +36,16 @@ fn model_path() -> Option<PathBuf> {
 }
 
 /// Deterministic logits with a realistic spread (no RNG crate needed).
-fn logits() -> Tensor {
+fn logits() -> Vec<f32> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let v: Vec<f32> = (0..VOCAB)
+    (0..VOCAB)
         .map(|_| {
             x ^= x << 13;
             x ^= x >> 7;
             x ^= x << 17;
             (x >> 40) as f32 / (1u64 << 24) as f32 * 20.0 - 10.0
         })
-        .collect();
-    Tensor::from_vec(v, (1, VOCAB), &Device::Cpu).unwrap()
+        .collect()
 }
 
 fn sampling(c: &mut Criterion) {
@@ -70,46 +72,41 @@ fn decode_step(c: &mut Criterion) {
         eprintln!("decode_step skipped: model not found (run scripts/fetch-model)");
         return;
     };
-    let weights = gguf::load(&path, &Device::Cpu).unwrap();
-    // A warm KV cache of CONTEXT positions; every iteration clones it (the
-    // cache tensors are Arc-shared, so the clone is cheap) and runs one step.
-    let mut warm = weights.base.clone();
-    let prompt: Vec<u32> = (0..CONTEXT as u32).map(|i| 1000 + i % 500).collect();
-    let input = Tensor::new(prompt.as_slice(), &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
-    warm.forward(&input, 0).unwrap();
-    let next = Tensor::new(&[1234u32], &Device::Cpu)
-        .unwrap()
-        .unsqueeze(0)
-        .unwrap();
+    let loaded = gguf::load(&path, &Device::Cpu).unwrap();
+    let model = loaded.model.as_ref();
+    let cfg = model.config();
+    let per_seq = CONTEXT.div_ceil(BLOCK_SIZE) + 1;
+    let geometry = KvGeometry {
+        layers: cfg.layers,
+        kv_dim: cfg.kv_dim(),
+        blocks: 8 * per_seq,
+    };
+    let kv = KvCache::new(geometry, &Device::Cpu).unwrap();
+    // Eight sequences, each with CONTEXT positions in its own blocks.
+    let tables: Vec<Vec<u32>> = (0..8u32)
+        .map(|s| (s * per_seq as u32..(s + 1) * per_seq as u32).collect())
+        .collect();
+    for (s, table) in tables.iter().enumerate() {
+        let prompt: Vec<u32> = (0..CONTEXT as u32)
+            .map(|i| 1000 + (i + s as u32) % 500)
+            .collect();
+        let mut b = BatchInput::new();
+        b.push(&prompt, 0, table.clone(), false);
+        model.forward(&b, &kv).unwrap();
+    }
     let mut g = c.benchmark_group("decode_step");
-    g.sample_size(30).measurement_time(Duration::from_secs(8));
-    g.bench_function(
-        format!(
-            "ctx{CONTEXT}_threads{}",
-            candle_core::utils::get_num_threads()
-        ),
-        |b| {
-            b.iter_batched(
-                || warm.clone(),
-                |mut m| black_box(m.forward(&next, CONTEXT).unwrap()),
-                BatchSize::SmallInput,
-            )
-        },
-    );
-    let mut sampler = Sampler::new(&SamplingParams::default());
-    g.bench_function("step_plus_greedy_sample", |b| {
-        b.iter_batched(
-            || warm.clone(),
-            |mut m| {
-                let logits = m.forward(&next, CONTEXT).unwrap();
-                black_box(sampler.sample(&logits).unwrap())
-            },
-            BatchSize::SmallInput,
-        )
-    });
+    g.sample_size(20).measurement_time(Duration::from_secs(8));
+    let threads = candle_core::utils::get_num_threads();
+    for n in [1usize, 8] {
+        let mut b = BatchInput::new();
+        for table in &tables[..n] {
+            b.push(&[1234], CONTEXT, table.clone(), true);
+        }
+        // Rewriting position CONTEXT each time keeps the context fixed.
+        g.bench_function(format!("ctx{CONTEXT}_seqs{n}_threads{threads}"), |bench| {
+            bench.iter(|| black_box(model.forward(&b, &kv).unwrap()))
+        });
+    }
     g.finish();
 }
 

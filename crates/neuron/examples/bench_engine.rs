@@ -1,20 +1,22 @@
 //! Engine benchmark: load time, prompt tokens/s, time to first token,
-//! generation tokens/s and peak RSS of the candle engine, with no HTTP,
-//! channels or scheduler in the way. Prints one JSON line.
+//! generation tokens/s (one sequence, and N sequences batched) and peak RSS
+//! of the engine, with no HTTP, channels or threads in the way. Prints one
+//! JSON line.
 //!
 //! ```text
 //! RAYON_NUM_THREADS=1 cargo run --release -p neuron --example bench_engine -- \
-//!     [MODEL.gguf] [--prompt-tokens 200] [--gen-tokens 128]
+//!     [MODEL.gguf] [--prompt-tokens 200] [--gen-tokens 128] [--streams 8]
 //! ```
 //!
 //! What is timed, in this order:
 //! 1. `gguf::load` (metadata, tokenizer, template, weights) → `load_s`;
-//! 2. a greedy [`Sequence`]: its first `step()` is the prefill plus the
-//!    first sample → `ttft_ms` (cold: the first forward pass of the process,
-//!    as the first request after a load); then `gen_tokens` more steps →
-//!    `gen_tok_s` (EOS is ignored so that every run decodes the same count);
-//! 3. a raw prefill (`forward` over the prompt on a fresh clone of the base
-//!    weights, no sampling) → `prefill_s` and `prompt_tok_s` (warm).
+//! 2. one greedy sequence through the scheduler and the forward pass the
+//!    device worker uses: the first pass (the whole prompt, cold: the first
+//!    forward of the process) → `ttft_ms`; then `gen_tokens` decode passes
+//!    → `gen_tok_s` (EOS is ignored so that every run decodes the same count);
+//! 3. the same prompt again in a fresh KV pool (warm) → `prompt_tok_s`;
+//! 4. `--streams N` sequences with different prompts, batched: generated
+//!    tokens of all of them per second once every prompt is in → `batch_gen_tok_s`.
 //!
 //! Peak RSS is `VmHWM` from `/proc/self/status` at the end. The thread count
 //! is candle's (`RAYON_NUM_THREADS`, default: every core). `scripts/bench-neuron`
@@ -25,11 +27,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use candle_core::Tensor;
 use cortex_core::openai::{ChatMessage, Role};
 use neuron::engine::gguf;
+use neuron::engine::offline::{Job, Runner};
 use neuron::engine::sampling::SamplingParams;
-use neuron::engine::sequence::Sequence;
+use neuron::engine::scheduler::SchedulerConfig;
 use neuron::engine::{Device, ModelAssets};
 
 const DEFAULT_MODEL: &str = concat!(
@@ -54,6 +56,7 @@ struct Args {
     model: PathBuf,
     prompt_tokens: usize,
     gen_tokens: usize,
+    streams: usize,
 }
 
 fn args() -> Args {
@@ -61,14 +64,18 @@ fn args() -> Args {
         model: PathBuf::from(DEFAULT_MODEL),
         prompt_tokens: 200,
         gen_tokens: 128,
+        streams: 8,
     };
     let mut it = std::env::args().skip(1);
     while let Some(a) = it.next() {
         match a.as_str() {
             "--prompt-tokens" => out.prompt_tokens = it.next().unwrap().parse().unwrap(),
             "--gen-tokens" => out.gen_tokens = it.next().unwrap().parse().unwrap(),
+            "--streams" => out.streams = it.next().unwrap().parse().unwrap(),
             "-h" | "--help" => {
-                println!("bench_engine [MODEL.gguf] [--prompt-tokens N] [--gen-tokens N]");
+                println!(
+                    "bench_engine [MODEL.gguf] [--prompt-tokens N] [--gen-tokens N] [--streams N]"
+                );
                 std::process::exit(0);
             }
             path => out.model = PathBuf::from(path),
@@ -77,12 +84,13 @@ fn args() -> Args {
     out
 }
 
-/// A chat prompt of at least `target` tokens (the smallest that reaches it).
-fn prompt(assets: &ModelAssets, target: usize) -> Vec<u32> {
+/// A chat prompt of at least `target` tokens (the smallest that reaches it);
+/// `variant` rotates the notes so that prompts differ.
+fn prompt(assets: &ModelAssets, target: usize, variant: usize) -> Vec<u32> {
     let mut user = String::from(
         "Read the following notes about a small town, then write a long, detailed essay about its history.",
     );
-    for sentence in FILLER.iter().cycle().take(1000) {
+    for sentence in FILLER.iter().cycle().skip(variant).take(1000) {
         let ids = assets
             .encode_chat(
                 &[
@@ -115,42 +123,83 @@ fn mb(bytes: u64) -> f64 {
     bytes as f64 / 1e6
 }
 
+/// Batching limits that put a whole prompt in one pass.
+fn unchunked(max_sequences: usize, prompt: usize) -> SchedulerConfig {
+    SchedulerConfig {
+        max_sequences,
+        max_batch_tokens: max_sequences * prompt.max(1),
+        prefill_chunk: prompt.max(1),
+    }
+}
+
+const KV_BYTES: u64 = 384 << 20;
+
 fn main() {
     let args = args();
     let device = Device::Cpu;
 
     let t = Instant::now();
-    let weights = gguf::load(&args.model, &device)
+    let loaded = gguf::load(&args.model, &device)
         .unwrap_or_else(|e| panic!("loading {}: {}", args.model.display(), e.chain()));
     let load_s = t.elapsed().as_secs_f64();
     let rss_after_load = proc_status_kb("VmRSS");
+    let model = loaded.model.as_ref();
 
-    let ids = prompt(&weights.assets, args.prompt_tokens);
+    let ids = prompt(&loaded.assets, args.prompt_tokens, 0);
     let n_prompt = ids.len();
+    let job = |prompt: Vec<u32>, max_new: usize| Job {
+        prompt,
+        max_new,
+        params: SamplingParams::default(),
+    };
 
-    // The Sequence path, as a device worker drives it.
-    let mut seq = Sequence::new(&weights, ids.clone(), &SamplingParams::default()).unwrap();
-    let t = Instant::now();
-    let first = seq.step().unwrap();
-    let ttft_s = t.elapsed().as_secs_f64();
-    let mut eos_seen = usize::from(weights.assets.is_eos(first));
-    let t = Instant::now();
-    for _ in 0..args.gen_tokens {
-        let id = seq.step().unwrap();
-        eos_seen += usize::from(weights.assets.is_eos(id));
-    }
-    let gen_s = t.elapsed().as_secs_f64();
-
-    // A raw prefill (forward only, no sampling), warm.
-    let mut model = weights.base.clone();
-    let input = Tensor::new(ids.as_slice(), &weights.device)
-        .unwrap()
-        .unsqueeze(0)
+    // One sequence, as a device worker runs it: prefill, then decode passes.
+    let runner = Runner::new(model, KV_BYTES, unchunked(1, n_prompt), &device).unwrap();
+    let mut ticks = Vec::new();
+    let start = Instant::now();
+    let out = runner
+        .run(
+            &[job(ids.clone(), args.gen_tokens + 1)],
+            |_| false,
+            |_| ticks.push(Instant::now()),
+        )
         .unwrap();
+    let ttft_s = ticks[0].duration_since(start).as_secs_f64();
+    let gen_s = ticks[ticks.len() - 1]
+        .duration_since(ticks[0])
+        .as_secs_f64();
+    let eos_seen = out[0].iter().filter(|t| loaded.assets.is_eos(**t)).count();
+
+    // The same prompt again, warm, in a fresh pool.
+    let runner = Runner::new(model, KV_BYTES, unchunked(1, n_prompt), &device).unwrap();
     let t = Instant::now();
-    let logits = model.forward(&input, 0).unwrap();
-    let _ = logits.dims();
+    runner
+        .run(&[job(ids.clone(), 1)], |_| false, |_| {})
+        .unwrap();
     let prefill_s = t.elapsed().as_secs_f64();
+
+    // N sequences batched: decode passes once every prompt is in.
+    let n = args.streams.max(1);
+    let jobs: Vec<Job> = (0..n)
+        .map(|v| {
+            job(
+                prompt(&loaded.assets, args.prompt_tokens, v),
+                args.gen_tokens,
+            )
+        })
+        .collect();
+    let longest = jobs.iter().map(|j| j.prompt.len()).max().unwrap_or(1);
+    let runner = Runner::new(model, KV_BYTES, unchunked(n, longest), &device).unwrap();
+    let mut ticks = Vec::new();
+    runner
+        .run(&jobs, |_| false, |rows| ticks.push((Instant::now(), rows)))
+        .unwrap();
+    // The first pass carries every prompt; the rest are decode passes.
+    let batch_tokens: usize = ticks[1..].iter().map(|(_, r)| r).sum();
+    let batch_s = ticks[ticks.len() - 1]
+        .0
+        .duration_since(ticks[0].0)
+        .as_secs_f64();
 
     let line = serde_json::json!({
         "model": args.model.file_name().map(|f| f.to_string_lossy().into_owned()),
@@ -163,6 +212,8 @@ fn main() {
         "ttft_ms": ttft_s * 1e3,
         "gen_s": gen_s,
         "gen_tok_s": args.gen_tokens as f64 / gen_s,
+        "streams": n,
+        "batch_gen_tok_s": batch_tokens as f64 / batch_s,
         "eos_ignored": eos_seen,
         "rss_after_load_mb": mb(rss_after_load),
         "peak_rss_mb": mb(proc_status_kb("VmHWM")),

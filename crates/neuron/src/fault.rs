@@ -46,6 +46,8 @@ const HOST_SIDE_MARKERS: &[&str] = &[
     "empty prompt",
     "chat template error",
     "context length exceeded",
+    "kv cache too small",
+    "invalid batch",
 ];
 
 /// `true` when `err_chain` (an error and its sources, joined) must be treated
@@ -169,6 +171,8 @@ mod tests {
             "empty prompt",
             "chat template error: roles must alternate",
             "context length exceeded: needs 4097 positions, the model has 4096",
+            "KV cache too small: the prompt needs 9000 positions, the model's KV pool holds 8736",
+            "invalid batch: position 40 has no block",
         ] {
             assert!(!is_device_fault(e), "{e}");
         }

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 
 use crate::api::{self, AppState};
 use crate::device::{self, DeviceInfo};
-use crate::device_worker::DeviceWorker;
+use crate::device_worker::{DeviceWorker, SchedulerConfig};
 use crate::lifecycle::Registry;
 use crate::metrics::NeuronMetrics;
 
@@ -58,9 +58,14 @@ impl Neuron {
     /// memory.
     pub fn build(config: NeuronConfig, options: RunOptions) -> Result<Self, String> {
         let devices: Vec<DeviceInfo> = device::discover(config.memory_budget.map(|b| b.bytes()));
+        let batching = SchedulerConfig {
+            max_sequences: config.max_sequences,
+            max_batch_tokens: config.max_batch_tokens,
+            prefill_chunk: config.prefill_chunk,
+        };
         let mut workers = Vec::new();
         for d in devices {
-            match DeviceWorker::spawn(d.clone(), config.max_sequences) {
+            match DeviceWorker::spawn(d.clone(), batching) {
                 Ok(w) => workers.push(w),
                 Err(e) if d.kind == cortex_core::neuron_api::DeviceKind::Cuda => {
                     tracing::error!(device = %d.label(), error = %e, "GPU unusable; skipping it");

@@ -203,7 +203,7 @@ async fn max_tokens_gives_length_and_exactly_n_tokens() {
 async fn prompt_past_the_context_is_a_clear_400() {
     let Some(dir) = models_dir() else { return };
     let n = TestNeuron::with_model(dir, false).await;
-    let long = "hello ".repeat(5000);
+    let long = "hello ".repeat(9000);
     let (s, b) = n
         .chat(json!({"model": MODEL_ID, "messages": user(&long)}))
         .await;
@@ -212,9 +212,9 @@ async fn prompt_past_the_context_is_a_clear_400() {
     assert!(b["error"]["message"]
         .as_str()
         .unwrap()
-        .contains("maximum context length is 4096"));
+        .contains("maximum context length is 8192"));
     let (s, b) = n
-        .chat(json!({"model": MODEL_ID, "messages": user("hi"), "max_tokens": 4090}))
+        .chat(json!({"model": MODEL_ID, "messages": user("hi"), "max_tokens": 8190}))
         .await;
     assert_eq!(s, 400, "{b}");
     assert_eq!(b["error"]["param"], "max_tokens");
@@ -247,7 +247,7 @@ async fn tokenize_counts_with_the_real_template() {
         )
         .await;
     assert_eq!(s, 200, "{b}");
-    assert_eq!(b["max_model_len"], 4096);
+    assert_eq!(b["max_model_len"], 8192);
     let ids: Vec<u64> = b["tokens"]
         .as_array()
         .unwrap()

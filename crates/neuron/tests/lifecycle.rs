@@ -62,11 +62,10 @@ async fn status_reports_devices_models_and_available_files() {
     let m = &st["models"][0];
     assert_eq!(m["id"], MODEL_ID);
     assert_eq!(m["state"], "ready");
-    assert_eq!(m["kv_reserve_bytes"], 64u64 << 20);
-    assert_eq!(
-        m["context_length"], 4096,
-        "the usable context (candle caps RoPE at 4096)"
-    );
+    // The default 384 MiB reserve as whole 16-token blocks of 720 KiB
+    // (30 layers × K and V × 16 × 192 f32): 546 blocks, 8,736 positions.
+    assert_eq!(m["kv_reserve_bytes"], 546u64 * 737_280);
+    assert_eq!(m["context_length"], 8192, "the file's whole context");
     let footprint = m["memory_bytes"].as_u64().unwrap() + m["kv_reserve_bytes"].as_u64().unwrap();
     assert_eq!(
         footprint, estimated,

@@ -10,6 +10,15 @@ use super::{check_listen, ConfigError};
 use crate::model_id::is_valid_model_id;
 use crate::units::ByteSize;
 
+/// Default KV pool per model: one full 8,192-token context of the default
+/// model (SmolLM2-135M: 30 layers × 2 × 192 f32 = 45 KiB per token, 360 MiB)
+/// with room to spare. On CPU, pool pages are committed only when written.
+pub const DEFAULT_KV_RESERVE_MIB: u64 = 384;
+/// Default tokens per forward pass.
+pub const DEFAULT_MAX_BATCH_TOKENS: usize = 256;
+/// Default prompt chunk.
+pub const DEFAULT_PREFILL_CHUNK: usize = 128;
+
 /// The whole of `neuron.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -24,12 +33,18 @@ pub struct NeuronConfig {
     pub memory_budget: Option<ByteSize>,
     /// When set, lifecycle routes need `Authorization: Bearer TOKEN`.
     pub admin_token: Option<String>,
-    /// KV reserve of a model with no `[[models]]` entry.
+    /// KV reserve of a model with no `[[models]]` entry: the size of the
+    /// model's KV block pool, allocated at load.
     pub default_kv_reserve: ByteSize,
     /// Largest request body.
     pub max_body: ByteSize,
-    /// Sequences one device worker runs at once; more wait in its queue.
+    /// Sequences a model runs at once (one batch); more wait in its queue.
     pub max_sequences: usize,
+    /// Tokens in one forward pass of a model: every running sequence's
+    /// decode token, then prompt chunks in what is left.
+    pub max_batch_tokens: usize,
+    /// Most prompt tokens of one sequence per forward pass (chunked prefill).
+    pub prefill_chunk: usize,
     /// CPU threads for inference (default: all cores).
     pub threads: Option<usize>,
     /// Where `hf:` sources are downloaded to (default `$HF_HOME/hub`
@@ -47,9 +62,11 @@ impl Default for NeuronConfig {
             models_dirs: vec!["models".into()],
             memory_budget: None,
             admin_token: None,
-            default_kv_reserve: ByteSize::mib(64),
+            default_kv_reserve: ByteSize::mib(DEFAULT_KV_RESERVE_MIB),
             max_body: ByteSize::mib(32),
             max_sequences: 16,
+            max_batch_tokens: DEFAULT_MAX_BATCH_TOKENS,
+            prefill_chunk: DEFAULT_PREFILL_CHUNK,
             threads: None,
             hf_cache: None,
             models: Vec::new(),
@@ -132,6 +149,22 @@ impl NeuronConfig {
                 "must be at least 1",
             ));
         }
+        if self.max_batch_tokens == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "max_batch_tokens",
+                0,
+                "must be at least 1",
+            ));
+        }
+        if self.prefill_chunk == 0 {
+            return Err(ConfigError::invalid(
+                file,
+                "prefill_chunk",
+                0,
+                "must be at least 1",
+            ));
+        }
         if self.threads == Some(0) {
             return Err(ConfigError::invalid(
                 file,
@@ -204,7 +237,7 @@ kv_reserve = "128MiB"
         .unwrap();
         assert_eq!(c.memory_budget, Some(ByteSize::gib(24)));
         assert_eq!(c.kv_reserve("smollm2-135m"), ByteSize::mib(128));
-        assert_eq!(c.kv_reserve("other"), ByteSize::mib(64));
+        assert_eq!(c.kv_reserve("other"), ByteSize::mib(DEFAULT_KV_RESERVE_MIB));
     }
 
     #[test]
@@ -215,6 +248,8 @@ kv_reserve = "128MiB"
         assert_invalid("memory_budget = \"12\"\n", "memory_budget", "at least 1MiB");
         assert_invalid("admin_token = \" \"\n", "admin_token", "empty token");
         assert_invalid("max_sequences = 0\n", "max_sequences", "at least 1");
+        assert_invalid("max_batch_tokens = 0\n", "max_batch_tokens", "at least 1");
+        assert_invalid("prefill_chunk = 0\n", "prefill_chunk", "at least 1");
         assert_invalid(
             "[[models]]\nid = \"a\"\nkv_reserve = \"1MiB\"\n[[models]]\nid = \"a\"\nkv_reserve = \"1MiB\"\n",
             "models[1].id",

@@ -1,22 +1,24 @@
 //! GGUF files: the cheap header read ([`inspect`]) and the full load
-//! ([`load`]) of a llama-family model into [`LoadedWeights`].
+//! ([`load`]) of a model into a [`LoadedModel`].
 //!
 //! Owns the checks on what the engine can run (architecture, tokenizer model)
 //! and the estimate of the memory the weights take. It does not own threads:
 //! [`load`] runs on whatever thread calls it (a device worker).
 
+use super::attention::Backend;
+use super::kv::KvGeometry;
 use super::{
-    template::ChatTemplate, tokenizer, Device, EngineError, LoadedWeights, ModelAssets, ModelMeta,
+    model, template::ChatTemplate, tokenizer, Device, EngineError, LoadedModel, ModelAssets,
+    ModelMeta,
 };
 use candle_core::quantized::{gguf_file::Content, GgmlDType};
-use candle_transformers::models::quantized_llama::ModelWeights;
 use std::fs::File;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Instant;
 
-/// Architectures candle's `quantized_llama` can run (it reads `llama.*` keys).
-const SUPPORTED_ARCHITECTURES: &[&str] = &["llama"];
+/// Context length assumed when a file does not declare one.
+const DEFAULT_CONTEXT: usize = 4096;
 
 /// Token texts that end a turn, as llama.cpp's end-of-generation list.
 const EOG_TEXTS: &[&str] = &[
@@ -29,9 +31,6 @@ const EOG_TEXTS: &[&str] = &[
     "<|end_of_text|>",
 ];
 
-/// The token embedding tensor, which `quantized_llama` dequantizes to f32.
-const TOKEN_EMBD: &str = "token_embd.weight";
-
 /// What [`inspect`] learns from a GGUF header.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct GgufSummary {
@@ -41,6 +40,9 @@ pub struct GgufSummary {
     pub file_size: u64,
     /// Estimated memory the weights take once loaded (same as [`load`]'s).
     pub weights_bytes: u64,
+    /// Bytes of one KV block (all layers, K and V): a pool of a reserve
+    /// takes whole blocks of this.
+    pub kv_block_bytes: u64,
 }
 
 /// Reads the header of a GGUF file (metadata and tensor table, no weights).
@@ -51,16 +53,18 @@ pub fn inspect(path: &Path) -> Result<GgufSummary, EngineError> {
     let (mut file, file_size) = open(path)?;
     let content = read_header(&mut file)?;
     let meta = meta(&content)?;
+    let (layers, kv_dim) = model::kv_shape(&content)?;
     Ok(GgufSummary {
         meta,
         file_size,
         weights_bytes: weights_bytes(&content),
+        kv_block_bytes: KvGeometry::block_bytes(layers, kv_dim),
     })
 }
 
-/// Loads a llama-family GGUF model onto `device`: metadata, tokenizer, chat
-/// template and weights. Runs on a device-worker thread.
-pub fn load(path: &Path, device: &Device) -> Result<LoadedWeights, EngineError> {
+/// Loads a GGUF model onto `device`: metadata, tokenizer, chat template and
+/// weights (through [`model::load`]). Runs on a device-worker thread.
+pub fn load(path: &Path, device: &Device) -> Result<LoadedModel, EngineError> {
     let started = Instant::now();
     let (mut file, file_size) = open(path)?;
     let content = read_header(&mut file)?;
@@ -73,7 +77,7 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedWeights, EngineError> 
         meta.eos_token.as_deref(),
     )?;
     let assets_done = started.elapsed();
-    let base = ModelWeights::from_gguf(content, &mut file, device)?;
+    let model = model::load(&content, &mut file, device, Backend::for_device(device))?;
     tracing::info!(
         path = %path.display(),
         architecture = %meta.architecture,
@@ -83,8 +87,8 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedWeights, EngineError> 
         total_ms = started.elapsed().as_millis() as u64,
         "model loaded"
     );
-    Ok(LoadedWeights {
-        base,
+    Ok(LoadedModel {
+        model,
         assets: Arc::new(ModelAssets {
             meta,
             tokenizer,
@@ -114,10 +118,10 @@ fn meta(content: &Content) -> Result<ModelMeta, EngineError> {
     let architecture = tokenizer::string(content, "general.architecture")?
         .ok_or_else(|| EngineError::Gguf("missing general.architecture".into()))?
         .to_string();
-    if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
+    if !model::ARCHITECTURES.contains(&architecture.as_str()) {
         return Err(EngineError::Unsupported(format!(
             "architecture {architecture:?} (supported: {})",
-            SUPPORTED_ARCHITECTURES.join(", ")
+            model::ARCHITECTURES.join(", ")
         )));
     }
     let model = tokenizer::string(content, "tokenizer.ggml.model")?.unwrap_or("gpt2");
@@ -132,9 +136,8 @@ fn meta(content: &Content) -> Result<ModelMeta, EngineError> {
             .map_err(|_| EngineError::Gguf(format!("{context_key} = {n} out of range")))?,
         Some(n) => return Err(EngineError::Gguf(format!("{context_key} = {n}"))),
         None => {
-            let fallback = candle_transformers::models::quantized_llama::MAX_SEQ_LEN;
-            tracing::warn!(key = %context_key, fallback, "context length missing from GGUF");
-            fallback
+            tracing::warn!(key = %context_key, fallback = DEFAULT_CONTEXT, "context length missing from GGUF");
+            DEFAULT_CONTEXT
         }
     };
     let tokens = tokenizer::token_strings(content)?;
@@ -182,27 +185,19 @@ fn meta(content: &Content) -> Result<ModelMeta, EngineError> {
     })
 }
 
-/// Estimated memory of the loaded weights.
-///
-/// Quantized tensors stay as they are in the file; f16/bf16/f32 tensors are
-/// held as f32 by `quantized_llama`; the token embedding is additionally
-/// dequantized to f32, and its quantized copy is only kept when it doubles as
-/// the output projection (no `output.weight`).
+/// Estimated memory of the loaded weights: quantized tensors stay as the
+/// file stores them (the token embedding too: rows are dequantized when
+/// looked up, and a tied output projection shares its blocks); float
+/// tensors are held as f32.
 fn weights_bytes(content: &Content) -> u64 {
-    let tied = !content.tensor_infos.contains_key("output.weight");
     content
         .tensor_infos
-        .iter()
-        .map(|(name, info)| {
+        .values()
+        .map(|info| {
             let elems = info.shape.elem_count() as u64;
-            let stored = match info.ggml_dtype {
+            match info.ggml_dtype {
                 GgmlDType::F32 | GgmlDType::F16 | GgmlDType::BF16 => elems * 4,
                 dtype => elems / dtype.block_size() as u64 * dtype.type_size() as u64,
-            };
-            if name == TOKEN_EMBD {
-                elems * 4 + if tied { stored } else { 0 }
-            } else {
-                stored
             }
         })
         .sum()
@@ -252,19 +247,26 @@ mod tests {
         let s = inspect(&path).unwrap();
         assert_eq!(s.meta.architecture, "llama");
         assert_eq!(s.meta.context_length, 8192);
-        assert_eq!(s.meta.max_positions(), 4096);
+        assert_eq!(
+            s.meta.max_positions(),
+            8192,
+            "the whole context, no 4096 cap"
+        );
         assert_eq!(s.meta.vocab_size, 49152);
         assert_eq!(s.meta.bos_token.as_deref(), Some("<|im_start|>"));
         assert_eq!(s.meta.eos_token.as_deref(), Some("<|im_end|>"));
         // <|endoftext|> and <|im_end|>.
         assert_eq!(s.meta.eos_token_ids, vec![0, 2]);
         assert_eq!(s.file_size, 98_362_432);
-        // Quantized weights (~96 MB) plus the f32 token embedding (~113 MB).
+        // The quantized weights as in the file (the token embedding stays
+        // quantized): a little under the file size.
         assert!(
-            (150_000_000..300_000_000).contains(&s.weights_bytes),
+            (90_000_000..s.file_size).contains(&s.weights_bytes),
             "weights_bytes = {}",
             s.weights_bytes
         );
+        // 30 layers × K and V × 16 tokens × 192 floats.
+        assert_eq!(s.kv_block_bytes, 737_280);
         let w = test_model::weights().unwrap();
         assert_eq!(w.weights_bytes, s.weights_bytes);
         assert_eq!(w.assets.meta, s.meta);

@@ -1,29 +1,43 @@
-//! The candle inference engine: everything between a GGUF file on disk and a
-//! stream of sampled token ids.
+//! The candle inference engine: everything between a GGUF file on disk and
+//! logits for a batch of sequences.
 //!
 //! What lives here:
-//! - [`gguf`]: reading GGUF headers ([`gguf::inspect`]) and loading weights
-//!   ([`gguf::load`]) into a [`LoadedWeights`];
+//! - [`gguf`]: reading GGUF headers ([`gguf::inspect`]) and loading a model
+//!   ([`gguf::load`]) into a [`LoadedModel`];
+//! - [`model`]: the [`model::Model`] seam and one file per architecture
+//!   (`llama`, `gemma3`), built from [`layers`] (quantized linear layers,
+//!   norms, the quantized embedding, RoPE);
+//! - [`kv`]: the KV cache the engine owns — a pool of fixed-size token
+//!   blocks per model, with refcounts and the prefix cache's hash chain;
+//! - [`attention`]: attention over that paged cache (generic candle ops, and
+//!   a CPU kernel behind the same seam);
+//! - [`batch`] and [`scheduler`]: what one forward pass computes, and
+//!   continuous batching with chunked prefill; [`offline`] runs them to
+//!   completion on one thread (tests, benchmarks, tools);
 //! - [`tokenizer`]: the byte-level BPE tokenizer rebuilt from the GGUF
 //!   metadata (not candle's `TokenizerFromGguf`, see `ENGINE-NOTES.md`);
 //! - [`template`]: the GGUF chat template rendered with `minijinja`;
 //! - [`sampling`]: greedy / temperature / top-k / top-p sampling;
-//! - [`sequence`]: one generation with its own KV cache;
 //! - [`stop`]: stop sequences over streamed text;
 //! - [`detok`]: incremental detokenization for streaming;
 //! - [`kernels`]: quantized matmul kernels for the CPU, chosen at run time.
 //!
-//! What does not: threads, channels, scheduling and HTTP. The engine is
-//! synchronous; the device worker owns the thread that calls
-//! [`gguf::load`] and [`sequence::Sequence::step`], and tensors never leave it.
-//! [`ModelAssets`] is the CPU-side half (tokenizer, template, metadata) that
-//! async handlers share through an `Arc`.
+//! What does not: threads, channels and HTTP. The engine is synchronous; the
+//! device worker owns the thread that loads models and runs their ticks, and
+//! tensors never leave it. [`ModelAssets`] is the CPU-side half (tokenizer,
+//! template, metadata) that async handlers share through an `Arc`.
 
+pub mod attention;
+pub mod batch;
 pub mod detok;
 pub mod gguf;
 pub mod kernels;
+pub mod kv;
+pub mod layers;
+pub mod model;
+pub mod offline;
 pub mod sampling;
-pub mod sequence;
+pub mod scheduler;
 pub mod stop;
 pub mod template;
 pub mod tokenizer;
@@ -82,6 +96,14 @@ pub enum EngineError {
         /// Positions the loaded model supports.
         max: usize,
     },
+    /// The model's KV pool cannot hold what a sequence needs (host-side:
+    /// found while planning, before any kernel runs).
+    #[error("KV cache too small: {0}")]
+    KvCacheTooSmall(String),
+    /// A batch that does not fit the model or its pool (host-side: checked
+    /// before any kernel runs).
+    #[error("invalid batch: {0}")]
+    Batch(String),
 }
 
 impl EngineError {
@@ -126,11 +148,10 @@ pub struct ModelMeta {
 }
 
 impl ModelMeta {
-    /// Positions a sequence may use: the declared context length, capped by
-    /// the RoPE table of candle's `quantized_llama` (4096 positions).
+    /// Positions a sequence may use: the declared context length (RoPE is
+    /// computed for any position, see `layers::Rope`).
     pub fn max_positions(&self) -> usize {
         self.context_length
-            .min(candle_transformers::models::quantized_llama::MAX_SEQ_LEN)
     }
 }
 
@@ -196,28 +217,27 @@ impl std::fmt::Debug for ModelAssets {
     }
 }
 
-/// The loaded weights: a never-used base `ModelWeights` that sequences clone.
-///
-/// Clones share the `Arc`'d weights and each has its own KV cache (and mask
-/// cache), so the base must never run a forward pass itself.
-pub struct LoadedWeights {
-    /// The pristine model; clone it, never call `forward` on it.
-    pub base: candle_transformers::models::quantized_llama::ModelWeights,
+/// A loaded model: its weights behind the [`model::Model`] seam and its
+/// CPU-side assets. Owned by a device worker; the KV pool is made beside it.
+pub struct LoadedModel {
+    /// The forward pass.
+    pub model: Box<dyn model::Model>,
     /// Tokenizer, template and metadata.
     pub assets: Arc<ModelAssets>,
     /// Estimated memory the weights take once loaded, in bytes.
     pub weights_bytes: u64,
-    /// The device the weights live on (input tensors are created there).
+    /// The device the weights live on.
     pub device: Device,
 }
 
-impl std::fmt::Debug for LoadedWeights {
+impl std::fmt::Debug for LoadedModel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("LoadedWeights")
+        f.debug_struct("LoadedModel")
+            .field("config", self.model.config())
             .field("assets", &self.assets)
             .field("weights_bytes", &self.weights_bytes)
             .field("device", &self.device)
-            .finish_non_exhaustive()
+            .finish()
     }
 }
 
@@ -225,39 +245,50 @@ impl std::fmt::Debug for LoadedWeights {
 pub(crate) mod test_model {
     //! Locating the real model file for tests.
 
-    use super::{Device, LoadedWeights};
+    use super::{Device, LoadedModel};
     use std::path::PathBuf;
     use std::sync::{Arc, OnceLock};
 
     /// The default model file name.
     pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    /// The second real model (`scripts/fetch-model --gemma3`).
+    pub const GEMMA_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 
-    /// The model path, or `None` (after a skip message) when it is absent.
-    /// Panics when absent and `CI` is set.
+    /// The default model's path, or `None` (after a skip message) when it is
+    /// absent. Panics when absent and `CI` is set.
     pub fn path() -> Option<PathBuf> {
+        path_of(MODEL_FILE, "scripts/fetch-model")
+    }
+
+    /// Gemma 3 270M's path, as [`path`].
+    pub fn gemma_path() -> Option<PathBuf> {
+        path_of(GEMMA_FILE, "scripts/fetch-model --gemma3")
+    }
+
+    fn path_of(file: &str, fetch: &str) -> Option<PathBuf> {
         let dir = std::env::var_os("CORTEX_MODELS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")));
-        let path = dir.join(MODEL_FILE);
+        let path = dir.join(file);
         if path.is_file() {
             return Some(path);
         }
         if std::env::var_os("CI").is_some() {
             panic!(
-                "model file {} is missing (CI is set); run scripts/fetch-model",
+                "model file {} is missing (CI is set); run {fetch}",
                 path.display()
             );
         }
         eprintln!(
-            "skipping: model file {} not found (run scripts/fetch-model or set CORTEX_MODELS_DIR)",
+            "skipping: model file {} not found (run {fetch} or set CORTEX_MODELS_DIR)",
             path.display()
         );
         None
     }
 
     /// The model loaded once per test binary on the CPU, or `None` when absent.
-    pub fn weights() -> Option<Arc<LoadedWeights>> {
-        static WEIGHTS: OnceLock<Option<Arc<LoadedWeights>>> = OnceLock::new();
+    pub fn weights() -> Option<Arc<LoadedModel>> {
+        static WEIGHTS: OnceLock<Option<Arc<LoadedModel>>> = OnceLock::new();
         WEIGHTS
             .get_or_init(|| {
                 let path = path()?;
@@ -279,7 +310,7 @@ mod tests {
     #[test]
     fn shared_types_are_send_sync() {
         assert_send_sync::<ModelAssets>();
-        assert_send_sync::<LoadedWeights>();
+        assert_send_sync::<LoadedModel>();
         assert_send_sync::<EngineError>();
     }
 

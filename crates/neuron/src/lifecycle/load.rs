@@ -14,7 +14,7 @@ use cortex_core::neuron_api::ModelStatus;
 use cortex_core::now_unix_ms;
 use tokio::sync::{watch, Notify};
 
-use super::{LifecycleError, LoadResult, LoadingSlot, Model, Next, Registry, Slot};
+use super::{Estimate, LifecycleError, LoadResult, LoadingSlot, Model, Next, Registry, Slot};
 use crate::device_worker::DeviceWorker;
 use crate::fault::ModelHealth;
 use crate::metrics::{LoadLabels, NeuronMetrics};
@@ -87,8 +87,9 @@ impl Registry {
         device: Option<u32>,
     ) -> Result<watch::Receiver<LoadResult>, LifecycleError> {
         let (source, path) = self.resolve_source(id, source).await?;
-        let weights_estimate = self.estimate(&path).await?;
-        let kv_reserve = self.config.kv_reserve(id).bytes();
+        let estimate = self.estimate(&path).await?;
+        let weights_estimate = estimate.weights;
+        let kv_reserve = estimate.kv_pool(self.config.kv_reserve(id).bytes());
         let needed = weights_estimate + kv_reserve;
 
         let mut slots = self.slots();
@@ -137,7 +138,7 @@ impl Registry {
     ) -> Result<(), LifecycleError> {
         let key = self.next_key.fetch_add(1, Ordering::Relaxed);
         let started = Instant::now();
-        let result = worker.load(key, path).await;
+        let result = worker.load(key, path, kv_reserve).await;
         let secs = started.elapsed().as_secs_f64();
         let label = NeuronMetrics::model(id);
         let mut slots = self.slots();
@@ -167,14 +168,15 @@ impl Registry {
                     worker,
                     assets: loaded.assets,
                     weights_bytes: loaded.weights_bytes,
-                    kv_reserve,
+                    // What the pool really takes (whole blocks of the reserve).
+                    kv_reserve: loaded.kv_bytes,
                     loaded_at: now,
                     last_used: AtomicU64::new(now),
                     in_flight: AtomicU64::new(0),
                     closing: AtomicBool::new(false),
                     idle: Notify::new(),
                 });
-                tracing::info!(model = id, device = %model.worker.info().label(), weights_bytes = model.weights_bytes, secs, "model ready");
+                tracing::info!(model = id, device = %model.worker.info().label(), weights_bytes = model.weights_bytes, kv_bytes = loaded.kv_bytes, kv_tokens = loaded.kv_tokens, secs, "model ready");
                 slots.insert(id.to_string(), Slot::Ready(model));
                 Ok(())
             }
@@ -246,8 +248,8 @@ impl Registry {
         Ok((source, path))
     }
 
-    /// Estimated weight bytes of a file once loaded (cached per file version).
-    pub(super) async fn estimate(&self, path: &Path) -> Result<u64, LifecycleError> {
+    /// What a file takes once loaded (cached per file version).
+    pub(super) async fn estimate(&self, path: &Path) -> Result<Estimate, LifecycleError> {
         let meta =
             std::fs::metadata(path).map_err(|_| PathError::NotFound(path.display().to_string()))?;
         let key = (
@@ -272,11 +274,15 @@ impl Registry {
                 message: e.chain(),
                 invalid_file: true,
             })?;
+        let estimate = Estimate {
+            weights: summary.weights_bytes,
+            kv_block: summary.kv_block_bytes,
+        };
         self.estimates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .insert(key, summary.weights_bytes);
-        Ok(summary.weights_bytes)
+            .insert(key, estimate);
+        Ok(estimate)
     }
 
     /// Footprints (weights + KV reserve) placed on each device index.

@@ -147,6 +147,26 @@ enum Slot {
     Ready(Arc<Model>),
 }
 
+/// What a model file takes once loaded, from its header.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Estimate {
+    /// The weights.
+    weights: u64,
+    /// One KV block.
+    kv_block: u64,
+}
+
+impl Estimate {
+    /// The bytes of the KV pool a reserve of `reserve` bytes makes: whole
+    /// blocks, as the device worker allocates it.
+    fn kv_pool(&self, reserve: u64) -> u64 {
+        match self.kv_block {
+            0 => reserve,
+            b => reserve / b * b,
+        }
+    }
+}
+
 /// The model table of one neuron.
 pub struct Registry {
     name: String,
@@ -158,7 +178,7 @@ pub struct Registry {
     slots: Mutex<HashMap<String, Slot>>,
     next_key: AtomicU64,
     /// `inspect()` results by (path, size, mtime): the header read is not free.
-    estimates: Mutex<HashMap<(PathBuf, u64, SystemTime), u64>>,
+    estimates: Mutex<HashMap<(PathBuf, u64, SystemTime), Estimate>>,
 }
 
 enum Next {
@@ -313,13 +333,13 @@ impl Registry {
         let devices = self.devices();
         let mut available = Vec::new();
         for f in paths::scan(&self.models_dirs) {
-            let kv = self.config.kv_reserve(&f.id).bytes();
+            let reserve = self.config.kv_reserve(&f.id).bytes();
             match self.estimate(&f.path).await {
-                Ok(w) => available.push(AvailableModel {
+                Ok(e) => available.push(AvailableModel {
                     id: f.id,
                     source: f.source,
                     size_bytes: f.size,
-                    estimated_bytes: w + kv,
+                    estimated_bytes: e.weights + e.kv_pool(reserve),
                 }),
                 Err(e) => {
                     tracing::debug!(file = %f.path.display(), error = %e, "not a loadable model; skipped")
