@@ -12,18 +12,32 @@ use std::sync::Arc;
 use candle_core::quantized::{QMatMul, QTensor};
 use candle_core::{DType, Device, Module, Tensor};
 
-use super::EngineError;
+use super::{kernels, EngineError};
 
 /// `y = x · Wᵀ` with `W` kept as the GGUF file stores it (quantized blocks,
 /// or f32 for float tensors).
 ///
-/// The seam for CPU kernels: built from the GGUF [`QTensor`], so a faster
-/// matmul on CPU devices replaces what is inside without touching a model.
+/// The seam for CPU kernels: when they are switched on
+/// (`NEURON_KERNELS`, see [`kernels::enabled`]), on a CPU device a block type the
+/// [`kernels`] know (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K) is repacked
+/// at load into a [`kernels::QMatMul`] (activations quantized to 8 bits,
+/// integer multiply-adds, the kernels of this CPU picked at run time) and
+/// the GGUF tensor is dropped; anything else, and every tensor on CUDA,
+/// keeps candle's `QMatMul`.
 #[derive(Debug, Clone)]
 pub struct QLinear {
-    inner: QMatMul,
+    inner: Matmul,
     in_dim: usize,
     out_dim: usize,
+}
+
+/// What computes a [`QLinear`].
+#[derive(Debug, Clone)]
+enum Matmul {
+    /// candle's quantized matmul (CUDA, float tensors).
+    Candle(QMatMul),
+    /// Our CPU kernels.
+    Cpu(Arc<kernels::QMatMul>),
 }
 
 impl QLinear {
@@ -33,20 +47,41 @@ impl QLinear {
         Self::from_arc(Arc::new(w))
     }
 
-    /// As [`QLinear::new`], sharing `w` (a tied output projection shares the
-    /// token embedding's blocks).
+    /// As [`QLinear::new`], sharing `w`.
     pub fn from_arc(w: Arc<QTensor>) -> Result<Self, EngineError> {
         let (out_dim, in_dim) = w.shape().dims2()?;
+        let inner = match cpu_kernel(&w)? {
+            Some(k) => Matmul::Cpu(Arc::new(k)),
+            None => Matmul::Candle(QMatMul::from_arc(w)?),
+        };
         Ok(Self {
-            inner: QMatMul::from_arc(w)?,
+            inner,
             in_dim,
             out_dim,
         })
     }
 
+    /// The output projection tied to the token embedding: the same blocks
+    /// (one copy in memory, repacked or not).
+    pub fn tied(embed: &TokenEmbedding) -> Result<Self, EngineError> {
+        let (vocab, hidden) = (embed.vocab(), embed.hidden());
+        let inner = match &embed.table {
+            Table::Cpu(k) => Matmul::Cpu(k.clone()),
+            Table::Candle(t) => Matmul::Candle(QMatMul::from_arc(t.clone())?),
+        };
+        Ok(Self {
+            inner,
+            in_dim: hidden,
+            out_dim: vocab,
+        })
+    }
+
     /// `[rows, in] → [rows, out]`.
     pub fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        self.inner.forward(x)
+        match &self.inner {
+            Matmul::Candle(m) => m.forward(x),
+            Matmul::Cpu(k) => k.forward(&x.contiguous()?),
+        }
     }
 
     /// Input features.
@@ -58,6 +93,24 @@ impl QLinear {
     pub fn out_dim(&self) -> usize {
         self.out_dim
     }
+
+    /// Whether our CPU kernels compute this layer (else candle's matmul).
+    pub fn uses_cpu_kernels(&self) -> bool {
+        matches!(self.inner, Matmul::Cpu(_))
+    }
+}
+
+/// Our CPU kernel for `w`, when our kernels are switched on
+/// ([`kernels::enabled`]) and `w` lives on the CPU in a block type they
+/// know; `None` leaves it to candle.
+fn cpu_kernel(w: &QTensor) -> Result<Option<kernels::QMatMul>, EngineError> {
+    if !kernels::enabled() || !w.device().is_cpu() || kernels::QType::from_ggml(w.dtype()).is_none()
+    {
+        return Ok(None);
+    }
+    kernels::QMatMul::from_qtensor(w)
+        .map(Some)
+        .map_err(|e| EngineError::Gguf(format!("repacking a weight for the CPU kernels: {e}")))
 }
 
 /// Root-mean-square normalisation over the last dimension, with a learned
@@ -83,18 +136,32 @@ impl RmsNorm {
 
 /// The token embedding, kept in its GGUF blocks: a lookup dequantizes only
 /// the rows it reads (the whole table in f32 would be 113 MB for SmolLM2 and
-/// 671 MB for Gemma 3 270M).
+/// 671 MB for Gemma 3 270M). On a CPU it is held by the CPU kernels, so a
+/// tied output projection ([`QLinear::tied`]) shares the repacked blocks.
 #[derive(Debug, Clone)]
 pub struct TokenEmbedding {
-    table: Arc<QTensor>,
+    table: Table,
     vocab: usize,
     hidden: usize,
+}
+
+/// Who holds the embedding's blocks.
+#[derive(Debug, Clone)]
+enum Table {
+    /// The GGUF tensor (CUDA, or a block type without CPU kernels).
+    Candle(Arc<QTensor>),
+    /// The CPU kernels' copy.
+    Cpu(Arc<kernels::QMatMul>),
 }
 
 impl TokenEmbedding {
     /// The table `[vocab, hidden]`.
     pub fn new(table: Arc<QTensor>) -> Result<Self, EngineError> {
         let (vocab, hidden) = table.shape().dims2()?;
+        let table = match cpu_kernel(&table)? {
+            Some(k) => Table::Cpu(Arc::new(k)),
+            None => Table::Candle(table),
+        };
         Ok(Self {
             table,
             vocab,
@@ -104,12 +171,10 @@ impl TokenEmbedding {
 
     /// `ids` `[rows]` (u32) → `[rows, hidden]` f32.
     pub fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
-        self.table.embedding(ids)
-    }
-
-    /// The quantized table, for a tied output projection.
-    pub fn table(&self) -> &Arc<QTensor> {
-        &self.table
+        match &self.table {
+            Table::Candle(t) => t.embedding(ids),
+            Table::Cpu(k) => k.embedding(ids),
+        }
     }
 
     /// Rows in the table.

@@ -53,6 +53,26 @@ pub use matmul::{Parallelism, QMatMul};
 
 use std::sync::OnceLock;
 
+/// Whether the engine's quantized linear layers use these kernels on the
+/// CPU (else candle's `QMatMul`), read once from `NEURON_KERNELS`: `auto`
+/// (the best level of this CPU), `avx2` or `scalar` switch them on; unset or
+/// `candle` leaves candle's matmul.
+///
+/// Off by default for now: our kernels quantize activations and sum as
+/// llama.cpp does, so their greedy outputs follow llama.cpp's where the
+/// recorded expectations of the engine's tests (made with candle's kernels)
+/// part ways with it (the README's CPU-speed section has the comparison).
+/// Switching them on by default goes with re-recording those expectations.
+pub fn enabled() -> bool {
+    static ON: OnceLock<bool> = OnceLock::new();
+    *ON.get_or_init(|| {
+        matches!(
+            std::env::var("NEURON_KERNELS").as_deref(),
+            Ok("auto" | "avx2" | "scalar")
+        )
+    })
+}
+
 /// A kernel family. Ordered: a later level needs more CPU features.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Level {
@@ -66,7 +86,7 @@ impl Level {
     /// The best level this CPU supports, detected once per process.
     ///
     /// `NEURON_KERNELS=scalar` in the environment caps it at [`Level::Scalar`]
-    /// (for comparisons; there is no reason to set it otherwise).
+    /// (for comparisons).
     pub fn detected() -> Level {
         static LEVEL: OnceLock<Level> = OnceLock::new();
         *LEVEL.get_or_init(|| {

@@ -147,7 +147,7 @@ impl Llama {
         let output = if content.tensor_infos.contains_key("output.weight") {
             QLinear::new(t(reader, "output.weight")?)?
         } else {
-            QLinear::from_arc(embed.table().clone())?
+            QLinear::tied(&embed)?
         };
         let norm = RmsNorm::new(t(reader, "output_norm.weight")?, eps)?;
         let mut blocks = Vec::with_capacity(layers);
