@@ -135,11 +135,17 @@ fn smollm2_greedy_outputs_are_identical_alone_batched_chunked_and_cached() {
     let out = cached.run(&twice, eos, |r| rows.push(r)).unwrap();
     assert_outputs(&out[..8], &cases, "first copy");
     assert_outputs(&out[8..], &cases, "second copy, from the prefix cache");
+    // The prompts share their chat-template opening, so even the long
+    // prompt's first copy starts from a cached block or so; its second copy
+    // computes at most its last, partial block (plus a full one at most).
     let long = cases.iter().map(|c| c.prompt.len()).max().unwrap();
+    assert!(cases
+        .iter()
+        .all(|c| c.prompt.len() == long || c.prompt.len() < long / 2));
     assert_eq!(
-        rows.iter().filter(|r| **r == long).count(),
+        rows.iter().filter(|r| **r > long / 2).count(),
         1,
-        "the long prompt was computed once"
+        "the long prompt was computed once ({rows:?})"
     );
 }
 
