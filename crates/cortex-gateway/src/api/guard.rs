@@ -7,27 +7,13 @@
 use std::sync::Arc;
 
 use axum::extract::{Request, State};
-use axum::http::HeaderMap;
+use axum::http::{header, HeaderMap};
 use axum::middleware::Next;
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 
-use super::error::{Anthropic, GatewayError, OpenAi};
-use super::AppState;
-use crate::http_server::RawHeaders;
-
-/// Is this an Anthropic-dialect path?
-pub fn is_anthropic(path: &str) -> bool {
-    path.starts_with("/v1/messages")
-}
-
-/// `e` in the dialect of the route at `path`.
-pub fn in_dialect_of(path: &str, e: GatewayError) -> Response {
-    if is_anthropic(path) {
-        Anthropic(e).into_response()
-    } else {
-        OpenAi(e).into_response()
-    }
-}
+use super::in_dialect;
+use crate::error::GatewayError;
+use crate::state::AppState;
 
 /// Is the raw path acceptable as it is?
 pub fn path_is_clean(path: &str) -> bool {
@@ -48,77 +34,53 @@ pub fn path_is_clean(path: &str) -> bool {
     !path.split('/').any(|seg| seg == "." || seg == "..")
 }
 
-/// A request's headers as the guard reads them: the router's `HeaderMap`,
-/// or the server's [`RawHeaders`] on the inference paths.
-pub trait Headers {
-    /// The first value of header `name` (lowercase).
-    fn header(&self, name: &str) -> Option<&[u8]>;
-}
-
-impl Headers for HeaderMap {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.get(name).map(|v| v.as_bytes())
-    }
-}
-
-impl Headers for RawHeaders {
-    fn header(&self, name: &str) -> Option<&[u8]> {
-        self.get(name)
-    }
-}
-
-/// Does this caller speak Anthropic? Anthropic paths, and any request with
-/// an `anthropic-version` header.
-fn wants_anthropic(path: &str, headers: &impl Headers) -> bool {
-    is_anthropic(path) || headers.header("anthropic-version").is_some()
-}
-
 fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
 /// The key a request presents: `Authorization: Bearer K` or `x-api-key: K`.
-fn presented(h: &impl Headers) -> Option<&[u8]> {
-    h.header("authorization")
-        .and_then(|v| v.strip_prefix(b"Bearer "))
-        .or_else(|| h.header("x-api-key"))
+fn presented(h: &HeaderMap) -> Option<&[u8]> {
+    h.get(header::AUTHORIZATION)
+        .and_then(|v| v.as_bytes().strip_prefix(b"Bearer "))
+        .or_else(|| h.get("x-api-key").map(|v| v.as_bytes()))
 }
 
-/// The guard's rules for a request to `path` with `headers`: refuse path
-/// tricks, then check the API key when keys are configured. The refusal, if
-/// any, is in the caller's dialect.
-pub fn refusal(state: &AppState, path: &str, headers: &impl Headers) -> Option<Response> {
+/// Why the guard refuses a request to `path` with `headers`, if it does:
+/// a path trick, a missing or wrong API key (when keys are configured), or
+/// a declared body over the limit, in that order.
+pub fn refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<GatewayError> {
     if !path_is_clean(path) {
-        return Some(in_dialect_of(path, GatewayError::RouteNotFound));
+        return Some(GatewayError::RouteNotFound);
     }
-    key_refusal(state, path, headers)
+    if !state.api_keys.is_empty() {
+        let ok = presented(headers).is_some_and(|k| {
+            state
+                .api_keys
+                .iter()
+                .any(|key| constant_time_eq(k, key.as_bytes()))
+        });
+        if !ok {
+            return Some(GatewayError::Unauthorized);
+        }
+    }
+    // Refused unread on any route, whether or not its handler reads the
+    // body; a body without a length is bounded as it is read.
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > state.limits.max_body.bytes()) {
+        return Some(GatewayError::PayloadTooLarge);
+    }
+    None
 }
 
-/// The API-key half of [`refusal`], for a path known to be clean.
-pub fn key_refusal(state: &AppState, path: &str, headers: &impl Headers) -> Option<Response> {
-    if state.api_keys.is_empty() {
-        return None;
-    }
-    let ok = presented(headers).is_some_and(|k| {
-        state
-            .api_keys
-            .iter()
-            .any(|key| constant_time_eq(k, key.as_bytes()))
-    });
-    if ok {
-        None
-    } else if wants_anthropic(path, headers) {
-        Some(Anthropic(GatewayError::Unauthorized).into_response())
-    } else {
-        Some(OpenAi(GatewayError::Unauthorized).into_response())
-    }
-}
-
-/// Runs before every routed handler: [`refusal`].
+/// Runs before every handler: [`refusal`], answered in the caller's
+/// dialect.
 pub async fn guard(State(state): State<Arc<AppState>>, req: Request, next: Next) -> Response {
     match refusal(&state, req.uri().path(), req.headers()) {
         None => next.run(req).await,
-        Some(refused) => refused,
+        Some(e) => in_dialect(req.uri().path(), req.headers(), e),
     }
 }
 

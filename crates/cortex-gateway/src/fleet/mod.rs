@@ -16,7 +16,7 @@ use cortex_core::neuron_api::NodeStatus;
 use tokio::sync::{mpsc, oneshot};
 
 pub use state::{FleetState, ModelInfo, PollChange};
-pub use table::{FastMap, InFlightGuard, Published, Replica, Resolved, RoutingTable};
+pub use table::{InFlightGuard, Published, Replica, Resolved, RoutingTable};
 
 use crate::catalog::Catalog;
 use crate::metrics::GatewayMetrics;
@@ -40,7 +40,7 @@ pub enum FleetError {
         reason: String,
         retry_after_ms: u64,
     },
-    #[error("loading `{model}` failed: {source}")]
+    #[error("loading `{model}` failed")]
     Load {
         model: String,
         #[source]
@@ -144,7 +144,7 @@ impl FleetHandle {
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
         let state = FleetState::new(nodes, catalog, settings.down_after_failures);
-        let table = Arc::new(Published::default());
+        let table = Arc::new(Published::from_pointee(RoutingTable::default()));
         let handle = Self {
             tx: tx.clone(),
             table: table.clone(),
@@ -153,10 +153,9 @@ impl FleetHandle {
         handle
     }
 
-    /// The current routing snapshot, in this thread's copy (see
-    /// [`Published::local`]).
+    /// The current routing snapshot.
     pub fn table(&self) -> Arc<RoutingTable> {
-        self.table.local()
+        self.table.load_full()
     }
 
     pub(crate) fn send(&self, c: Command) {

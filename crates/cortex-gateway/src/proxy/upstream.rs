@@ -10,8 +10,7 @@ use futures::FutureExt;
 use http_body::Frame;
 use http_body_util::BodyExt;
 
-use crate::h1::{self, H1Error};
-
+use crate::neuron_client::{BodyError, NeuronBody};
 use crate::sse::{SseDecoder, SseEvent};
 
 /// Why an upstream stream ended badly.
@@ -19,7 +18,7 @@ use crate::sse::{SseDecoder, SseEvent};
 pub struct StreamFailure(pub String);
 
 pub struct UpstreamSse {
-    body: h1::Body,
+    body: NeuronBody,
     decoder: SseDecoder,
     queue: VecDeque<SseEvent>,
     first_deadline: Instant,
@@ -32,7 +31,7 @@ pub struct UpstreamSse {
 
 impl UpstreamSse {
     pub fn new(
-        body: h1::Body,
+        body: NeuronBody,
         max_line: usize,
         first_token_timeout: Duration,
         idle: Duration,
@@ -104,7 +103,7 @@ impl UpstreamSse {
 
     /// Decode one frame of the body (`None`: its end) into the queue; a
     /// failure ends the stream.
-    fn take(&mut self, frame: Option<Result<Frame<Bytes>, H1Error>>) -> Option<StreamFailure> {
+    fn take(&mut self, frame: Option<Result<Frame<Bytes>, BodyError>>) -> Option<StreamFailure> {
         let failure = match frame {
             None => match self.decoder.finish() {
                 Ok(ev) => {

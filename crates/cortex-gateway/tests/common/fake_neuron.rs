@@ -33,8 +33,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// The header a neuron uses to tell the prompt size of a stream.
-pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
+pub use cortex_core::neuron_api::PROMPT_TOKENS_HEADER;
 
 /// What the fake does; switch it with [`FakeNeuron::set`].
 #[derive(Debug, Clone, Default)]

@@ -34,7 +34,7 @@ pub const MAX_STOPS: usize = 16;
 
 /// Streams carry the prompt size up front (the gateway puts it in
 /// Anthropic's `message_start`).
-pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
+pub use cortex_core::neuron_api::PROMPT_TOKENS_HEADER;
 
 /// Checked request values.
 struct Checked {

@@ -11,14 +11,6 @@ use prometheus_client::registry::Registry;
 
 use cortex_core::metrics as names;
 
-pub mod sharded;
-
-const _: () = assert!(
-    sharded::Histogram::bounds_fit(names::LATENCY_BUCKETS)
-        && sharded::Histogram::bounds_fit(names::INTER_TOKEN_BUCKETS)
-        && sharded::Histogram::bounds_fit(names::TOKENS_PER_SECOND_BUCKETS)
-);
-
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 pub struct RequestLabels {
     pub model: String,
@@ -60,39 +52,33 @@ pub struct ModelLabel {
 }
 
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
-/// The request path's histograms: one shard per API worker.
-type ShardedHistograms<L> = Family<L, sharded::Histogram, fn() -> sharded::Histogram>;
 
-fn load_latency() -> Histogram {
+fn latency() -> Histogram {
     Histogram::new(names::LATENCY_BUCKETS.iter().copied())
 }
-fn latency() -> sharded::Histogram {
-    sharded::Histogram::new(names::LATENCY_BUCKETS)
+fn inter_token() -> Histogram {
+    Histogram::new(names::INTER_TOKEN_BUCKETS.iter().copied())
 }
-fn inter_token() -> sharded::Histogram {
-    sharded::Histogram::new(names::INTER_TOKEN_BUCKETS)
-}
-fn tok_per_s() -> sharded::Histogram {
-    sharded::Histogram::new(names::TOKENS_PER_SECOND_BUCKETS)
+fn tok_per_s() -> Histogram {
+    Histogram::new(names::TOKENS_PER_SECOND_BUCKETS.iter().copied())
 }
 
-/// Every gateway metric. Cheap to clone. Those every request updates are
-/// [`sharded`]; the rest (loads, evictions, health) are prometheus-client's.
+/// Every gateway metric. Cheap to clone.
 #[derive(Clone)]
 pub struct GatewayMetrics {
-    pub requests: Family<RequestLabels, sharded::Counter>,
-    pub request_duration: ShardedHistograms<ModelNode>,
-    pub ttft: ShardedHistograms<ModelNode>,
-    pub inter_token: ShardedHistograms<ModelNode>,
-    pub prompt_tokens: Family<ModelNode, sharded::Counter>,
-    pub completion_tokens: Family<ModelNode, sharded::Counter>,
-    pub tokens_per_second: ShardedHistograms<ModelNode>,
+    pub requests: Family<RequestLabels, Counter>,
+    pub request_duration: Histograms<ModelNode>,
+    pub ttft: Histograms<ModelNode>,
+    pub inter_token: Histograms<ModelNode>,
+    pub prompt_tokens: Family<ModelNode, Counter>,
+    pub completion_tokens: Family<ModelNode, Counter>,
+    pub tokens_per_second: Histograms<ModelNode>,
     pub loads: Family<LoadLabels, Counter>,
     pub load_duration: Histograms<ModelNode>,
     pub evictions: Family<EvictionLabels, Counter>,
     pub neuron_up: Family<NodeLabel, Gauge>,
-    pub in_flight: Family<ModelLabel, sharded::Gauge>,
-    pub queue_wait: ShardedHistograms<ModelLabel>,
+    pub in_flight: Family<ModelLabel, Gauge>,
+    pub queue_wait: Histograms<ModelLabel>,
     pub retries: Family<ModelLabel, Counter>,
 }
 
@@ -113,7 +99,7 @@ impl GatewayMetrics {
             completion_tokens: Family::default(),
             tokens_per_second: Family::new_with_constructor(tok_per_s),
             loads: Family::default(),
-            load_duration: Family::new_with_constructor(load_latency),
+            load_duration: Family::new_with_constructor(latency),
             evictions: Family::default(),
             neuron_up: Family::default(),
             in_flight: Family::default(),
@@ -196,21 +182,10 @@ impl GatewayMetrics {
     /// The handles of one (model, node) pair, looked up once.
     pub fn replica(&self, model: &str, node: &str) -> ReplicaMetrics {
         let mn = Self::model_node(model, node);
-        let ok = |api: &'static str| {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    model: model.to_string(),
-                    node: node.to_string(),
-                    api,
-                    status: 200,
-                })
-                .clone()
-        };
         ReplicaMetrics {
             model: model.to_string(),
             node: node.to_string(),
             requests: self.requests.clone(),
-            ok: [ok(API_NAMES[0]), ok(API_NAMES[1]), ok(API_NAMES[2])],
             request_duration: self.request_duration.get_or_create(&mn).clone(),
             ttft: self.ttft.get_or_create(&mn).clone(),
             inter_token: self.inter_token.get_or_create(&mn).clone(),
@@ -234,50 +209,52 @@ impl GatewayMetrics {
     }
 }
 
-/// The `api` label values, in the order of [`Api`].
-pub const API_NAMES: [&str; 3] = ["openai", "anthropic", "count_tokens"];
-
 /// Which API a request came through.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Api {
-    OpenAi = 0,
-    Anthropic = 1,
-    CountTokens = 2,
+    OpenAi,
+    Anthropic,
+    CountTokens,
+}
+
+impl Api {
+    /// The `api` label value.
+    pub fn label(self) -> &'static str {
+        match self {
+            Api::OpenAi => "openai",
+            Api::Anthropic => "anthropic",
+            Api::CountTokens => "count_tokens",
+        }
+    }
 }
 
 /// Metric handles of one (model, node) pair, so that the request path does
-/// no label lookups (kept in the replica's counters).
+/// no label lookups but for its final status.
 #[derive(Clone)]
 pub struct ReplicaMetrics {
     model: String,
     node: String,
-    requests: Family<RequestLabels, sharded::Counter>,
-    /// `requests{status="200"}` per [`Api`].
-    ok: [sharded::Counter; 3],
-    pub request_duration: sharded::Histogram,
-    pub ttft: sharded::Histogram,
-    pub inter_token: sharded::Histogram,
-    pub prompt_tokens: sharded::Counter,
-    pub completion_tokens: sharded::Counter,
-    pub tokens_per_second: sharded::Histogram,
+    requests: Family<RequestLabels, Counter>,
+    pub request_duration: Histogram,
+    pub ttft: Histogram,
+    pub inter_token: Histogram,
+    pub prompt_tokens: Counter,
+    pub completion_tokens: Counter,
+    pub tokens_per_second: Histogram,
     /// `requests_in_flight{model}` (shared by the model's replicas).
-    pub in_flight: sharded::Gauge,
+    pub in_flight: Gauge,
 }
 
 impl ReplicaMetrics {
     /// Count one request with its final status.
     pub fn request(&self, api: Api, status: u16) {
-        if status == 200 {
-            self.ok[api as usize].inc();
-        } else {
-            self.requests
-                .get_or_create(&RequestLabels {
-                    model: self.model.clone(),
-                    node: self.node.clone(),
-                    api: API_NAMES[api as usize],
-                    status,
-                })
-                .inc();
-        }
+        self.requests
+            .get_or_create(&RequestLabels {
+                model: self.model.clone(),
+                node: self.node.clone(),
+                api: api.label(),
+                status,
+            })
+            .inc();
     }
 }
