@@ -26,6 +26,8 @@ pub mod error;
 pub mod evictor;
 pub mod fleet;
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
 mod json_strategy;
 pub mod metrics;
 pub mod neuron_client;
@@ -36,6 +38,8 @@ pub mod server;
 pub mod settings;
 pub mod sse;
 pub mod state;
+#[cfg(test)]
+mod testing;
 pub mod translate;
 
 pub use server::Gateway;

@@ -224,3 +224,6 @@ pub async fn serve(
     }
     conns.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -344,9 +344,8 @@ async fn errors_come_in_the_callers_dialect() {
     let (st, _, v) = gw.oneshot_post(an, big.clone()).await;
     assert_eq!(st, 413);
     assert_anthropic_error(&v, "request_too_large");
-    // Over a socket the two inference routes skip the router (api/hot.rs):
-    // the same answers. And any route, in its dialect: the body is refused
-    // before the router.
+    // Over a socket: the same answers. And any route, in its dialect: a
+    // declared body over the limit is refused before its handler.
     let padding = vec![b' '; 4096];
     for (method, path, body, anthropic) in [
         (reqwest::Method::POST, an, big.clone().into_bytes(), true),

@@ -254,8 +254,8 @@ async fn a_header_far_over_the_limit_gets_431() {
     assert_eq!(raw_status(&answer), 431, "{answer}");
 }
 
-/// The head limit is 64 KiB (`MAX_HEAD_BYTES` in `http_server`), applied
-/// to the head's exact size however it arrives.
+/// The head limit is 64 KiB (`MAX_HEAD_BYTES` in `server`), applied to
+/// the head's exact size however it arrives.
 #[tokio::test]
 async fn a_header_just_over_the_limit_gets_431() {
     let (_a, gw) = keyed().await;

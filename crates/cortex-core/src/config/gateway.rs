@@ -21,9 +21,6 @@ pub struct GatewayConfig {
     pub neurons: Vec<NeuronEndpoint>,
 }
 
-/// Most API worker threads `gateway.workers` may ask for.
-pub const MAX_WORKERS: u32 = 1024;
-
 /// `[gateway]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -44,9 +41,6 @@ pub struct GatewaySection {
     /// API keys. When non-empty, every route (admin included) needs one, as
     /// `Authorization: Bearer KEY` or `x-api-key: KEY`.
     pub api_keys: Vec<String>,
-    /// Threads serving the API, each with its own event loop (like nginx's
-    /// `worker_processes`). `0` means one per core.
-    pub workers: u32,
 }
 
 impl Default for GatewaySection {
@@ -59,7 +53,6 @@ impl Default for GatewaySection {
             down_after_failures: 3,
             poll_timeout: HumanDuration::from_secs(5),
             api_keys: Vec::new(),
-            workers: 0,
         }
     }
 }
@@ -179,9 +172,25 @@ pub struct NeuronEndpoint {
     pub admin_token: Option<String>,
 }
 
+/// The value of `gateway.workers`, which older versions had (API worker
+/// threads), if the file still sets it.
+fn removed_workers(text: &str) -> Option<String> {
+    let t: toml::Table = toml::from_str(text).ok()?;
+    Some(t.get("gateway")?.as_table()?.get("workers")?.to_string())
+}
+
 impl GatewayConfig {
     /// Parse and validate `cortex.toml`; `file` is used in error messages.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        if let Some(workers) = removed_workers(text) {
+            return Err(ConfigError::invalid(
+                file,
+                "gateway.workers",
+                workers,
+                "this key was removed: the API is served on the process's runtime, one \
+                 thread per core; delete the line",
+            ));
+        }
         let cfg: Self = parse_toml(text, file)?;
         cfg.validate(file)?;
         Ok(cfg)
@@ -223,14 +232,6 @@ impl GatewayConfig {
                 "gateway.down_after_failures",
                 0,
                 "must be at least 1",
-            ));
-        }
-        if g.workers > MAX_WORKERS {
-            return Err(ConfigError::invalid(
-                file,
-                "gateway.workers",
-                g.workers,
-                format!("must be at most {MAX_WORKERS} (0 means one per core)"),
             ));
         }
         for (i, k) in g.api_keys.iter().enumerate() {
@@ -445,9 +446,9 @@ endpoint = "http://beast.internal:13131"
             "at least 1",
         );
         assert_invalid(
-            "[gateway]\nworkers = 1025\n",
+            "[gateway]\nworkers = 2\n",
             "gateway.workers",
-            "at most 1024",
+            "this key was removed",
         );
         assert_invalid(
             "[limits]\nmax_attempts = 0\n",

@@ -30,6 +30,7 @@ use crate::state::AppState;
 use upstream::UpstreamSse;
 
 /// A request that reached a neuron and got an answer's head.
+#[derive(Debug)]
 pub struct Dispatched {
     pub resp: Answer,
     pub replica: Replica,

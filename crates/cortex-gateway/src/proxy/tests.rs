@@ -6,19 +6,12 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
-use cortex_core::config::{LimitsConfig, ModelsFile};
-use cortex_core::neuron_api::{
-    AvailableModel, DeviceKind, DeviceStatus, ModelState, ModelStatus, NodeStatus,
-};
+use cortex_core::config::LimitsConfig;
 use futures::future::BoxFuture;
 use http_body_util::{BodyExt, Full};
 
 use super::*;
-use crate::admission::Admission;
-use crate::catalog::Catalog;
-use crate::fleet::{FleetHandle, FleetSettings};
-use crate::metrics::GatewayMetrics;
-use crate::neuron_client::{cause, NeuronApi, NeuronClient, NodeInfo};
+use crate::neuron_client::{cause, NeuronApi, NodeInfo};
 
 /// What a fake node does with a chat request.
 #[derive(Clone, Copy)]
@@ -76,41 +69,6 @@ impl NeuronApi for Fake {
     }
 }
 
-fn ready_status(node: &str) -> NodeStatus {
-    NodeStatus {
-        name: node.into(),
-        version: "test".into(),
-        devices: vec![DeviceStatus {
-            index: 0,
-            kind: DeviceKind::Cpu,
-            name: "cpu".into(),
-            memory_total_bytes: 1000,
-            memory_free_bytes: 1000,
-            memory_budget_bytes: 1000,
-            memory_used_bytes: 0,
-        }],
-        models: vec![ModelStatus {
-            id: "m".into(),
-            state: ModelState::Ready,
-            device: 0,
-            memory_bytes: 100,
-            kv_reserve_bytes: 10,
-            loaded_at: 1,
-            last_used_at: 1,
-            in_flight: 0,
-            source: "m.gguf".into(),
-            context_length: 4096,
-            error: None,
-        }],
-        available: vec![AvailableModel {
-            id: "m".into(),
-            source: "m.gguf".into(),
-            size_bytes: 100,
-            estimated_bytes: 110,
-        }],
-    }
-}
-
 /// A gateway's state in front of nodes `a` and `b` (doing what `does`
 /// says), both with `m` ready, and `max_attempts`.
 async fn state(does: [Does; 2], max_attempts: u32) -> (AppState, Arc<Fake>) {
@@ -118,49 +76,11 @@ async fn state(does: [Does; 2], max_attempts: u32) -> (AppState, Arc<Fake>) {
         does: HashMap::from([("a".into(), does[0]), ("b".into(), does[1])]),
         ..Fake::default()
     });
-    let mut registry = prometheus_client::registry::Registry::default();
-    let metrics = GatewayMetrics::new(&mut registry);
-    let neurons = NeuronClient::new(fake.clone(), 1 << 20);
-    let nodes = vec![
-        NodeInfo::new("a", "http://a:1", None),
-        NodeInfo::new("b", "http://b:1", None),
-    ];
-    let fleet = FleetHandle::spawn(
-        nodes,
-        Catalog::new(ModelsFile::default()),
-        FleetSettings {
-            strategy: crate::router::EvictionStrategy::Lru,
-            min_residency: Duration::ZERO,
-            idle_unload_after: Duration::ZERO,
-            defrag_after_cycles: 0,
-            down_after_failures: 2,
-            load_timeout: Duration::from_secs(1),
-        },
-        neurons.clone(),
-        metrics.clone(),
-    );
-    let now = cortex_core::now_unix_ms();
-    for n in ["a", "b"] {
-        fleet.poll_result(n, now, Ok(ready_status(n)));
-    }
-    for _ in 0..100 {
-        if fleet.table().ready.get("m").is_some_and(|r| r.len() == 2) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
     let limits = LimitsConfig {
         max_attempts,
         ..LimitsConfig::default()
     };
-    let state = AppState {
-        fleet,
-        neurons,
-        admission: Admission::new(10, 10, 10),
-        metrics,
-        limits,
-        api_keys: Vec::new(),
-    };
+    let state = crate::testing::app_state(fake.clone(), &["a", "b"], limits).await;
     (state, fake)
 }
 
@@ -189,7 +109,7 @@ async fn a_refused_connection_is_tried_once_on_another_neuron() {
 #[tokio::test]
 async fn a_request_that_may_have_run_is_never_sent_again() {
     let (s, fake) = state([Does::FailAfterWriting, Does::Answer(200, "{}")], 2).await;
-    let e = send(&s).await.err().expect("an error");
+    let e = send(&s).await.expect_err("an error");
     assert!(
         matches!(e, GatewayError::Neuron(UpstreamError::Transport { .. })),
         "{e:?}"
@@ -223,7 +143,7 @@ async fn other_error_answers_are_passed_on_not_retried() {
     let body = r#"{"error":{"message":"bad","type":"invalid_request_error","code":"x"}}"#;
     for status in [404, 503] {
         let (s, fake) = state([Does::Answer(status, body), Does::Answer(200, "{}")], 2).await;
-        let e = send(&s).await.err().expect("an error");
+        let e = send(&s).await.expect_err("an error");
         assert!(
             matches!(&e, GatewayError::Upstream { status: st, .. } if *st == status),
             "{e:?}"
@@ -239,7 +159,7 @@ async fn other_error_answers_are_passed_on_not_retried() {
 #[tokio::test]
 async fn attempts_are_capped() {
     let (s, fake) = state([Does::Refuse, Does::Answer(200, "{}")], 1).await;
-    let e = send(&s).await.err().expect("an error");
+    let e = send(&s).await.expect_err("an error");
     assert_eq!(crate::error::openai_status(&e), 503, "{e:?}");
     assert_eq!(fake.asked(), ["a"]);
     let (s, fake) = state([Does::Refuse, Does::Refuse], 5).await;

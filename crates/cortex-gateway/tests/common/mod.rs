@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fake_neuron;
+pub mod raw_neuron;
 
 use std::future::Future;
 use std::net::SocketAddr;

@@ -256,7 +256,7 @@ async fn a_written_request_is_never_sent_again() {
     let p = pool();
     assert_eq!(&get(&p, &addr).await.unwrap().1[..], b"ok");
     let resp = p.send(&addr, request(&addr)).await;
-    let err = resp.err().expect("no answer is an error");
+    let err = resp.expect_err("no answer is an error");
     assert!(matches!(err, PoolError::Failed(_)), "{err:?}");
     assert!(!err.nothing_sent(), "the request was written");
     tokio::time::sleep(Duration::from_millis(100)).await;
