@@ -29,7 +29,7 @@ wait_for() { # wait_for SECONDS COMMAND...
 
 # start_upstream: run the canned upstream; sets UP (host:port), UPSTREAM_PID.
 start_upstream() {
-  target/release/examples/canned_upstream 127.0.0.1:0 > "$tmp/upstream.log" 2>&1 &
+  "${UPSTREAM_BIN:-target/release/examples/canned_upstream}" 127.0.0.1:0 > "$tmp/upstream.log" 2>&1 &
   UPSTREAM_PID=$!
   pids+=("$UPSTREAM_PID")
   wait_for 10 grep -q '^listening ' "$tmp/upstream.log" \

@@ -6,50 +6,11 @@
 //! its own serialisation.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, Instant};
+mod support;
 
 use cortex_core::config::{GatewayConfig, ModelsFile, NeuronConfig};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestRng, TestRunner};
-
-fn budget() -> Duration {
-    let secs = std::env::var("CORTEX_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(1.0);
-    Duration::from_secs_f64(secs.max(0.0))
-}
-
-/// Run `test` on values of `strategy` until the budget is spent, a new
-/// seed each round of 32 cases.
-fn fuzz<S: Strategy>(
-    name: &str,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let deadline = Instant::now() + budget();
-    let mut round = 0u64;
-    loop {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&round.to_le_bytes());
-        seed[8..16].copy_from_slice(&u64::from(std::process::id()).to_le_bytes());
-        let config = Config {
-            cases: 32,
-            failure_persistence: None,
-            ..Config::default()
-        };
-        let mut runner =
-            TestRunner::new_with_rng(config, TestRng::from_seed(RngAlgorithm::ChaCha, &seed));
-        if let Err(e) = runner.run(&strategy, &test) {
-            panic!("{name}, round {round} (seed {seed:?}): {e}");
-        }
-        round += 1;
-        if Instant::now() >= deadline {
-            break;
-        }
-    }
-    eprintln!("fuzz {name}: {} cases", round * 32);
-}
+use support::fuzz::fuzz;
 
 /// A TOML value, plausible or not for the key it goes with.
 fn value() -> impl Strategy<Value = String> {

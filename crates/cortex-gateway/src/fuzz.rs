@@ -10,7 +10,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use bytes::Bytes;
@@ -20,7 +19,6 @@ use futures::future::BoxFuture;
 use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use proptest::prelude::*;
-use proptest::test_runner::{Config, RngAlgorithm, TestRng, TestRunner};
 use serde_json::{json, Value};
 use tower::ServiceExt;
 
@@ -30,45 +28,9 @@ use crate::sse::SseDecoder;
 use crate::translate::stream::props::check_well_formed;
 use crate::translate::stream::AnthropicStream;
 
-/// Seconds each harness runs for.
-fn budget() -> Duration {
-    let secs = std::env::var("CORTEX_FUZZ_SECS")
-        .ok()
-        .and_then(|s| s.parse::<f64>().ok())
-        .unwrap_or(1.0);
-    Duration::from_secs_f64(secs.max(0.0))
-}
-
-/// Run `test` on values of `strategy` until the budget is spent (at least
-/// one round), a new seed each round of 32 cases.
-fn fuzz<S: Strategy>(
-    name: &str,
-    strategy: S,
-    test: impl Fn(S::Value) -> Result<(), TestCaseError>,
-) {
-    let deadline = Instant::now() + budget();
-    let mut round = 0u64;
-    loop {
-        let mut seed = [0u8; 32];
-        seed[..8].copy_from_slice(&round.to_le_bytes());
-        seed[8..16].copy_from_slice(&(std::process::id() as u64).to_le_bytes());
-        let config = Config {
-            cases: 32,
-            failure_persistence: None,
-            ..Config::default()
-        };
-        let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed);
-        let mut runner = TestRunner::new_with_rng(config, rng);
-        if let Err(e) = runner.run(&strategy, &test) {
-            panic!("{name}, round {round} (seed {seed:?}): {e}");
-        }
-        round += 1;
-        if Instant::now() >= deadline {
-            break;
-        }
-    }
-    eprintln!("fuzz {name}: {} cases", round * 32);
-}
+#[path = "../../cortex-core/tests/support/fuzz.rs"]
+mod runner;
+use runner::fuzz;
 
 /// Bytes cut into pieces at arbitrary points.
 fn pieces(bytes: impl Strategy<Value = Vec<u8>>) -> impl Strategy<Value = Vec<Vec<u8>>> {

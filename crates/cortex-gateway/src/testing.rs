@@ -16,10 +16,16 @@ use crate::metrics::GatewayMetrics;
 use crate::neuron_client::{NeuronApi, NeuronClient, NodeInfo};
 use crate::state::AppState;
 
-/// `node`'s status with model `m` (`m.gguf`) loaded and ready.
-pub fn m_ready(node: &str) -> NodeStatus {
+/// A neuron's status: one CPU device (budget 1000), the `available`
+/// files (id, source, bytes) and the `models` loaded (100 bytes of weights
+/// and 10 of KV each).
+pub fn status(
+    name: &str,
+    available: &[(&str, &str, u64)],
+    models: &[(&str, ModelState)],
+) -> NodeStatus {
     NodeStatus {
-        name: node.into(),
+        name: name.into(),
         version: "test".into(),
         devices: vec![DeviceStatus {
             index: 0,
@@ -30,26 +36,37 @@ pub fn m_ready(node: &str) -> NodeStatus {
             memory_budget_bytes: 1000,
             memory_used_bytes: 0,
         }],
-        models: vec![ModelStatus {
-            id: "m".into(),
-            state: ModelState::Ready,
-            device: 0,
-            memory_bytes: 100,
-            kv_reserve_bytes: 10,
-            loaded_at: 1,
-            last_used_at: 1,
-            in_flight: 0,
-            source: "m.gguf".into(),
-            context_length: 4096,
-            error: None,
-        }],
-        available: vec![AvailableModel {
-            id: "m".into(),
-            source: "m.gguf".into(),
-            size_bytes: 100,
-            estimated_bytes: 110,
-        }],
+        models: models
+            .iter()
+            .map(|(id, state)| ModelStatus {
+                id: id.to_string(),
+                state: *state,
+                device: 0,
+                memory_bytes: 100,
+                kv_reserve_bytes: 10,
+                loaded_at: 1,
+                last_used_at: 1,
+                in_flight: 0,
+                source: format!("{id}.gguf"),
+                context_length: 4096,
+                error: None,
+            })
+            .collect(),
+        available: available
+            .iter()
+            .map(|(id, source, bytes)| AvailableModel {
+                id: id.to_string(),
+                source: source.to_string(),
+                size_bytes: *bytes,
+                estimated_bytes: *bytes,
+            })
+            .collect(),
     }
+}
+
+/// `node`'s status with model `m` (`m.gguf`) loaded and ready.
+pub fn m_ready(node: &str) -> NodeStatus {
+    status(node, &[("m", "m.gguf", 110)], &[("m", ModelState::Ready)])
 }
 
 /// The state of a gateway in front of `nodes` (reached through
