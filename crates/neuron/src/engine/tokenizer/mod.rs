@@ -20,6 +20,8 @@ use candle_core::quantized::gguf_file::{Content, Value};
 use tokenizers::processors::template::{SpecialToken, Template, TemplateProcessing};
 use tokenizers::{AddedToken, Tokenizer};
 
+/// GGUF token type of the unknown token (Llama 2's `<unk>`).
+const TOKEN_TYPE_UNKNOWN: i64 = 2;
 /// GGUF token type of control tokens (`<|im_start|>`, `<start_of_turn>`).
 const TOKEN_TYPE_CONTROL: i64 = 3;
 /// GGUF token type of user-defined tokens (Gemma's `"\n"`, `"<b>"`).
@@ -149,8 +151,44 @@ pub fn from_gguf(content: &Content) -> Result<Tokenizer, EngineError> {
     Ok(tokenizer)
 }
 
-/// Registers the control tokens as special added tokens (parsed out of the
-/// text, skipped when decoding with `skip_special_tokens`) and the
+/// What decoding does with one token, for incremental decoding.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenText {
+    /// Skipped by a decode with `skip_special_tokens` (control tokens).
+    Special,
+    /// A byte-fallback token (`<0xNN>`): the SentencePiece decoder turns a
+    /// run of them into text as one UTF-8 sequence (all U+FFFD when it is
+    /// invalid), so their text is final only once the run has ended.
+    Byte,
+    /// Anything else: its text does not depend on the tokens after it.
+    Text,
+}
+
+/// How `tokenizer` decodes `id` (an unknown id is [`TokenText::Text`]: the
+/// decode itself reports it).
+pub fn token_text(tokenizer: &Tokenizer, id: u32) -> TokenText {
+    let Some(token) = tokenizer.id_to_token(id) else {
+        return TokenText::Text;
+    };
+    if tokenizer.get_added_vocabulary().is_special_token(&token) {
+        TokenText::Special
+    } else if is_byte_token(&token) {
+        TokenText::Byte
+    } else {
+        TokenText::Text
+    }
+}
+
+/// `<0xNN>`, the form of SentencePiece's byte tokens.
+fn is_byte_token(token: &str) -> bool {
+    token.len() == 6
+        && token.starts_with("<0x")
+        && token.ends_with('>')
+        && token[3..5].bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Registers the control and unknown tokens as special added tokens (parsed
+/// out of the text, skipped when decoding with `skip_special_tokens`) and the
 /// user-defined ones as plain added tokens (always parsed out of the raw
 /// text, as llama.cpp does even without `parse_special`, and kept when
 /// decoding). Returns how many were registered.
@@ -162,18 +200,18 @@ fn register_added_tokens(
     let Some(types) = types else {
         return Ok(0);
     };
-    let of_type = |wanted: i64| {
+    let of_type = |wanted: &'static [i64]| {
         tokens
             .iter()
             .zip(types)
-            .filter(move |(_, ty)| **ty == wanted)
+            .filter(move |(_, ty)| wanted.contains(ty))
             .map(|(t, _)| t.clone())
     };
-    let control: Vec<AddedToken> = of_type(TOKEN_TYPE_CONTROL)
+    let control: Vec<AddedToken> = of_type(&[TOKEN_TYPE_CONTROL, TOKEN_TYPE_UNKNOWN])
         .map(|t| AddedToken::from(t, true))
         .collect();
     // Matched on the raw text (Gemma's "  " is two real spaces, not "▁▁").
-    let user: Vec<AddedToken> = of_type(TOKEN_TYPE_USER_DEFINED)
+    let user: Vec<AddedToken> = of_type(&[TOKEN_TYPE_USER_DEFINED])
         .map(|t| AddedToken::from(t, false).normalized(false))
         .collect();
     let count = control.len() + user.len();

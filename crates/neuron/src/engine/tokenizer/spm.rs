@@ -109,25 +109,31 @@ fn scores(content: &Content, n_tokens: usize) -> Result<Vec<f32>, EngineError> {
 /// highest score of `a + b` first; ties by the ids of `a + b`, `a`, `b`.
 ///
 /// llama.cpp considers the same pairs: a bigram is merged when its
-/// concatenation is in the vocabulary, best score first. Its ties go to the
-/// leftmost pair; here pairs of one score are always of one token, so two of
-/// them compete only when the same text is reachable by two splits at once.
+/// concatenation is in the vocabulary, best score first. Where two pairs of
+/// equal score overlap, llama.cpp merges the leftmost and this order the one
+/// of lower ids; that needs two tokens of one score (Gemma's and Llama 2's
+/// ordinary tokens all have distinct scores) or one text reachable by two
+/// splits at once. `spm_tests` checks the rest against a port of llama.cpp's
+/// algorithm.
 fn merges(tokens: &[String], scores: &[f32], vocab: &Vocab) -> Vec<(String, String)> {
-    let mut found: Vec<(u32, u32, u32)> = Vec::with_capacity(tokens.len() * 2);
-    for (id, text) in tokens.iter().enumerate() {
+    // (rank of the score, id of a + b, id of a, id of b): sorting the tuples
+    // sorts the merges.
+    let mut found: Vec<(u32, u32, u32, u32)> = Vec::with_capacity(tokens.len() * 2);
+    for ((id, text), score) in tokens.iter().enumerate().zip(scores) {
+        let rank = descending(*score);
         for (split, _) in text.char_indices().skip(1) {
-            if let (Some(&left), Some(&right)) =
-                (vocab.get(&text[..split]), vocab.get(&text[split..]))
-            {
-                found.push((id as u32, left, right));
+            let Some(&left) = vocab.get(&text[..split]) else {
+                continue;
+            };
+            if let Some(&right) = vocab.get(&text[split..]) {
+                found.push((rank, id as u32, left, right));
             }
         }
     }
-    let score = |id: u32| scores.get(id as usize).copied().unwrap_or(0.0);
-    found.sort_unstable_by(|a, b| score(b.0).total_cmp(&score(a.0)).then(a.cmp(b)));
+    found.sort_unstable();
     found
         .into_iter()
-        .map(|(_, left, right)| {
+        .map(|(_, _, left, right)| {
             (
                 tokens[left as usize].clone(),
                 tokens[right as usize].clone(),
@@ -135,3 +141,20 @@ fn merges(tokens: &[String], scores: &[f32], vocab: &Vocab) -> Vec<(String, Stri
         })
         .collect()
 }
+
+/// A key that sorts scores from the highest down (IEEE total order, so a
+/// NaN score cannot break the sort).
+fn descending(score: f32) -> u32 {
+    let bits = score.to_bits();
+    let ascending = if bits >> 31 == 1 {
+        !bits
+    } else {
+        bits | 1 << 31
+    };
+    !ascending
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+#[path = "spm_tests.rs"]
+mod tests;

@@ -1,9 +1,178 @@
 //! Tests of the tokenizer against llama.cpp's token ids, on both real
 //! models.
 
+use super::*;
 use crate::engine::test_model;
 use crate::engine::ModelAssets;
+use candle_core::quantized::gguf_file::VersionedMagic;
 use cortex_core::openai::{ChatMessage, Role};
+use proptest::prelude::*;
+use std::sync::Arc;
+
+/// A GGUF header holding only `metadata`.
+pub(super) fn synthetic(metadata: Vec<(&str, Value)>) -> Content {
+    Content {
+        magic: VersionedMagic::GgufV3,
+        metadata: metadata
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
+        tensor_infos: Default::default(),
+        tensor_data_offset: 0,
+    }
+}
+
+fn strings(values: &[&str]) -> Value {
+    Value::Array(
+        values
+            .iter()
+            .map(|s| Value::String(s.to_string()))
+            .collect(),
+    )
+}
+
+/// A small SentencePiece header: `<unk> <s> </s> <0x61> ▁ a ▁a`.
+fn small_spm(extra: Vec<(&'static str, Value)>) -> Content {
+    let mut metadata = vec![
+        ("tokenizer.ggml.model", Value::String("llama".into())),
+        (
+            "tokenizer.ggml.tokens",
+            strings(&[
+                "<unk>",
+                "<s>",
+                "</s>",
+                "<0x61>",
+                "\u{2581}",
+                "a",
+                "\u{2581}a",
+            ]),
+        ),
+        (
+            "tokenizer.ggml.token_type",
+            Value::Array([2, 3, 3, 6, 1, 1, 1].into_iter().map(Value::I32).collect()),
+        ),
+    ];
+    for (key, value) in extra {
+        metadata.retain(|(k, _)| *k != key);
+        metadata.push((key, value));
+    }
+    synthetic(metadata)
+}
+
+fn gguf_error(content: &Content) -> String {
+    match from_gguf(content) {
+        Err(EngineError::Gguf(text)) => text,
+        other => panic!("expected a GGUF error, got {other:?}"),
+    }
+}
+
+#[test]
+fn small_spm_defaults_follow_llama_cpp() {
+    // No scores, no ids, no flags: BOS 1 added, a space prefixed, unknown 0.
+    let t = from_gguf(&small_spm(vec![])).unwrap();
+    assert_eq!(t.encode("a", true).unwrap().get_ids(), &[1, 6]);
+    assert_eq!(t.encode("a a", false).unwrap().get_ids(), &[6, 6]);
+    assert_eq!(t.decode(&[1, 6, 6], true).unwrap(), "a a");
+    // The unknown token's text is parsed like a control token's.
+    assert_eq!(t.encode("<unk>a", false).unwrap().get_ids(), &[0, 6]);
+    let specials = Specials::of(&small_spm(vec![]), 7).unwrap();
+    assert_eq!(
+        specials,
+        Specials {
+            bos: Some(1),
+            eos: Some(2),
+            add_bos: true,
+            add_eos: false
+        }
+    );
+}
+
+#[test]
+fn add_eos_token_appends_eos() {
+    let content = small_spm(vec![
+        ("tokenizer.ggml.add_bos_token", Value::Bool(false)),
+        ("tokenizer.ggml.add_eos_token", Value::Bool(true)),
+    ]);
+    let t = from_gguf(&content).unwrap();
+    assert_eq!(t.encode("a", true).unwrap().get_ids(), &[6, 2]);
+}
+
+#[test]
+fn malformed_vocabularies_are_gguf_errors() {
+    let duplicate = small_spm(vec![(
+        "tokenizer.ggml.tokens",
+        strings(&["<unk>", "<s>", "</s>", "<0x61>", "<s>", "a", "\u{2581}a"]),
+    )]);
+    assert!(gguf_error(&duplicate).contains("duplicate token \"<s>\""));
+    let scores = small_spm(vec![("tokenizer.ggml.scores", strings(&["1"; 7]))]);
+    assert!(gguf_error(&scores).contains("scores"));
+    let few_scores = small_spm(vec![(
+        "tokenizer.ggml.scores",
+        Value::Array(vec![Value::F32(0.0); 5]),
+    )]);
+    assert!(gguf_error(&few_scores).contains("5 scores for 7 tokens"));
+    let types = small_spm(vec![(
+        "tokenizer.ggml.token_type",
+        Value::Array(vec![Value::I32(1); 2]),
+    )]);
+    assert!(gguf_error(&types).contains("2 token types for 7 tokens"));
+    let bos = small_spm(vec![("tokenizer.ggml.bos_token_id", Value::U32(7))]);
+    assert!(gguf_error(&bos).contains("outside the vocabulary"));
+    let flag = small_spm(vec![("tokenizer.ggml.add_bos_token", Value::U32(1))]);
+    assert!(gguf_error(&flag).contains("not a boolean"));
+    let empty = small_spm(vec![("tokenizer.ggml.tokens", strings(&[]))]);
+    assert!(gguf_error(&empty).contains("empty"));
+    let no_merges = synthetic(vec![("tokenizer.ggml.tokens", strings(&["a"]))]);
+    assert!(gguf_error(&no_merges).contains("merges"));
+}
+
+#[test]
+fn other_tokenizer_models_are_unsupported() {
+    for model in ["bert", "t5", "rwkv", "gemma4"] {
+        let content = small_spm(vec![("tokenizer.ggml.model", Value::String(model.into()))]);
+        let err = from_gguf(&content).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Unsupported(text) if text.contains(model)),
+            "{err:?}"
+        );
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(128))]
+
+    /// Whatever the metadata holds, building and using the tokenizer gives
+    /// a tokenizer or an error, never a panic.
+    #[test]
+    fn random_metadata_never_panics(
+        tokens in proptest::collection::vec("(<0x[0-9A-F]{2}>|[a-c▁ <>/]{0,4})", 0..24),
+        types in proptest::collection::vec(0i32..8, 0..24),
+        scores in proptest::collection::vec(any::<f32>(), 0..24),
+        bos in proptest::option::of(0u32..30),
+        add_bos in proptest::option::of(any::<bool>()),
+        spm in any::<bool>(),
+        text in "[a-c▁ <>/0x]{0,16}",
+    ) {
+        let mut metadata = vec![
+            ("tokenizer.ggml.model", Value::String(if spm { "llama" } else { "gpt2" }.into())),
+            ("tokenizer.ggml.tokens", Value::Array(tokens.into_iter().map(Value::String).collect())),
+            ("tokenizer.ggml.token_type", Value::Array(types.into_iter().map(Value::I32).collect())),
+            ("tokenizer.ggml.scores", Value::Array(scores.into_iter().map(Value::F32).collect())),
+            ("tokenizer.ggml.merges", strings(&["a b", "▁ a"])),
+        ];
+        if let Some(bos) = bos {
+            metadata.push(("tokenizer.ggml.bos_token_id", Value::U32(bos)));
+        }
+        if let Some(add) = add_bos {
+            metadata.push(("tokenizer.ggml.add_bos_token", Value::Bool(add)));
+        }
+        if let Ok(t) = from_gguf(&synthetic(metadata)) {
+            if let Ok(encoding) = t.encode(text.as_str(), true) {
+                let _ = t.decode(encoding.get_ids(), true);
+            }
+        }
+    }
+}
 
 // Expected ids come from llama.cpp, the reference implementation: the npm
 // package node-llama-cpp 3.21.1 (prebuilt llama.cpp for linux-x64),
@@ -304,4 +473,31 @@ fn gemma3_vocabulary_and_specials() {
     assert_eq!(meta.eos_token.as_deref(), Some("<eos>"));
     // <eos> and <end_of_turn>.
     assert_eq!(meta.eos_token_ids, vec![1, 106]);
+}
+
+/// Any text survives encode → decode (special tokens included), on both
+/// real models.
+#[test]
+fn arbitrary_text_round_trips() {
+    let models: Vec<Arc<ModelAssets>> = [
+        test_model::weights().map(|w| w.assets.clone()),
+        test_model::gemma3_assets(),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let text = prop_oneof![
+        any::<String>(),
+        "([a-z ]{1,8}|\t|\n| {2,40}|<start_of_turn>|<b>|<0x41>|<\\|im_start\\|>|🦀|中文|é){0,12}",
+    ];
+    let mut runner = proptest::test_runner::TestRunner::new(ProptestConfig::with_cases(256));
+    for assets in models {
+        runner
+            .run(&text, |text| {
+                let ids = assets.encode(&text).unwrap();
+                prop_assert_eq!(assets.tokenizer.decode(&ids, false).unwrap(), text);
+                Ok(())
+            })
+            .unwrap();
+    }
 }
