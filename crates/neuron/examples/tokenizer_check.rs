@@ -8,7 +8,9 @@
 //!
 //! Prints one JSON line to stderr: `header_s` (reading the GGUF metadata, no
 //! weights) and the median / min / max of `--runs` builds of the tokenizer
-//! (`tokenizer::from_gguf`). With `--encode`, reads a JSON array of strings
+//! (`tokenizer::from_gguf`), wall time and, on Linux, the thread's CPU time
+//! (`/proc/thread-self/schedstat`; on a busy machine the wall time includes
+//! waiting for a core, the CPU time does not). With `--encode`, reads a JSON array of strings
 //! and prints a JSON array of their ids to stdout, special tokens parsed and
 //! nothing added: what llama.cpp's `tokenize(text, add_special = false,
 //! parse_special = true)` gives (node-llama-cpp: `model.tokenize(text, true)`).
@@ -40,23 +42,26 @@ fn main() {
     let header_s = started.elapsed().as_secs_f64();
 
     let mut times = Vec::new();
+    let mut cpu_times = Vec::new();
     let mut built = None;
     for _ in 0..runs.max(1) {
-        let started = Instant::now();
+        let (started, cpu) = (Instant::now(), cpu_seconds());
         let t = tokenizer::from_gguf(&content).unwrap();
         times.push(started.elapsed().as_secs_f64());
+        if let (Some(before), Some(after)) = (cpu, cpu_seconds()) {
+            cpu_times.push(after - before);
+        }
         built = Some(t);
     }
-    times.sort_by(f64::total_cmp);
+    let (wall, cpu) = (summary(times), summary(cpu_times));
     eprintln!(
         "{}",
         serde_json::json!({
             "model": model,
             "header_s": header_s,
-            "tokenizer_s_median": times[times.len() / 2],
-            "tokenizer_s_min": times[0],
-            "tokenizer_s_max": times[times.len() - 1],
-            "runs": times.len(),
+            "runs": runs.max(1),
+            "tokenizer_wall_s": wall,
+            "tokenizer_cpu_s": cpu,
         })
     );
 
@@ -69,4 +74,25 @@ fn main() {
             .collect();
         println!("{}", serde_json::to_string(&ids).unwrap());
     }
+}
+
+/// `{median, min, max}`, or null when there are no samples.
+fn summary(mut samples: Vec<f64>) -> serde_json::Value {
+    if samples.is_empty() {
+        return serde_json::Value::Null;
+    }
+    samples.sort_by(f64::total_cmp);
+    serde_json::json!({
+        "median": samples[samples.len() / 2],
+        "min": samples[0],
+        "max": samples[samples.len() - 1],
+    })
+}
+
+/// CPU time of this thread so far (the first field of
+/// `/proc/thread-self/schedstat`, in ns), where Linux provides it.
+fn cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    let ns: f64 = stat.split_whitespace().next()?.parse().ok()?;
+    Some(ns / 1e9)
 }

@@ -103,6 +103,16 @@ mod tests {
         (all, pieces)
     }
 
+    /// Streams `text`'s ids: the pieces hold no partial character and add
+    /// up to the full decode, which is returned.
+    fn streams_whole(assets: &Arc<ModelAssets>, text: &str) -> String {
+        let ids = assets.encode(text).unwrap();
+        let (all, pieces) = incremental(assets, &ids);
+        assert_eq!(all, assets.decode(&ids).unwrap());
+        assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+        all
+    }
+
     #[test]
     fn decoder_is_send_static() {
         fn check<T: Send + 'static>() {}
@@ -120,10 +130,7 @@ mod tests {
             "naïve café",
             "<|im_start|>user\nHi<|im_end|>\n",
         ] {
-            let ids = w.assets.encode(text).unwrap();
-            let (all, pieces) = incremental(&w.assets, &ids);
-            assert_eq!(all, w.assets.decode(&ids).unwrap());
-            assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+            streams_whole(&w.assets, text);
         }
         // 🦀 is four byte tokens: nothing comes out until the last one.
         let crab = w.assets.encode("🦀").unwrap();
@@ -157,10 +164,7 @@ mod tests {
             "你好，世界",
             "<b>x</b>\n\n  y",
         ] {
-            let ids = assets.encode(text).unwrap();
-            let (all, pieces) = incremental(&assets, &ids);
-            assert_eq!(all, text);
-            assert!(pieces.iter().all(|p| !p.contains('\u{FFFD}')), "{pieces:?}");
+            assert_eq!(streams_whole(&assets, text), text);
         }
         // Four byte tokens (F0 93 80 80), held until the run ends: with the
         // next token, or at the end of the stream.

@@ -233,6 +233,7 @@ fn weights_bytes(content: &Content) -> u64 {
 mod tests {
     use super::*;
     use crate::engine::test_model;
+    use candle_core::quantized::gguf_file::Value;
     use std::io::Write;
 
     #[test]
@@ -255,6 +256,39 @@ mod tests {
         f.write_all(&u64::MAX.to_le_bytes()).unwrap();
         let err = inspect(f.path()).unwrap_err();
         assert!(matches!(err, EngineError::Gguf(_)), "{err:?}");
+    }
+
+    /// A GGUF file holding `metadata` and no tensors.
+    fn header_file(metadata: &[(&str, Value)]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        candle_core::quantized::gguf_file::write(f.as_file_mut(), &refs, &[]).unwrap();
+        f
+    }
+
+    #[test]
+    fn tokenizer_models_checked_and_sentencepiece_defaults() {
+        let tokens = ["<unk>", "<s>", "</s>", "a"].map(|t| Value::String(t.into()));
+        let file = |model: &str| {
+            header_file(&[
+                ("general.architecture", Value::String("llama".into())),
+                ("llama.context_length", Value::U32(128)),
+                ("tokenizer.ggml.model", Value::String(model.into())),
+                ("tokenizer.ggml.tokens", Value::Array(tokens.to_vec())),
+            ])
+        };
+        let err = inspect(file("t5").path()).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Unsupported(text) if text.contains("\"t5\"")),
+            "{err:?}"
+        );
+        // SentencePiece without ids or flags: llama.cpp's BOS 1, EOS 2, BOS
+        // added.
+        let meta = inspect(file("llama").path()).unwrap().meta;
+        assert_eq!(meta.bos_token.as_deref(), Some("<s>"));
+        assert_eq!(meta.eos_token.as_deref(), Some("</s>"));
+        assert!(meta.add_bos_token && !meta.add_eos_token);
+        assert_eq!(meta.eos_token_ids, vec![2]);
     }
 
     #[test]
