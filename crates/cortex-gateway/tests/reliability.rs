@@ -570,3 +570,35 @@ async fn an_answer_with_bad_framing_is_a_502_and_its_connection_is_never_reused(
         }
     }
 }
+
+/// A stream read to its `[DONE]` leaves its neuron connection to the next
+/// request: a few connections serve many streams in both dialects (one
+/// closed after each stream would cost every stream a new connection).
+#[tokio::test]
+async fn finished_streams_leave_their_connection_to_the_next_request() {
+    let a = FakeNeuron::serving("a", "m").await;
+    let mut s = settings(&[&a]);
+    s.config.gateway.poll_interval = ms(60_000);
+    let gw = TestGateway::start(s).await;
+    gw.wait_ready("m", "a").await;
+    let before = a.connections();
+    for _ in 0..5 {
+        for (path, body) in [
+            ("/v1/chat/completions", chat("m", true)),
+            ("/v1/messages", messages("m", true)),
+        ] {
+            let r = gw.post(path, &body).await;
+            let text = no_hang(r.text()).await.unwrap();
+            assert!(
+                text.contains("[DONE]") || text.contains("message_stop"),
+                "{text}"
+            );
+        }
+    }
+    assert_eq!(a.streams_finished(), 10);
+    assert!(
+        a.connections() - before <= 1,
+        "{} connections for 10 streams",
+        a.connections() - before
+    );
+}

@@ -1,8 +1,10 @@
-//! Request guards applied before any handler: path normalisation (paths
-//! with `..`, `.`, `//`, encoded slashes, dots or backslashes are refused, so
-//! no trick reaches a protected handler) and API-key authentication of
-//! every route when keys are configured. Keys are compared in constant
-//! time and never logged or echoed.
+//! The guard every request passes before its handler: path normalisation
+//! (paths with `..`, `.`, `//`, encoded slashes, dots or backslashes are
+//! refused, so no trick reaches a protected handler), API-key
+//! authentication of every route when keys are configured (keys compared
+//! in constant time, never logged or echoed), and the body limit for a
+//! declared length (413 on any route, read or not). Refusals come in the
+//! caller's dialect.
 
 use std::sync::Arc;
 

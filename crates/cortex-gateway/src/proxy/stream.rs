@@ -116,6 +116,7 @@ impl Passing {
             Some(Ok(ev)) if ev.data == "[DONE]" => {
                 self.done = true;
                 self.stats.finish(200);
+                self.up.drain();
                 out.extend_from_slice(b"data: [DONE]\n\n");
             }
             Some(Ok(ev)) => {
@@ -228,6 +229,7 @@ impl Translating {
             }
             Some(Ok(ev)) if ev.data == "[DONE]" => {
                 self.stats.finish(200);
+                self.up.drain();
                 self.tr.finish()
             }
             Some(Ok(ev)) => match serde_json::from_str::<ChatCompletionChunk>(&ev.data) {

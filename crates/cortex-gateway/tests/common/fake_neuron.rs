@@ -85,6 +85,8 @@ struct Inner {
     over_budget: usize,
     streams_cancelled: usize,
     streams_finished: usize,
+    /// Connections accepted.
+    connections: usize,
 }
 
 impl Inner {
@@ -184,6 +186,7 @@ impl FakeBuilder {
             app(shared.clone()),
             conns.clone(),
             self.keep_alive,
+            shared.clone(),
         ));
         FakeNeuron {
             name: self.name,
@@ -335,6 +338,11 @@ impl FakeNeuron {
     }
 
     /// Streams sent to their end.
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().connections
+    }
+
     pub fn streams_finished(&self) -> usize {
         self.shared.lock().streams_finished
     }
@@ -382,11 +390,13 @@ async fn serve(
     router: Router,
     conns: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     keep_alive: bool,
+    shared: Arc<Shared>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        shared.lock().connections += 1;
         let svc = TowerToHyperService::new(router.clone());
         let mut set = conns.lock().await;
         while set.try_join_next().is_some() {}
