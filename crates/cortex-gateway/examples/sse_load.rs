@@ -135,6 +135,8 @@ async fn stream(uri: Uri, body: Bytes, open: Arc<AtomicUsize>, most: Arc<AtomicU
     let mut last: Option<i64> = None;
     let mut sent = Vec::new();
     let mut tail = Vec::new();
+    // Bytes of an event not complete yet.
+    let mut pending = Vec::new();
     while let Some(frame) = body.frame().await {
         let Ok(frame) = frame else {
             m.failed = true;
@@ -147,8 +149,15 @@ async fn stream(uri: Uri, body: Bytes, open: Arc<AtomicUsize>, most: Arc<AtomicU
         if m.ttfb_us.is_none() {
             m.ttfb_us = Some(start.elapsed().as_micros() as u32);
         }
+        // Only whole events: a number may be cut between two frames.
+        pending.extend_from_slice(&data);
+        let whole = pending
+            .windows(2)
+            .rposition(|w| w == b"\n\n")
+            .map_or(0, |i| i + 2);
         sent.clear();
-        sent_times(&data, &mut sent);
+        sent_times(&pending[..whole], &mut sent);
+        pending.drain(..whole);
         for &s in &sent {
             m.delays.push((arrived - s).max(0) as u32);
             if let Some(l) = last {
