@@ -6,8 +6,10 @@
 //! step decodes a small window of recent ids and emits only the text that is
 //! new and complete (the same prefix/read offsets as `tokenizers`'
 //! `DecodeStream`, which cannot be used here because it borrows the
-//! tokenizer). Special tokens are skipped. The concatenation of all outputs
-//! equals [`ModelAssets::decode`] of all ids.
+//! tokenizer). Special tokens are skipped, except those the stream was told
+//! to keep (a tool call format's markers, as llama.cpp's "preserved
+//! tokens"), which come out as their text. Without kept tokens the
+//! concatenation of all outputs equals [`ModelAssets::decode`] of all ids.
 
 use super::{EngineError, ModelAssets};
 use std::sync::Arc;
@@ -19,21 +21,36 @@ pub struct IncrementalDecoder {
     /// for the decoder; `ids[read..]` is not emitted yet.
     ids: Vec<u32>,
     read: usize,
+    /// Special tokens written out as their text.
+    keep: Vec<u32>,
 }
 
 impl IncrementalDecoder {
     /// A decoder for a new stream.
     pub fn new(assets: Arc<ModelAssets>) -> Self {
+        Self::keeping(assets, Vec::new())
+    }
+
+    /// A decoder that writes the special tokens `keep` as their text.
+    pub fn keeping(assets: Arc<ModelAssets>, keep: Vec<u32>) -> Self {
         Self {
             assets,
             ids: Vec::new(),
             read: 0,
+            keep,
         }
     }
 
     /// Adds one token; returns the new text, or `""` while a UTF-8 sequence
     /// is incomplete (or the token is special).
     pub fn push(&mut self, id: u32) -> Result<String, EngineError> {
+        if self.keep.contains(&id) {
+            // A kept token is decoded on its own, as `tokenizers` decodes
+            // added tokens: the window before it is flushed first.
+            let mut text = self.finish()?;
+            text.push_str(&self.assets.token_text(id));
+            return Ok(text);
+        }
         self.ids.push(id);
         let before = self.assets.decode(&self.ids[..self.read])?;
         let now = self.assets.decode(&self.ids)?;
