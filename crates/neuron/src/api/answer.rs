@@ -5,9 +5,12 @@
 //! Owns the bookkeeping of calls: their ids and indices, `finish_reason:
 //! "tool_calls"` once a call was made, stopping at the first call when only
 //! one is wanted (the generation is dropped, which stops the device worker),
-//! and the forced start of a call (see `tool_calls::prompt`): the parser
-//! reads it before the generated text, and its tokens count as completion
-//! tokens, not prompt tokens, so usage and `count_tokens` agree.
+//! and the forced parts of a call (see `tool_calls::prompt`): the parser
+//! reads the forced start before the generated text, a forced arguments
+//! object is watched until the model closes it (then the call's forced end
+//! is appended and generation stops), and the forced start's tokens count
+//! as completion tokens, not prompt tokens, so usage and `count_tokens`
+//! agree.
 
 use std::collections::VecDeque;
 use std::time::Instant;
@@ -15,6 +18,7 @@ use std::time::Instant;
 use cortex_core::openai::{FinishReason, FunctionCall, ToolCall, Usage};
 
 use crate::generate::{GenEvent, Generation};
+use crate::tool_calls::json::{container_end, Scan};
 use crate::tool_calls::prompt::ToolPlan;
 use crate::tool_calls::{call_id, Event, ToolCallParser, ToolFormat};
 
@@ -89,6 +93,8 @@ pub struct Answer {
     /// `None` once the answer ended early (the worker stops with it).
     gen: Option<Source>,
     parser: Option<ToolCallParser>,
+    /// A forced arguments object the model is writing.
+    args: Option<ArgsWatch>,
     one_call: bool,
     /// Prompt tokens that were the forced start of the answer.
     forced: u64,
@@ -108,17 +114,26 @@ impl Answer {
         let forced = forced as u64;
         let parser = plan.map(|p| {
             let mut parser = ToolCallParser::new(p.format);
-            if let Some(text) = &p.forced {
+            if let Some(f) = &p.forced {
                 // A prefix of a call: the parser holds it, nothing comes out.
-                let early = parser.push(text);
+                let early = parser.push(&f.prefix);
                 debug_assert!(early.is_empty(), "{early:?}");
             }
             parser
         });
+        let args = plan
+            .and_then(|p| p.forced.as_ref())
+            .and_then(|f| f.args.as_ref())
+            .map(|a| ArgsWatch {
+                text: a.start.clone(),
+                start: a.start.len(),
+                suffix: a.suffix,
+            });
         let stats = gen.stats(forced);
         Self {
             gen: Some(gen),
             parser,
+            args,
             one_call: plan.is_some_and(|p| p.one_call),
             forced,
             calls: 0,
@@ -161,18 +176,31 @@ impl Answer {
             };
             match gen.next().await {
                 Some(GenEvent::Text(t)) => {
+                    let text = match self.args.as_mut() {
+                        Some(watch) => match watch.push(&t) {
+                            Some(text) => {
+                                self.args = None;
+                                text
+                            }
+                            None => continue,
+                        },
+                        None => t,
+                    };
                     let events = match self.parser.as_mut() {
-                        Some(p) => p.push(&t),
-                        None => vec![Event::Text(t)],
+                        Some(p) => p.push(&text),
+                        None => vec![Event::Text(text)],
                     };
                     self.on_events(events);
                 }
                 Some(GenEvent::Done { finish, stop, .. }) => {
-                    let events = self
-                        .parser
-                        .as_mut()
-                        .map(ToolCallParser::finish)
-                        .unwrap_or_default();
+                    let mut events = Vec::new();
+                    if let Some(p) = self.parser.as_mut() {
+                        if let Some(watch) = self.args.take() {
+                            // Never closed: what was written is read as is.
+                            events.extend(p.push(&watch.text[watch.start..]));
+                        }
+                        events.extend(p.finish());
+                    }
                     self.on_events(events);
                     if !self.finished {
                         self.end(finish, stop);
@@ -224,6 +252,39 @@ impl Answer {
         });
         self.finished = true;
     }
+}
+
+/// Watches a forced JSON arguments object (see `ForcedArgs`).
+struct ArgsWatch {
+    /// The object so far, from its forced start.
+    text: String,
+    /// Length of the forced start (already given to the parser).
+    start: usize,
+    suffix: &'static str,
+}
+
+impl ArgsWatch {
+    /// Adds generated text; once the object is closed (or cannot be an
+    /// object), returns the generated text for the parser: the object's
+    /// rest and the call's forced end when it is a valid object, else
+    /// everything written, as written.
+    fn push(&mut self, piece: &str) -> Option<String> {
+        self.text.push_str(piece);
+        match container_end(&self.text, 0) {
+            Scan::Incomplete => None,
+            Scan::Complete(end) if is_object(&self.text[..end]) => {
+                Some(format!("{}{}", &self.text[self.start..end], self.suffix))
+            }
+            Scan::Complete(_) | Scan::Invalid => Some(self.text[self.start..].to_string()),
+        }
+    }
+}
+
+fn is_object(text: &str) -> bool {
+    matches!(
+        serde_json::from_str::<serde_json::Value>(text),
+        Ok(serde_json::Value::Object(_))
+    )
 }
 
 fn tool_call(format: Option<ToolFormat>, name: String, arguments: String) -> ToolCall {

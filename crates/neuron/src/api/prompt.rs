@@ -79,8 +79,8 @@ pub fn build(
     let mut keep_special = Vec::new();
     let mut stops = Vec::new();
     if let Some(plan) = &plan {
-        if let Some(text) = &plan.forced {
-            let start = assets.encode(text).map_err(PromptError::Engine)?;
+        if let Some(f) = &plan.forced {
+            let start = assets.encode(&f.prefix).map_err(PromptError::Engine)?;
             forced = start.len();
             ids.extend(start);
         }

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use cortex_core::openai::{ChatCompletionChunk, FinishReason};
+use cortex_core::openai::{ChatCompletionChunk, FinishReason, Tool};
 use serde_json::{json, Value};
 
 use super::response;
@@ -11,7 +11,7 @@ use crate::api::answer::{recorded, Answer};
 use crate::api::chat::{Meta, Recorder};
 use crate::metrics::NeuronMetrics;
 use crate::tool_calls::fixtures::{Want, FIXTURES};
-use crate::tool_calls::prompt::ToolPlan;
+use crate::tool_calls::prompt::{Forced, ToolPlan};
 use crate::tool_calls::ToolFormat;
 
 /// Special-token markers come as one token; other text in pieces of three
@@ -217,17 +217,23 @@ async fn each_call_is_a_header_delta_then_an_arguments_delta() {
 
 #[tokio::test]
 async fn a_forced_call_ends_at_the_call_and_counts_as_completion() {
+    let tool: Tool = serde_json::from_value(json!({"type": "function", "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    }}))
+    .unwrap();
     let plan = ToolPlan {
         format: ToolFormat::Hermes,
-        forced: Some(ToolFormat::Hermes.forced_prefix(Some("get_weather"))),
+        forced: Some(Forced::named(ToolFormat::Hermes, &tool)),
         one_call: true,
     };
-    // The model completes the arguments, then goes on rambling.
+    // After the forced `{"city": "`, the model writes the value, closes
+    // the object, and would go on rambling: the object's end ends the call.
     let pieces = [
-        "{\"city\"",
-        ": \"Paris\"}",
-        "}\n",
-        "</tool_call>",
+        "Par",
+        "is\"}",
+        "\n</tool",
+        "_call>",
         "\nI hope",
         " that helps",
     ];
@@ -240,10 +246,35 @@ async fn a_forced_call_ends_at_the_call_and_counts_as_completion() {
     assert_eq!(calls[0].2, "{\"city\": \"Paris\"}");
     assert_eq!(finish, "tool_calls");
     let usage = &chunks[chunks.len() - 2]["usage"];
-    // 12 of the 30 prompt tokens were the forced start; 4 pieces were read
-    // (the call is complete once its closing tag is certain).
+    // 12 of the 30 prompt tokens were the forced start; 2 pieces were read.
     assert_eq!(usage["prompt_tokens"], 18);
-    assert_eq!(usage["completion_tokens"], 12 + 4);
+    assert_eq!(usage["completion_tokens"], 12 + 2);
+}
+
+#[tokio::test]
+async fn forced_arguments_that_are_not_json_come_back_as_text() {
+    let tool: Tool =
+        serde_json::from_value(json!({"type": "function", "function": {"name": "f"}})).unwrap();
+    let plan = ToolPlan {
+        format: ToolFormat::Llama3,
+        forced: Some(Forced::named(ToolFormat::Llama3, &tool)),
+        one_call: true,
+    };
+    let answer = recorded::answer(
+        &["\"a\": tru", "th}", " and more"],
+        FinishReason::Stop,
+        Some(&plan),
+        9,
+        4,
+    );
+    let (text, calls, finish) = assemble(&stream(answer).await);
+    assert_eq!(calls.len(), 0);
+    // Exactly the forced start and what the model wrote.
+    assert_eq!(
+        text,
+        "{\"name\": \"f\", \"parameters\": {\"a\": truth} and more"
+    );
+    assert_eq!(finish, "stop");
 }
 
 #[tokio::test]

@@ -14,11 +14,20 @@
 //!   call, and the text it is forced to start with.
 //!
 //! A named `tool_choice` (or `required`) is honoured as llama.cpp and vLLM
-//! honour it, by making the call happen rather than hoping for it: the
-//! answer is forced to start with the format's call prefix (with the
-//! function's name when one is named), and the model generates the rest —
-//! the arguments are the model's own tokens, read by the same parser as any
-//! other call. Nothing is generated for it.
+//! honour it, by making the call happen rather than hoping for it. Their
+//! guided generation forces every token the call's grammar leaves no choice
+//! about; cortex forces the same tokens as text around the model's own:
+//! - before: the format's call prefix with the function's name, the `{` of
+//!   the arguments, and — from the tool's JSON schema — the first required
+//!   argument's key (and the `"` that opens it when it is a string), as
+//!   llama.cpp's schema grammars write required properties first, in order;
+//! - the model writes the rest of the arguments;
+//! - after (JSON formats): once the arguments object closes, the call's
+//!   closing text (`}` and `</tool_call>`, …) is the only continuation, so
+//!   generation stops and the closing is appended.
+//! The result goes through the same parser as any other call; arguments
+//! that are not valid come back as text. With `required` and several tools
+//! the prefix ends where the name begins, and the model picks the function.
 
 use cortex_core::openai::{ChatMessage, MessageContent, Role, Tool};
 use serde_json::Value;
@@ -85,12 +94,101 @@ impl ToolChoice {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ToolPlan {
     pub format: ToolFormat,
-    /// The answer starts with this text (a forced call); the model writes
-    /// what follows.
-    pub forced: Option<String>,
+    /// The answer is a forced call.
+    pub forced: Option<Forced>,
     /// Stop at the first complete call (a named choice, or
     /// `parallel_tool_calls: false`).
     pub one_call: bool,
+}
+
+/// The forced parts of a call (see the module doc).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Forced {
+    /// The answer starts with this text; the model writes what follows.
+    pub prefix: String,
+    /// Set when the prefix ends inside a JSON arguments object.
+    pub args: Option<ForcedArgs>,
+}
+
+/// A JSON arguments object the model is writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForcedArgs {
+    /// The object's forced start (the end of the prefix): `{"city": "`.
+    pub start: String,
+    /// What completes the call once the object is closed.
+    pub suffix: &'static str,
+}
+
+impl Forced {
+    /// A forced call to `tool` in `format`.
+    pub fn named(format: ToolFormat, tool: &Tool) -> Self {
+        let name = tool.function.name.as_str();
+        let first = first_argument(tool);
+        let base = format.forced_prefix(Some(name));
+        let json = |suffix: &'static str| {
+            let start = match &first {
+                Some((key, string)) => {
+                    format!(
+                        "{{{}: {}",
+                        Value::String(key.clone()),
+                        if *string { "\"" } else { "" }
+                    )
+                }
+                None => "{".to_string(),
+            };
+            Forced {
+                prefix: format!("{base}{start}"),
+                args: Some(ForcedArgs { start, suffix }),
+            }
+        };
+        match format {
+            ToolFormat::Hermes => json("}\n</tool_call>"),
+            ToolFormat::Llama3 => json("}"),
+            ToolFormat::Mistral { v11: false } => json("}]"),
+            ToolFormat::Mistral { v11: true } => json(""),
+            ToolFormat::FunctionGemma => {
+                let arg = first
+                    .map(|(k, s)| format!("{k}:{}", if s { gemma::FG_ESCAPE } else { "" }))
+                    .unwrap_or_default();
+                Forced {
+                    prefix: format!("{base}{arg}"),
+                    args: None,
+                }
+            }
+            ToolFormat::GemmaToolCode => {
+                let arg = first
+                    .map(|(k, s)| format!("{k}={}", if s { "\"" } else { "" }))
+                    .unwrap_or_default();
+                Forced {
+                    prefix: format!("{base}{arg}"),
+                    args: None,
+                }
+            }
+        }
+    }
+
+    /// A forced call to a function the model picks.
+    fn any(format: ToolFormat) -> Self {
+        Forced {
+            prefix: format.forced_prefix(None),
+            args: None,
+        }
+    }
+}
+
+/// The first required argument of `tool` and whether it is a string.
+fn first_argument(tool: &Tool) -> Option<(String, bool)> {
+    let schema = tool.function.parameters.as_ref()?;
+    let key = schema.get("required")?.as_array()?.first()?.as_str()?;
+    // Only keys a call can write bare in every syntax.
+    if key.is_empty() || !key.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+        return None;
+    }
+    let string = schema
+        .pointer(&format!("/properties/{key}/type"))
+        .and_then(Value::as_str)
+        == Some("string");
+    Some((key.to_string(), string))
 }
 
 impl ToolPlan {
@@ -103,16 +201,16 @@ impl ToolPlan {
         choice: &ToolChoice,
         parallel_tool_calls: Option<bool>,
     ) -> Result<Option<Self>, String> {
-        let forced_name = match choice {
+        let forced_tool = match choice {
             ToolChoice::None => return Ok(None),
             ToolChoice::Auto => None,
-            ToolChoice::Named(name) => Some(Some(name.as_str())),
+            ToolChoice::Named(name) => Some(tools.iter().find(|t| &t.function.name == name)),
             // One tool: `required` can only mean that one.
-            ToolChoice::Required if tools.len() == 1 => Some(Some(tools[0].function.name.as_str())),
+            ToolChoice::Required if tools.len() == 1 => Some(tools.first()),
             ToolChoice::Required => Some(None),
         };
         let Some(format) = support.format else {
-            return match forced_name {
+            return match forced_tool {
                 None => Ok(None),
                 Some(_) => Err(
                     "this model's chat template uses a tool call syntax cortex cannot read, so tool_choice cannot force a call"
@@ -125,8 +223,11 @@ impl ToolPlan {
         }
         Ok(Some(ToolPlan {
             format,
-            forced: forced_name.map(|n| format.forced_prefix(n)),
-            one_call: matches!(forced_name, Some(Some(_))) || parallel_tool_calls == Some(false),
+            forced: forced_tool.map(|t| match t {
+                Some(tool) => Forced::named(format, tool),
+                None => Forced::any(format),
+            }),
+            one_call: matches!(forced_tool, Some(Some(_))) || parallel_tool_calls == Some(false),
         }))
     }
 }

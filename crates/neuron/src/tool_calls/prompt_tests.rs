@@ -3,7 +3,7 @@
 use cortex_core::openai::{ChatMessage, Role, Tool};
 use serde_json::json;
 
-use super::super::prompt::{rewrite, short_id, ToolChoice, ToolPlan};
+use super::super::prompt::{rewrite, short_id, Forced, ToolChoice, ToolPlan};
 use super::super::{ToolFormat, ToolSupport};
 
 fn tools(names: &[&str]) -> Vec<Tool> {
@@ -67,10 +67,14 @@ fn plans_force_calls_only_when_asked() {
     assert_eq!(plan(&[], ToolChoice::Auto, None), None);
 
     let named = plan(&two, ToolChoice::Named("get_time".into()), None).unwrap();
+    let forced = named.forced.unwrap();
+    // Without required arguments only the object's `{` is certain.
     assert_eq!(
-        named.forced.as_deref(),
-        Some("<tool_call>\n{\"name\": \"get_time\", \"arguments\": ")
+        forced.prefix,
+        "<tool_call>\n{\"name\": \"get_time\", \"arguments\": {"
     );
+    let args = forced.args.unwrap();
+    assert_eq!((args.start.as_str(), args.suffix), ("{", "}\n</tool_call>"));
     assert!(named.one_call);
     // `required` with one tool can only mean that tool.
     assert_eq!(plan(&one, ToolChoice::Required, None).unwrap().forced, {
@@ -78,7 +82,9 @@ fn plans_force_calls_only_when_asked() {
         n.forced
     });
     let any = plan(&two, ToolChoice::Required, None).unwrap();
-    assert_eq!(any.forced.as_deref(), Some("<tool_call>\n{\"name\": \""));
+    let forced = any.forced.unwrap();
+    assert_eq!(forced.prefix, "<tool_call>\n{\"name\": \"");
+    assert_eq!(forced.args, None);
     assert!(!any.one_call);
 
     let unknown = ToolSupport {
@@ -179,4 +185,42 @@ fn native_templates_get_the_conversation_as_is_but_mistral_gets_short_ids() {
     // Stable across turns, and ids that already fit are kept.
     assert_eq!(short_id("call_1"), short_id("call_1"));
     assert_eq!(short_id("D681PevKs"), "D681PevKs");
+}
+
+#[test]
+fn the_first_required_argument_is_forced_as_a_schema_grammar_would() {
+    let tool: Tool = serde_json::from_value(json!({"type": "function", "function": {
+        "name": "get_weather",
+        "parameters": {"type": "object", "properties": {
+            "days": {"type": "integer"}, "city": {"type": "string"}
+        }, "required": ["city", "days"]}
+    }}))
+    .unwrap();
+    let prefix = |f| Forced::named(f, &tool).prefix;
+    assert_eq!(
+        prefix(ToolFormat::Hermes),
+        "<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \""
+    );
+    assert_eq!(
+        prefix(ToolFormat::Llama3),
+        "{\"name\": \"get_weather\", \"parameters\": {\"city\": \""
+    );
+    assert_eq!(
+        prefix(ToolFormat::Mistral { v11: true }),
+        "[TOOL_CALLS]get_weather[ARGS]{\"city\": \""
+    );
+    assert_eq!(
+        prefix(ToolFormat::FunctionGemma),
+        "<start_function_call>call:get_weather{city:<escape>"
+    );
+    assert_eq!(
+        prefix(ToolFormat::GemmaToolCode),
+        "```tool_code\nget_weather(city=\""
+    );
+    let mut numeric = tool.clone();
+    numeric.function.parameters.as_mut().unwrap()["required"] = json!(["days"]);
+    assert_eq!(
+        Forced::named(ToolFormat::Llama3, &numeric).prefix,
+        "{\"name\": \"get_weather\", \"parameters\": {\"days\": "
+    );
 }

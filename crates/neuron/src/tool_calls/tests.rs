@@ -5,6 +5,8 @@
 use proptest::prelude::*;
 use serde_json::{json, Map, Value};
 
+use cortex_core::openai::Tool;
+
 use super::fixtures::{Want, FIXTURES};
 use super::*;
 
@@ -356,8 +358,11 @@ fn calls_whose_arguments_are_not_an_object_are_text() {
 #[test]
 fn forced_prefixes_are_held_and_completed() {
     let args = json!({"city": "Paris"});
+    let tool: Tool =
+        serde_json::from_value(json!({"type": "function", "function": {"name": "get_weather"}}))
+            .unwrap();
     for format in FORMATS {
-        let prefix = format.forced_prefix(Some("get_weather"));
+        let prefix = prompt::Forced::named(format, &tool).prefix;
         let mut p = ToolCallParser::new(format);
         assert_eq!(p.push(&prefix), [], "{format:?}");
         let full = render(format, &[("get_weather".into(), args.clone())]);
