@@ -13,11 +13,11 @@
 //!   ```` ```tool_output ```` blocks; cortex prompts Gemma 3 that way (see
 //!   `prompt.rs`) and parses the block here.
 
-use serde_json::{Map, Number, Value};
+use serde_json::{Map, Value};
 
 use super::hermes::closed_by;
-use super::json::Scan;
-use super::pycall::{self, PResult};
+use super::json::{self, Scan};
+use super::pycall::{self, Cursor, PResult};
 use super::{ParsedCall, Step};
 
 pub const FG_OPEN: &str = "<start_function_call>";
@@ -41,12 +41,12 @@ pub fn parse_function_gemma(s: &str, eof: bool) -> Step {
             Step::NotACall
         };
     }
-    let mut c = FgCursor {
+    let mut c = Cursor {
         s,
         i: i + FG_CALL.len(),
     };
-    let parsed = c.word().and_then(|name| {
-        let args = c.object()?;
+    let parsed = word(&mut c).and_then(|name| {
+        let args = object(&mut c)?;
         Ok((name, args))
     });
     match parsed {
@@ -66,7 +66,7 @@ pub fn parse_function_gemma(s: &str, eof: bool) -> Step {
 /// the closing fence (or the end of the answer).
 pub fn parse_tool_code(s: &str, eof: bool) -> Step {
     let mut calls = Vec::new();
-    let mut i = skip_ws(s, CODE_OPEN.len());
+    let mut i = json::skip_ws(s, CODE_OPEN.len());
     loop {
         if i == s.len() {
             return if eof && !calls.is_empty() {
@@ -98,16 +98,12 @@ pub fn parse_tool_code(s: &str, eof: bool) -> Step {
                     name,
                     arguments: args.to_string(),
                 });
-                i = skip_ws(s, end);
+                i = json::skip_ws(s, end);
             }
             Err(Scan::Incomplete) => return Step::more_unless(eof),
             Err(_) => return Step::NotACall,
         }
     }
-}
-
-fn skip_ws(s: &str, i: usize) -> usize {
-    super::json::skip_ws(s, i)
 }
 
 /// Calls as Gemma 3 is asked to write them (for conversation history).
@@ -140,153 +136,89 @@ pub fn tool_code_prefix(name: Option<&str>) -> String {
     )
 }
 
-struct FgCursor<'a> {
-    s: &'a str,
-    i: usize,
+/// A bare word: a name, a key, a number or a literal.
+fn word(c: &mut Cursor<'_>) -> PResult<String> {
+    c.take(|b, _| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'-' | b'.' | b'+'))
 }
 
-impl FgCursor<'_> {
-    fn rest(&self) -> &str {
-        &self.s[self.i..]
-    }
+/// The string between two `<escape>` tokens (the cursor is on the first).
+fn escaped(c: &mut Cursor<'_>) -> PResult<String> {
+    c.i += FG_ESCAPE.len();
+    let n = c.rest().find(FG_ESCAPE).ok_or(Scan::Incomplete)?;
+    let text = c.rest()[..n].to_string();
+    c.i += n + FG_ESCAPE.len();
+    Ok(text)
+}
 
-    fn peek(&self) -> Option<u8> {
-        self.s.as_bytes().get(self.i).copied()
+/// Whether the text here is `<escape>`, or might become it.
+fn at_escape(c: &Cursor<'_>) -> PResult<bool> {
+    let rest = c.rest();
+    if rest.starts_with(FG_ESCAPE) {
+        Ok(true)
+    } else if rest.starts_with('<') && FG_ESCAPE.starts_with(rest) {
+        Err(Scan::Incomplete)
+    } else {
+        Ok(false)
     }
+}
 
-    fn ws(&mut self) {
-        self.i = skip_ws(self.s, self.i);
-    }
-
-    /// A bare word: a name, a key, a number or a literal.
-    fn word(&mut self) -> PResult<String> {
-        let start = self.i;
-        while matches!(self.peek(), Some(c) if c.is_ascii_alphanumeric() || matches!(c, b'_' | b'-' | b'.' | b'+'))
-        {
-            self.i += 1;
-        }
-        if self.peek().is_none() {
-            return Err(Scan::Incomplete);
-        }
-        if self.i == start {
-            return Err(Scan::Invalid);
-        }
-        Ok(self.s[start..self.i].to_string())
-    }
-
-    fn escaped(&mut self) -> PResult<String> {
-        self.i += FG_ESCAPE.len();
-        match self.rest().find(FG_ESCAPE) {
-            Some(n) => {
-                let text = self.rest()[..n].to_string();
-                self.i += n + FG_ESCAPE.len();
-                Ok(text)
-            }
-            None => Err(Scan::Incomplete),
-        }
-    }
-
-    /// Whether the text here is `<escape>`, or might become it.
-    fn at_escape(&self) -> PResult<bool> {
-        let rest = self.rest();
-        if rest.starts_with(FG_ESCAPE) {
-            Ok(true)
-        } else if rest.starts_with('<') && FG_ESCAPE.starts_with(rest) {
-            Err(Scan::Incomplete)
-        } else {
-            Ok(false)
-        }
-    }
-
-    fn key(&mut self) -> PResult<String> {
-        if self.at_escape()? {
-            self.escaped()
-        } else {
-            self.word()
-        }
-    }
-
-    fn object(&mut self) -> PResult<Value> {
-        match self.peek() {
+fn object(c: &mut Cursor<'_>) -> PResult<Value> {
+    c.expect(b'{')?;
+    let mut map = Map::new();
+    loop {
+        c.ws();
+        match c.peek() {
             None => return Err(Scan::Incomplete),
-            Some(b'{') => self.i += 1,
-            Some(_) => return Err(Scan::Invalid),
+            Some(b'}') => {
+                c.i += 1;
+                return Ok(Value::Object(map));
+            }
+            // Commas between members are optional in what is read.
+            Some(b',') if !map.is_empty() => {
+                c.i += 1;
+                continue;
+            }
+            Some(_) => {}
         }
-        let mut map = Map::new();
-        loop {
-            self.ws();
-            match self.peek() {
-                None => return Err(Scan::Incomplete),
-                Some(b'}') => {
-                    self.i += 1;
-                    return Ok(Value::Object(map));
-                }
-                // Commas between members are optional in what is read.
-                Some(b',') if !map.is_empty() => {
-                    self.i += 1;
-                    continue;
-                }
-                Some(_) => {}
+        let key = if at_escape(c)? { escaped(c)? } else { word(c)? };
+        c.ws();
+        c.expect(b':')?;
+        c.ws();
+        let value = value(c)?;
+        map.insert(key, value);
+    }
+}
+
+fn list(c: &mut Cursor<'_>) -> PResult<Value> {
+    c.i += 1;
+    let mut items = Vec::new();
+    loop {
+        c.ws();
+        match c.peek() {
+            None => return Err(Scan::Incomplete),
+            Some(b']') => {
+                c.i += 1;
+                return Ok(Value::Array(items));
             }
-            let key = self.key()?;
-            self.ws();
-            match self.peek() {
-                None => return Err(Scan::Incomplete),
-                Some(b':') => self.i += 1,
-                Some(_) => return Err(Scan::Invalid),
-            }
-            self.ws();
-            let value = self.value()?;
-            map.insert(key, value);
+            Some(b',') if !items.is_empty() => c.i += 1,
+            Some(_) => items.push(value(c)?),
         }
     }
+}
 
-    fn list(&mut self) -> PResult<Value> {
-        self.i += 1;
-        let mut items = Vec::new();
-        loop {
-            self.ws();
-            match self.peek() {
-                None => return Err(Scan::Incomplete),
-                Some(b']') => {
-                    self.i += 1;
-                    return Ok(Value::Array(items));
-                }
-                Some(b',') if !items.is_empty() => {
-                    self.i += 1;
-                    continue;
-                }
-                Some(_) => items.push(self.value()?),
-            }
-        }
+fn value(c: &mut Cursor<'_>) -> PResult<Value> {
+    if at_escape(c)? {
+        return escaped(c).map(Value::String);
     }
-
-    fn value(&mut self) -> PResult<Value> {
-        if self.at_escape()? {
-            return self.escaped().map(Value::String);
-        }
-        match self.peek() {
-            None => Err(Scan::Incomplete),
-            Some(b'{') => self.object(),
-            Some(b'[') => self.list(),
-            Some(_) => {
-                let word = self.word()?;
-                match word.as_str() {
-                    "true" | "True" => Ok(Value::Bool(true)),
-                    "false" | "False" => Ok(Value::Bool(false)),
-                    "null" | "None" => Ok(Value::Null),
-                    w => {
-                        if let Ok(n) = w.parse::<i64>() {
-                            return Ok(Value::Number(n.into()));
-                        }
-                        w.parse::<f64>()
-                            .ok()
-                            .and_then(Number::from_f64)
-                            .map(Value::Number)
-                            .ok_or(Scan::Invalid)
-                    }
-                }
-            }
-        }
+    match c.peek() {
+        None => Err(Scan::Incomplete),
+        Some(b'{') => object(c),
+        Some(b'[') => list(c),
+        Some(_) => match word(c)?.as_str() {
+            "true" | "True" => Ok(Value::Bool(true)),
+            "false" | "False" => Ok(Value::Bool(false)),
+            "null" | "None" => Ok(Value::Null),
+            w => pycall::number(w).ok_or(Scan::Invalid),
+        },
     }
 }

@@ -35,6 +35,7 @@ pub mod pycall;
 
 use serde::Serialize;
 
+use crate::engine::stop::partial_suffix_len;
 use json::Member;
 
 /// A call syntax.
@@ -411,22 +412,10 @@ impl ToolCallParser {
             .min_by_key(|(i, _)| *i)
     }
 
-    /// Length of the longest suffix of the buffer that is a proper prefix
-    /// of a marker (markers are ASCII, so the suffix starts on a char
-    /// boundary).
+    /// Length of the longest suffix of the buffer that may still become a
+    /// marker.
     fn partial_marker_len(&self) -> usize {
-        let held = self.buf.as_bytes();
-        self.format
-            .markers()
-            .iter()
-            .filter_map(|m| {
-                let max = (m.len() - 1).min(held.len());
-                (1..=max)
-                    .rev()
-                    .find(|&n| held[held.len() - n..] == m.as_bytes()[..n])
-            })
-            .max()
-            .unwrap_or(0)
+        partial_suffix_len(&self.buf, self.format.markers().iter().copied())
     }
 }
 

@@ -92,23 +92,26 @@ fn literal(v: &Value) -> String {
     }
 }
 
-struct Cursor<'a> {
-    s: &'a str,
-    i: usize,
+/// A position in text being scanned (shared with FunctionGemma's syntax).
+pub(super) struct Cursor<'a> {
+    pub s: &'a str,
+    pub i: usize,
 }
 
 impl Cursor<'_> {
-    fn peek(&self) -> Option<u8> {
+    pub fn peek(&self) -> Option<u8> {
         self.s.as_bytes().get(self.i).copied()
     }
 
-    fn ws(&mut self) {
-        while matches!(self.peek(), Some(b' ' | b'\t' | b'\n' | b'\r')) {
-            self.i += 1;
-        }
+    pub fn rest(&self) -> &str {
+        &self.s[self.i..]
     }
 
-    fn expect(&mut self, b: u8) -> PResult<()> {
+    pub fn ws(&mut self) {
+        self.i = super::json::skip_ws(self.s, self.i);
+    }
+
+    pub fn expect(&mut self, b: u8) -> PResult<()> {
         match self.peek() {
             None => Err(Scan::Incomplete),
             Some(c) if c == b => {
@@ -119,14 +122,11 @@ impl Cursor<'_> {
         }
     }
 
-    /// `[A-Za-z_][A-Za-z0-9_]*`; at the end of the text it may go on.
-    fn ident(&mut self) -> PResult<String> {
+    /// The ASCII bytes `ok(byte, is_first)` accepts; at the end of the text
+    /// it may go on (`Incomplete`), and none is `Invalid`.
+    pub fn take(&mut self, ok: impl Fn(u8, bool) -> bool) -> PResult<String> {
         let start = self.i;
-        while let Some(c) = self.peek() {
-            let ok = c == b'_' || c.is_ascii_alphabetic() || (self.i > start && c.is_ascii_digit());
-            if !ok {
-                break;
-            }
+        while matches!(self.peek(), Some(c) if ok(c, self.i == start)) {
             self.i += 1;
         }
         if self.peek().is_none() {
@@ -136,6 +136,11 @@ impl Cursor<'_> {
             return Err(Scan::Invalid);
         }
         Ok(self.s[start..self.i].to_string())
+    }
+
+    /// `[A-Za-z_][A-Za-z0-9_]*`.
+    fn ident(&mut self) -> PResult<String> {
+        self.take(|c, first| c == b'_' || c.is_ascii_alphabetic() || (!first && c.is_ascii_digit()))
     }
 
     fn value(&mut self) -> PResult<Value> {
@@ -247,24 +252,22 @@ impl Cursor<'_> {
     }
 
     fn number(&mut self) -> PResult<Value> {
-        let start = self.i;
-        while matches!(self.peek(), Some(c) if c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))
-        {
-            self.i += 1;
-        }
-        if self.peek().is_none() {
-            return Err(Scan::Incomplete);
-        }
-        let text = self.s[start..self.i].trim_start_matches('+');
-        if let Ok(n) = text.parse::<i64>() {
-            return Ok(Value::Number(n.into()));
-        }
-        text.parse::<f64>()
-            .ok()
-            .and_then(Number::from_f64)
-            .map(Value::Number)
-            .ok_or(Scan::Invalid)
+        let text =
+            self.take(|c, _| c.is_ascii_digit() || matches!(c, b'-' | b'+' | b'.' | b'e' | b'E'))?;
+        number(&text).ok_or(Scan::Invalid)
     }
+}
+
+/// A number literal as JSON: an integer when it is one.
+pub(super) fn number(text: &str) -> Option<Value> {
+    let text = text.trim_start_matches('+');
+    if let Ok(n) = text.parse::<i64>() {
+        return Some(Value::Number(n.into()));
+    }
+    text.parse::<f64>()
+        .ok()
+        .and_then(Number::from_f64)
+        .map(Value::Number)
 }
 
 #[cfg(test)]

@@ -287,6 +287,37 @@ proptest! {
     }
 }
 
+proptest! {
+    /// Anything at all: no panic, and without calls nothing is lost.
+    #[test]
+    fn arbitrary_text_is_never_a_panic(
+        f in 0..FORMATS.len(),
+        parts in proptest::collection::vec(
+            prop_oneof![
+                any::<String>(),
+                "[{}\\[\\]\":,<>`=()|a-z0-9 \n]{0,10}",
+                Just("<tool_call>".to_string()),
+                Just("[TOOL_CALLS]".to_string()),
+                Just("[ARGS]".to_string()),
+                Just("<|python_tag|>".to_string()),
+                Just("<start_function_call>call:".to_string()),
+                Just("<escape>".to_string()),
+                Just("```tool_code\n".to_string()),
+            ],
+            0..12,
+        ),
+        cuts in proptest::collection::vec(any::<usize>(), 0..12),
+    ) {
+        let format = FORMATS[f];
+        let text = parts.concat();
+        let out = parse_chunks(format, &split(&text, &cuts));
+        if out.iter().all(|o| matches!(o, Out::Text(_))) {
+            let got: String = out.iter().map(|o| match o { Out::Text(t) => t.as_str(), _ => "" }).collect();
+            prop_assert_eq!(got, text);
+        }
+    }
+}
+
 #[test]
 fn a_marker_split_across_pieces_is_held_back() {
     let mut p = ToolCallParser::new(ToolFormat::Hermes);
