@@ -25,6 +25,7 @@
 //! - after (JSON formats): once the arguments object closes, the call's
 //!   closing text (`}` and `</tool_call>`, …) is the only continuation, so
 //!   generation stops and the closing is appended.
+//!
 //! The result goes through the same parser as any other call; arguments
 //! that are not valid come back as text. With `required` and several tools
 //! the prefix ends where the name begins, and the model picks the function.
