@@ -129,6 +129,21 @@ mod tests {
     }
 
     #[test]
+    fn kept_special_tokens_come_out_as_their_text() {
+        let Some(w) = test_model::weights() else {
+            return;
+        };
+        let ids = w.assets.encode("Hi 🦀<|im_end|>there").unwrap();
+        let end = w.assets.token_id("<|im_end|>").unwrap();
+        let mut d = IncrementalDecoder::keeping(w.assets.clone(), vec![end]);
+        let mut out: String = ids.iter().map(|id| d.push(*id).unwrap()).collect();
+        out.push_str(&d.finish().unwrap());
+        assert_eq!(out, "Hi 🦀<|im_end|>there");
+        // Not kept: skipped, as before.
+        assert_eq!(incremental(&w.assets, &ids).0, "Hi 🦀there");
+    }
+
+    #[test]
     fn incomplete_tail_is_flushed_by_finish() {
         let Some(w) = test_model::weights() else {
             return;
