@@ -107,3 +107,109 @@ pub fn build(
 pub fn tool_support(assets: &ModelAssets) -> ToolSupport {
     tool_calls::detect(assets.template.source(), &assets.meta.architecture)
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    //! Prompts with tools for the two real models, whose templates have no
+    //! tool support: their templates accept the rewritten conversation.
+
+    use std::sync::Arc;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::engine::test_model;
+    use crate::tool_calls::ToolFormat;
+
+    fn tools() -> Vec<Tool> {
+        serde_json::from_value(json!([{"type": "function", "function": {
+            "name": "get_weather",
+            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+        }}]))
+        .unwrap()
+    }
+
+    fn conversation() -> Vec<ChatMessage> {
+        serde_json::from_value(json!([
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris and Rome?"},
+            {"role": "assistant", "content": null, "tool_calls": [
+                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+                {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}
+            ]},
+            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+            {"role": "tool", "tool_call_id": "call_2", "content": "Rain"},
+            {"role": "user", "content": "And Oslo?"}
+        ]))
+        .unwrap()
+    }
+
+    /// The prompt's text, special tokens included.
+    fn text(assets: &ModelAssets, ids: &[u32]) -> String {
+        assets.tokenizer.decode(ids, false).unwrap()
+    }
+
+    fn build_named(assets: &ModelAssets) -> Prompt {
+        let (messages, tools) = (conversation(), tools());
+        let choice = json!({"type": "function", "function": {"name": "get_weather"}});
+        let input = PromptInput {
+            messages: &messages,
+            tools: Some(&tools),
+            tool_choice: Some(&choice),
+            parallel_tool_calls: None,
+        };
+        build(assets, input, PromptOptions::default()).unwrap()
+    }
+
+    #[test]
+    fn smollm2_is_prompted_in_the_hermes_style() {
+        let Some(w) = test_model::weights() else {
+            return;
+        };
+        let p = build_named(&w.assets);
+        let plan = p.tools.as_ref().unwrap();
+        assert_eq!(plan.format, ToolFormat::Hermes);
+        let prompt = text(&w.assets, &p.ids);
+        assert!(
+            prompt.starts_with("<|im_start|>system\nBe brief.\n\n# Tools\n"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>"), "{prompt}");
+        assert!(prompt.contains("<|im_start|>user\n<tool_response>\nSunny\n</tool_response>\n<tool_response>\nRain\n</tool_response>\nAnd Oslo?<|im_end|>"), "{prompt}");
+        let forced = "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"";
+        assert!(prompt.ends_with(forced), "{prompt}");
+        assert_eq!(
+            w.assets
+                .encode(&plan.forced.as_ref().unwrap().prefix)
+                .unwrap()
+                .len(),
+            p.forced
+        );
+    }
+
+    #[test]
+    fn gemma3_is_prompted_with_tool_code_and_its_template_accepts_the_turns() {
+        let Some(assets) = test_model::gemma3_assets() else {
+            return;
+        };
+        let assets: Arc<ModelAssets> = assets;
+        // Gemma's template raises unless user and model turns alternate:
+        // the results and the user's next words must be one turn.
+        let p = build_named(&assets);
+        let plan = p.tools.as_ref().unwrap();
+        assert_eq!(plan.format, ToolFormat::GemmaToolCode);
+        assert!(p.keep_special.is_empty());
+        let prompt = text(&assets, &p.ids);
+        assert!(
+            prompt.contains("Be brief.\n\nYou can call functions"),
+            "{prompt}"
+        );
+        assert!(prompt.contains("<start_of_turn>model\n```tool_code\nget_weather(city=\"Paris\")\nget_weather(city=\"Rome\")\n```<end_of_turn>"), "{prompt}");
+        assert!(prompt.contains("<start_of_turn>user\n```tool_output\nSunny\n```\n```tool_output\nRain\n```\nAnd Oslo?<end_of_turn>"), "{prompt}");
+        assert!(
+            prompt.ends_with("<start_of_turn>model\n```tool_code\nget_weather(city=\""),
+            "{prompt}"
+        );
+    }
+}
