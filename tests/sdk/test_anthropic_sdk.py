@@ -10,7 +10,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from conftest import ANSWER, PROMPT
+from conftest import ANSWER, PROMPT, SLOW_TIMEOUT_S
 
 MAX = 10  # enough for ANSWER (7 tokens + end of turn)
 SHORT = 4  # for comparisons that only need a prefix of the answer
@@ -449,9 +449,7 @@ USE_WEATHER = {"type": "tool", "name": "get_weather"}
 
 @pytest.fixture(scope="module")
 def slow_client(client):
-    """These prompts carry the tool list (~200 tokens): allow for a slow,
-    shared machine running a debug build."""
-    return client.with_options(timeout=600)
+    return client.with_options(timeout=SLOW_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

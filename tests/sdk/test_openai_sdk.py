@@ -14,7 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import openai
 import pytest
 
-from conftest import ANSWER, PROMPT
+from conftest import ANSWER, PROMPT, SLOW_TIMEOUT_S
 
 MAX = 10  # enough for ANSWER (7 tokens + end of turn)
 # Every request costs a prefill on a debug build; tests that only check that a
@@ -378,9 +378,7 @@ NAMED = {"type": "function", "function": {"name": "get_weather"}}
 
 @pytest.fixture(scope="module")
 def slow_client(client):
-    """These prompts carry the tool list (~200 tokens): allow for a slow,
-    shared machine running a debug build."""
-    return client.with_options(timeout=600)
+    return client.with_options(timeout=SLOW_TIMEOUT_S)
 
 
 @pytest.fixture(scope="module")

@@ -120,30 +120,8 @@ mod tests {
 
     use super::*;
     use crate::engine::test_model;
+    use crate::tool_calls::fixtures::{weather_conversation, weather_tools};
     use crate::tool_calls::ToolFormat;
-
-    fn tools() -> Vec<Tool> {
-        serde_json::from_value(json!([{"type": "function", "function": {
-            "name": "get_weather",
-            "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-        }}]))
-        .unwrap()
-    }
-
-    fn conversation() -> Vec<ChatMessage> {
-        serde_json::from_value(json!([
-            {"role": "system", "content": "Be brief."},
-            {"role": "user", "content": "Weather in Paris and Rome?"},
-            {"role": "assistant", "content": null, "tool_calls": [
-                {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
-                {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}
-            ]},
-            {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
-            {"role": "tool", "tool_call_id": "call_2", "content": "Rain"},
-            {"role": "user", "content": "And Oslo?"}
-        ]))
-        .unwrap()
-    }
 
     /// The prompt's text, special tokens included.
     fn text(assets: &ModelAssets, ids: &[u32]) -> String {
@@ -151,7 +129,7 @@ mod tests {
     }
 
     fn build_named(assets: &ModelAssets) -> Prompt {
-        let (messages, tools) = (conversation(), tools());
+        let (messages, tools) = (weather_conversation(), weather_tools());
         let choice = json!({"type": "function", "function": {"name": "get_weather"}});
         let input = PromptInput {
             messages: &messages,
@@ -176,7 +154,7 @@ mod tests {
             "{prompt}"
         );
         assert!(prompt.contains("<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\":\"Paris\"}}\n</tool_call>"), "{prompt}");
-        assert!(prompt.contains("<|im_start|>user\n<tool_response>\nSunny\n</tool_response>\n<tool_response>\nRain\n</tool_response>\nAnd Oslo?<|im_end|>"), "{prompt}");
+        assert!(prompt.contains("<|im_start|>user\n<tool_response>\nSunny\n</tool_response>\n<tool_response>\nRain\n</tool_response>\nThanks, summarise.<|im_end|>"), "{prompt}");
         let forced = "<|im_start|>assistant\n<tool_call>\n{\"name\": \"get_weather\", \"arguments\": {\"city\": \"";
         assert!(prompt.ends_with(forced), "{prompt}");
         assert_eq!(
@@ -206,7 +184,7 @@ mod tests {
             "{prompt}"
         );
         assert!(prompt.contains("<start_of_turn>model\n```tool_code\nget_weather(city=\"Paris\")\nget_weather(city=\"Rome\")\n```<end_of_turn>"), "{prompt}");
-        assert!(prompt.contains("<start_of_turn>user\n```tool_output\nSunny\n```\n```tool_output\nRain\n```\nAnd Oslo?<end_of_turn>"), "{prompt}");
+        assert!(prompt.contains("<start_of_turn>user\n```tool_output\nSunny\n```\n```tool_output\nRain\n```\nThanks, summarise.<end_of_turn>"), "{prompt}");
         assert!(
             prompt.ends_with("<start_of_turn>model\n```tool_code\nget_weather(city=\""),
             "{prompt}"

@@ -4,7 +4,37 @@
 //! family, and the tool parser tests of vLLM (`tests/tool_parsers/`) and
 //! llama.cpp (`tests/test-chat.cpp`), which record what the models emit.
 
+use cortex_core::openai::{ChatMessage, Tool};
+use serde_json::json;
+
 use super::ToolFormat;
+
+/// One tool, `get_weather(city: string)`, `city` required.
+pub fn weather_tools() -> Vec<Tool> {
+    serde_json::from_value(json!([{"type": "function", "function": {
+        "name": "get_weather",
+        "description": "d",
+        "parameters": {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    }}]))
+    .unwrap_or_default()
+}
+
+/// A conversation with a system prompt, two parallel calls, their results
+/// and the user's next words.
+pub fn weather_conversation() -> Vec<ChatMessage> {
+    serde_json::from_value(json!([
+        {"role": "system", "content": "Be brief."},
+        {"role": "user", "content": "Weather in Paris and Rome?"},
+        {"role": "assistant", "content": null, "tool_calls": [
+            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
+            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}
+        ]},
+        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
+        {"role": "tool", "tool_call_id": "call_2", "content": "Rain"},
+        {"role": "user", "content": "Thanks, summarise."}
+    ]))
+    .unwrap_or_default()
+}
 
 /// What a fixture must parse into: text and calls in order (text merged).
 #[derive(Debug, Clone, Copy)]

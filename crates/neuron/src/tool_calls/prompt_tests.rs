@@ -3,6 +3,7 @@
 use cortex_core::openai::{ChatMessage, Role, Tool};
 use serde_json::json;
 
+use super::super::fixtures::weather_conversation;
 use super::super::prompt::{rewrite, short_id, Forced, ToolChoice, ToolPlan};
 use super::super::{ToolFormat, ToolSupport};
 
@@ -16,10 +17,6 @@ fn tools(names: &[&str]) -> Vec<Tool> {
             .unwrap()
         })
         .collect()
-}
-
-fn msgs(v: serde_json::Value) -> Vec<ChatMessage> {
-    serde_json::from_value(v).unwrap()
 }
 
 #[test]
@@ -99,17 +96,7 @@ fn plans_force_calls_only_when_asked() {
 }
 
 fn conversation() -> Vec<ChatMessage> {
-    msgs(json!([
-        {"role": "system", "content": "Be brief."},
-        {"role": "user", "content": "Weather in Paris and Rome?"},
-        {"role": "assistant", "content": null, "tool_calls": [
-            {"id": "call_1", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Paris\"}"}},
-            {"id": "call_2", "type": "function", "function": {"name": "get_weather", "arguments": "{\"city\": \"Rome\"}"}}
-        ]},
-        {"role": "tool", "tool_call_id": "call_1", "content": "Sunny"},
-        {"role": "tool", "tool_call_id": "call_2", "content": "Rain"},
-        {"role": "user", "content": "Thanks, summarise."}
-    ]))
+    weather_conversation()
 }
 
 #[test]
