@@ -106,7 +106,7 @@ impl Gateway {
             neurons: client,
             metrics,
             limits: cfg.limits.clone(),
-            api_keys: cfg.gateway.api_keys.clone(),
+            keys: crate::api::guard::Keys::new(&cfg.gateway),
         });
         Self {
             state,
@@ -141,6 +141,7 @@ impl Gateway {
         grace: Duration,
     ) -> std::io::Result<()> {
         tracing::info!(api = %api.local_addr()?, metrics = %metrics.local_addr()?, "gateway listening");
+        tracing::info!("{}", self.state.keys.admin_policy());
         let signal = CancellationToken::new();
         let s2 = signal.clone();
         tokio::spawn(async move {

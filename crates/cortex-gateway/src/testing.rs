@@ -118,6 +118,6 @@ pub async fn app_state(
         admission: Admission::new(10, 10, 10),
         metrics,
         limits,
-        api_keys: Vec::new(),
+        keys: crate::api::guard::Keys::default(),
     }
 }
