@@ -160,7 +160,7 @@ fn fleet_class(e: &FleetError) -> Class {
         }
         FleetError::Load { source, .. } => upstream_class(source),
         FleetError::Pinned(_) => Class::Conflict,
-        FleetError::Stopped => Class::Internal,
+        FleetError::Stopped | FleetError::PinNotSaved { .. } => Class::Internal,
     }
 }
 

@@ -74,6 +74,7 @@ impl Gateway {
         let fleet = FleetHandle::spawn(
             nodes.clone(),
             Catalog::new(settings.models),
+            settings.pins,
             FleetSettings {
                 strategy: cfg.eviction.strategy(),
                 min_residency: cfg.eviction.min_residency.get(),
@@ -81,6 +82,7 @@ impl Gateway {
                 defrag_after_cycles: cfg.eviction.defrag_after_cycles,
                 down_after_failures: cfg.gateway.down_after_failures,
                 load_timeout: cfg.limits.load_timeout.get(),
+                pin_file: settings.pin_file,
             },
             client.clone(),
             metrics.clone(),

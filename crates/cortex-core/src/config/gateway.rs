@@ -45,6 +45,10 @@ pub struct GatewaySection {
     /// them (an API key gets 403 there); they are accepted on every other
     /// route too. When empty, the admin API takes the API keys.
     pub admin_keys: Vec<String>,
+    /// Where runtime pins (`cortex pin|unpin`) are kept across restarts,
+    /// relative to the directory of `cortex.toml`; empty keeps them in
+    /// memory only.
+    pub state_file: String,
 }
 
 impl Default for GatewaySection {
@@ -58,6 +62,7 @@ impl Default for GatewaySection {
             poll_timeout: HumanDuration::from_secs(5),
             api_keys: Vec::new(),
             admin_keys: Vec::new(),
+            state_file: "cortex-state.json".into(),
         }
     }
 }

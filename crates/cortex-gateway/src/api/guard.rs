@@ -219,7 +219,13 @@ mod tests {
         let api_routes = ["/v1/models", "/v1/chat/completions", "/v1/messages"];
         // (api keys, admin keys, expected per presented key on API routes,
         // on admin routes); 0 = allowed.
-        let table: [(&[&str], &[&str], [u16; 4], [u16; 4]); 4] = [
+        type Row = (
+            &'static [&'static str],
+            &'static [&'static str],
+            [u16; 4],
+            [u16; 4],
+        );
+        let table: [Row; 4] = [
             (&[], &[], [0, 0, 0, 0], [0, 0, 0, 0]),
             (&[API], &[], [401, 401, 0, 401], [401, 401, 0, 401]),
             (&[], &[ADMIN], [0, 0, 0, 0], [401, 401, 401, 0]),
