@@ -155,7 +155,7 @@ fn fleet_class(e: &FleetError) -> Class {
         FleetError::UnknownNode(_) => Class::BadRequest(Some("node".into())),
         FleetError::NotServable(_) => Class::Unavailable(5),
         FleetError::NoCapacity { .. } => Class::Unavailable(30),
-        FleetError::Busy { retry_after_ms, .. } => {
+        FleetError::Busy { retry_after_ms, .. } | FleetError::Guarded { retry_after_ms, .. } => {
             Class::Unavailable(retry_after_ms.div_ceil(1000).max(1))
         }
         FleetError::Load { source, .. } => upstream_class(source),

@@ -305,11 +305,8 @@ impl Actor {
             }
             LoadPlan::Wait { retry_after_ms } => send(
                 reply,
-                Err(FleetError::Busy {
+                Err(FleetError::Guarded {
                     model: id,
-                    reason:
-                        "making room would evict a model loaded moments ago (swap-thrashing guard)"
-                            .into(),
                     retry_after_ms,
                 }),
             ),

@@ -48,6 +48,12 @@ pub enum FleetError {
         #[source]
         source: UpstreamError,
     },
+    /// Making room would evict a model younger than `min_residency` (the
+    /// swap-thrashing guard); it may after `retry_after_ms`.
+    #[error(
+        "making room for `{model}` would evict a model loaded moments ago (swap-thrashing guard)"
+    )]
+    Guarded { model: String, retry_after_ms: u64 },
     #[error("`{0}` is pinned; unpin it first")]
     Pinned(String),
     #[error("the fleet actor has stopped")]
