@@ -4,6 +4,7 @@
 
 pub mod admin;
 pub mod chat;
+mod checks;
 pub mod error;
 pub mod extract;
 
