@@ -9,8 +9,10 @@
 //! `tokenizers`' `DecodeStream`, which cannot be used here because it
 //! borrows the tokenizer). A run of byte-fallback tokens is held back until
 //! it ends, because the SentencePiece decoder decodes the run as a whole.
-//! Special tokens are skipped. The concatenation of all outputs equals
-//! [`ModelAssets::decode`] of all ids.
+//! Special tokens are skipped, except those the stream was told to keep (a
+//! tool call format's markers, as llama.cpp's "preserved tokens"), which
+//! come out as their text. Without kept tokens the concatenation of all
+//! outputs equals [`ModelAssets::decode`] of all ids.
 
 use super::tokenizer::{token_text, TokenText};
 use super::{EngineError, ModelAssets};
@@ -23,15 +25,23 @@ pub struct IncrementalDecoder {
     /// for the decoder; `ids[read..]` is not emitted yet.
     ids: Vec<u32>,
     read: usize,
+    /// Special tokens written out as their text.
+    keep: Vec<u32>,
 }
 
 impl IncrementalDecoder {
     /// A decoder for a new stream.
     pub fn new(assets: Arc<ModelAssets>) -> Self {
+        Self::keeping(assets, Vec::new())
+    }
+
+    /// A decoder that writes the special tokens `keep` as their text.
+    pub fn keeping(assets: Arc<ModelAssets>, keep: Vec<u32>) -> Self {
         Self {
             assets,
             ids: Vec::new(),
             read: 0,
+            keep,
         }
     }
 
@@ -39,6 +49,13 @@ impl IncrementalDecoder {
     /// or a run of byte-fallback tokens is incomplete (or the token is
     /// special).
     pub fn push(&mut self, id: u32) -> Result<String, EngineError> {
+        if self.keep.contains(&id) {
+            // A kept token is decoded on its own, as `tokenizers` decodes
+            // added tokens: the window before it is flushed first.
+            let mut text = self.finish()?;
+            text.push_str(&self.assets.token_text(id));
+            return Ok(text);
+        }
         self.ids.push(id);
         if self.byte_run_open() {
             return Ok(String::new());
@@ -138,6 +155,21 @@ mod tests {
         let (_, pieces) = incremental(&w.assets, &crab);
         assert!(pieces[..crab.len() - 1].iter().all(String::is_empty));
         assert_eq!(pieces[crab.len() - 1], "🦀");
+    }
+
+    #[test]
+    fn kept_special_tokens_come_out_as_their_text() {
+        let Some(w) = test_model::weights() else {
+            return;
+        };
+        let ids = w.assets.encode("Hi 🦀<|im_end|>there").unwrap();
+        let end = w.assets.token_id("<|im_end|>").unwrap();
+        let mut d = IncrementalDecoder::keeping(w.assets.clone(), vec![end]);
+        let mut out: String = ids.iter().map(|id| d.push(*id).unwrap()).collect();
+        out.push_str(&d.finish().unwrap());
+        assert_eq!(out, "Hi 🦀<|im_end|>there");
+        // Not kept: skipped, as before.
+        assert_eq!(incremental(&w.assets, &ids).0, "Hi 🦀there");
     }
 
     #[test]

@@ -204,6 +204,17 @@ impl ModelAssets {
             .map_err(|e| EngineError::Detokenize(e.to_string()))
     }
 
+    /// The id of a token whose text is exactly `text`, if there is one.
+    pub fn token_id(&self, text: &str) -> Option<u32> {
+        self.tokenizer.token_to_id(text)
+    }
+
+    /// The text of one token as written in the vocabulary (for special
+    /// tokens, their text: `<tool_call>`).
+    pub fn token_text(&self, id: u32) -> String {
+        self.tokenizer.id_to_token(id).unwrap_or_default()
+    }
+
     /// Whether `id` ends generation.
     pub fn is_eos(&self, id: u32) -> bool {
         self.meta.eos_token_ids.contains(&id)

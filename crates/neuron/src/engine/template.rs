@@ -86,6 +86,8 @@ const TEMPLATE_NAME: &str = "chat_template";
 /// A compiled chat template; `Send + Sync`.
 pub struct ChatTemplate {
     env: Environment<'static>,
+    /// The template text (tool support is detected from it).
+    source: String,
     bos_token: String,
     eos_token: String,
 }
@@ -119,13 +121,19 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson);
         env.set_unknown_method_callback(pycompat::call_method);
         let source = source.unwrap_or(CHATML_FALLBACK).to_string();
-        env.add_template_owned(TEMPLATE_NAME, source)
+        env.add_template_owned(TEMPLATE_NAME, source.clone())
             .map_err(template_error)?;
         Ok(Self {
             env,
+            source,
             bos_token: bos_token.unwrap_or_default().to_string(),
             eos_token: eos_token.unwrap_or_default().to_string(),
         })
+    }
+
+    /// The template's source text (what tool support is detected from).
+    pub fn source(&self) -> &str {
+        &self.source
     }
 
     /// Renders a conversation. Errors (including `raise_exception` from the
