@@ -2,7 +2,7 @@
 //! the metrics and the limits. Built once by [`crate::server::Gateway`]
 //! and handed to the router with `with_state`.
 
-use cortex_core::config::LimitsConfig;
+use cortex_core::config::{LimitsConfig, RoutingConfig};
 
 use crate::admission::Admission;
 use crate::fleet::FleetHandle;
@@ -17,5 +17,6 @@ pub struct AppState {
     pub admission: Admission,
     pub metrics: GatewayMetrics,
     pub limits: LimitsConfig,
-    pub api_keys: Vec<String>,
+    pub routing: RoutingConfig,
+    pub keys: crate::api::guard::Keys,
 }
