@@ -38,10 +38,11 @@ const HOST_SIDE_CODES: &[&str] = &[
     "cuda_error_out_of_memory",
     // cuBLAS could not allocate its workspace: the same, one layer up.
     "cublas_status_alloc_failed",
-    // Device open on a host without a (real, recent enough) driver or GPU.
+    // Device open on a host without a usable driver or GPU (a stub, none,
+    // a kernel module that does not match the user-space driver).
     "cuda_error_stub_library",
     "cuda_error_no_device",
-    "cuda_error_insufficient_driver",
+    "cuda_error_system_driver_mismatch",
 ];
 
 /// Texts of real device/driver failures. These win over the host-side
@@ -269,7 +270,7 @@ mod tests {
             "candle error: CublasError(CUBLAS_STATUS_ALLOC_FAILED)",
             STUB_LIBRARY,
             NO_DEVICE,
-            "cannot open CUDA device 0: DriverError(CUDA_ERROR_INSUFFICIENT_DRIVER, \"CUDA driver version is insufficient for CUDA runtime version\")",
+            "cannot open CUDA device 0: DriverError(CUDA_ERROR_SYSTEM_DRIVER_MISMATCH, \"system has unsupported display driver / cuda driver combination\")",
             // Codes are matched whole, whatever the case.
             "cuda_error_out_of_memory",
         ] {
@@ -308,8 +309,16 @@ mod tests {
         use candle_core::cuda_backend::CudaError;
         use driver::sys::CUresult;
 
+        /// The chain's first line: with `RUST_BACKTRACE` set, candle appends
+        /// a backtrace to its errors (classified along, compared without).
         fn chain(e: CudaError) -> String {
-            EngineError::from(candle_core::Error::from(e)).chain()
+            let chain = EngineError::from(candle_core::Error::from(e)).chain();
+            assert!(is_device_fault(&chain) == is_device_fault(first_line(&chain)));
+            first_line(&chain).to_string()
+        }
+
+        fn first_line(text: &str) -> &str {
+            text.lines().next().unwrap_or_default()
         }
 
         fn driver(code: CUresult) -> String {
@@ -337,7 +346,7 @@ mod tests {
                 CUresult::CUDA_ERROR_OUT_OF_MEMORY,
                 CUresult::CUDA_ERROR_STUB_LIBRARY,
                 CUresult::CUDA_ERROR_NO_DEVICE,
-                CUresult::CUDA_ERROR_INSUFFICIENT_DRIVER,
+                CUresult::CUDA_ERROR_SYSTEM_DRIVER_MISMATCH,
             ] {
                 let e = driver(code);
                 assert!(!is_device_fault(&e), "{e}");
