@@ -214,7 +214,7 @@ fn gemma() -> Option<&'static dyn super::Model> {
     static MODEL: OnceLock<Option<Box<dyn super::Model>>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let path = test_model::gemma_path()?;
+            let path = test_model::gemma3_path()?;
             let mut file = std::fs::File::open(&path).unwrap();
             let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
             Some(super::load(&content, &mut file, &Device::Cpu, Backend::Cpu).unwrap())
