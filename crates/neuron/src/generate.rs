@@ -47,6 +47,8 @@ pub struct GenParams {
     pub stops: Vec<String>,
     pub stream: bool,
     pub inject: Option<Injection>,
+    /// Special tokens to write out as text (a tool call format's markers).
+    pub keep_special: Vec<u32>,
 }
 
 /// A running generation.
@@ -93,7 +95,7 @@ impl Generation {
             })?;
         Ok(Self {
             rx,
-            decoder: IncrementalDecoder::new(model.assets.clone()),
+            decoder: IncrementalDecoder::keeping(model.assets.clone(), p.keep_special),
             stop: StopMatcher::new(p.stops),
             health: model.health.clone(),
             stream: p.stream,
