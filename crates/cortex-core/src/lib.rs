@@ -16,7 +16,9 @@ pub mod fleet;
 pub mod metrics;
 pub mod model_id;
 pub mod neuron_api;
+pub mod normalize;
 pub mod openai;
+pub mod prefix;
 pub mod units;
 
 pub use units::{ByteSize, HumanDuration};

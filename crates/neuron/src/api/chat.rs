@@ -201,6 +201,9 @@ pub async fn chat_completions(
             stops: checked.stops,
             stream,
             inject,
+            conversation: cortex_core::prefix::conversation_hashes(&req)
+                .last()
+                .copied(),
         },
     )
     .map_err(|e| gen_error(&e))?;
@@ -323,6 +326,7 @@ async fn complete(
                 stop,
                 prompt_tokens,
                 completion_tokens,
+                ..
             } => {
                 rec.finish(&gen, 200);
                 let body = ChatCompletion {
@@ -433,6 +437,7 @@ fn stream_response(gen: Generation, meta: Meta, include_usage: bool, rec: Record
                     stop,
                     prompt_tokens,
                     completion_tokens,
+                    ..
                 }) => {
                     s.rec.finish(&s.gen, 200);
                     s.phase = if s.include_usage {

@@ -73,6 +73,8 @@ pub struct Model {
     pub kv_reserve: u64,
     pub loaded_at: u64,
     pub health: Arc<ModelHealth>,
+    /// Conversations its prefix cache holds (written by its worker).
+    pub cached_prefixes: crate::device_worker::SharedPrefixes,
     last_used: AtomicU64,
     in_flight: AtomicU64,
     closing: AtomicBool,
@@ -98,6 +100,11 @@ impl Model {
             source: self.source.clone(),
             context_length: self.assets.meta.max_positions() as u64,
             error: poisoned,
+            cached_prefixes: self
+                .cached_prefixes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
@@ -326,6 +333,7 @@ impl Registry {
                     source: l.source.clone(),
                     context_length: 0,
                     error: None,
+                    cached_prefixes: Vec::new(),
                 },
             })
             .collect();
