@@ -207,6 +207,10 @@ impl ModelSlot {
             let site = site_of(s);
             match s.payload.req.inject.filter(|i| i.site == site) {
                 Some(i) if i.kind == FaultKind::Panic => panic!("{}", i.message()),
+                Some(i) if i.kind == FaultKind::Hang => loop {
+                    tracing::warn!(device = %self.label, "{}: this worker will not return", i.message());
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                },
                 Some(i) if i.kind == FaultKind::Device => injected = Some(i.message()),
                 _ => {}
             }
