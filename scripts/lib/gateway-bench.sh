@@ -1,7 +1,7 @@
-# Shared by scripts/bench-gateway and scripts/gateway-instructions (sourced,
-# not run): the canned upstream, cortex and nginx set up the same way for
-# both. The sourcing script defines `log`, `die`, `tmp` (a scratch folder)
-# and `pids` (processes to stop on exit).
+# Helpers of scripts/bench-gateway (sourced, not run): tools, ports, the
+# canned upstream, cortex and nginx set up the same way. The sourcing
+# script defines `log`, `die`, `tmp` (a scratch folder) and `pids`
+# (processes to stop on exit).
 
 # need_debs PKG...: install the Debian packages whose command is missing.
 need_debs() {
@@ -29,7 +29,7 @@ wait_for() { # wait_for SECONDS COMMAND...
 
 # start_upstream: run the canned upstream; sets UP (host:port), UPSTREAM_PID.
 start_upstream() {
-  target/release/examples/canned_upstream 127.0.0.1:0 > "$tmp/upstream.log" 2>&1 &
+  "${UPSTREAM_BIN:-target/release/examples/canned_upstream}" 127.0.0.1:0 > "$tmp/upstream.log" 2>&1 &
   UPSTREAM_PID=$!
   pids+=("$UPSTREAM_PID")
   wait_for 10 grep -q '^listening ' "$tmp/upstream.log" \
@@ -37,7 +37,9 @@ start_upstream() {
   UP="$(sed -n 's/^listening http:\/\///p' "$tmp/upstream.log")"
 }
 
-# cortex_config FILE PORT METRICS_PORT: one neuron, the canned upstream.
+# cortex_config FILE PORT METRICS_PORT: one neuron, the canned upstream;
+# admission raised so that every stream of the load shape is let through
+# at once (the defaults queue past 256 per model, to protect a neuron).
 cortex_config() {
   cat > "$1" <<CONF
 [gateway]
@@ -45,24 +47,28 @@ listen = "127.0.0.1:$2"
 metrics_listen = "127.0.0.1:$3"
 poll_interval = "1s"
 
+[limits]
+max_in_flight_per_model = 8192
+max_in_flight_total = 8192
+
 [[neurons]]
 name = "canned"
 endpoint = "http://$UP"
 CONF
 }
 
-# nginx_config FILE PORT MAIN...: proxy_pass to the canned upstream with
-# keep-alive on both sides; MAIN: the main-context lines (worker_processes,
-# ...). Temp and pid files go under $tmp/nginx.
+# nginx_config FILE PORT: proxy_pass to the canned upstream with keep-alive
+# on both sides and buffering off, workers as NGINX_WORKERS (default auto).
+# Temp and pid files go under $tmp/nginx.
 nginx_config() {
-  local file=$1 port=$2; shift 2
+  local file=$1 port=$2
   mkdir -p "$tmp/nginx"
-  {
-    printf '%s\n' "$@"
-    cat <<CONF
+  cat > "$file" <<CONF
+worker_processes ${NGINX_WORKERS:-auto};
+worker_rlimit_nofile 65536;
 pid $tmp/nginx.pid;
 error_log $tmp/nginx-error.log warn;
-events { worker_connections 4096; }
+events { worker_connections 16384; }
 http {
     access_log off;
     client_body_temp_path $tmp/nginx/body;
@@ -89,5 +95,29 @@ http {
     }
 }
 CONF
-  } > "$file"
+}
+
+# cpu_ticks PID...: CPU time (utime + stime, clock ticks) of processes and
+# their threads, and of their children (nginx's workers).
+cpu_ticks() {
+  local total=0 p task f
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+    for task in /proc/"$p"/task/*; do
+      # Fields after the ")" that ends the command name: utime is the 12th.
+      f=$(sed 's/.*) //' "$task/stat" 2>/dev/null) || continue
+      read -r -a a <<< "$f"
+      total=$(( total + a[11] + a[12] ))
+    done
+  done
+  echo "$total"
+}
+
+# rss_kib PID...: resident memory (KiB) of processes and their children.
+rss_kib() {
+  local total=0 p v
+  for p in "$@" $(for q in "$@"; do pgrep -P "$q" || true; done); do
+    v=$(awk '/^VmRSS:/ {print $2}' "/proc/$p/status" 2>/dev/null) || continue
+    total=$(( total + ${v:-0} ))
+  done
+  echo "$total"
 }

@@ -27,6 +27,10 @@ MODEL_ID = "smollm2-135m-instruct-q4_1"
 MODEL_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
 STARTUP_TIMEOUT_S = 60.0
 
+# Client timeout for requests whose prompt carries a tool list (~200 tokens):
+# room for a slow, shared machine running a debug build.
+SLOW_TIMEOUT_S = 600
+
 # Deterministic prompt and answer used across the suite (greedy decoding).
 PROMPT = "What is the capital of France? Answer in one sentence."
 ANSWER = "The capital of France is Paris."

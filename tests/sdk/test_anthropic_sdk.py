@@ -10,7 +10,7 @@ from __future__ import annotations
 import anthropic
 import pytest
 
-from conftest import ANSWER, PROMPT
+from conftest import ANSWER, PROMPT, SLOW_TIMEOUT_S
 
 MAX = 10  # enough for ANSWER (7 tokens + end of turn)
 SHORT = 4  # for comparisons that only need a prefix of the answer
@@ -439,3 +439,78 @@ def test_error_temperature_above_one(client, model_id):
         )
     assert e.value.status_code == 400
     assert "temperature" in str(e.value)
+
+
+# --- Tool calls: tool_choice {"type": "tool"} → tool_use → tool_result → text
+
+WEATHER_Q = [{"role": "user", "content": "What is the weather in Paris?"}]
+USE_WEATHER = {"type": "tool", "name": "get_weather"}
+
+
+@pytest.fixture(scope="module")
+def slow_client(client):
+    return client.with_options(timeout=SLOW_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def weather_use(slow_client, model_id):
+    """A forced tool: the model must call get_weather (greedy)."""
+    return slow_client.messages.create(
+        model=model_id, messages=WEATHER_Q, tools=TOOLS, tool_choice=USE_WEATHER,
+        extra_body=GREEDY, max_tokens=60,
+    )
+
+
+def test_forced_tool_gives_a_tool_use_block(weather_use, model_id):
+    m = weather_use
+    _assert_message(m, model_id)
+    assert m.stop_reason == "tool_use"
+    # No (empty) text block before the call.
+    assert [b.type for b in m.content] == ["tool_use"]
+    block = m.content[0]
+    assert block.id
+    assert block.name == "get_weather"
+    assert isinstance(block.input, dict)
+    assert "Paris" in block.input["city"]
+
+
+def test_forced_tool_count_tokens_matches_usage(slow_client, model_id, weather_use):
+    r = slow_client.messages.count_tokens(
+        model=model_id, messages=WEATHER_Q, tools=TOOLS, tool_choice=USE_WEATHER,
+    )
+    assert r.input_tokens == weather_use.usage.input_tokens
+
+
+def test_forced_tool_streamed_as_input_json_deltas(slow_client, model_id, weather_use):
+    with slow_client.messages.stream(
+        model=model_id, messages=WEATHER_Q, tools=TOOLS, tool_choice=USE_WEATHER,
+        extra_body=GREEDY, max_tokens=60,
+    ) as stream:
+        events = list(stream)
+        final = stream.get_final_message()
+    starts = [e for e in events if e.type == "content_block_start"]
+    assert [e.content_block.type for e in starts] == ["tool_use"]
+    assert starts[0].index == 0
+    deltas = [e.delta for e in events if e.type == "content_block_delta"]
+    assert deltas and all(d.type == "input_json_delta" for d in deltas)
+    assert final.stop_reason == "tool_use"
+    want = weather_use.content[0]
+    got = final.content[0]
+    assert (got.type, got.name, got.input) == ("tool_use", want.name, want.input)
+
+
+def test_tool_result_round_trip_answers_with_text(slow_client, model_id, weather_use):
+    block = weather_use.content[0]
+    msgs = WEATHER_Q + [
+        {"role": "assistant", "content": weather_use.content},
+        {"role": "user", "content": [
+            {"type": "tool_result", "tool_use_id": block.id, "content": "Sunny, 21 C"},
+        ]},
+    ]
+    m = slow_client.messages.create(
+        model=model_id, messages=msgs, tools=TOOLS, extra_body=GREEDY, max_tokens=40,
+    )
+    _assert_message(m, model_id)
+    assert m.stop_reason in ("end_turn", "max_tokens")
+    assert [b.type for b in m.content] == ["text"]
+    assert _text(m).strip()

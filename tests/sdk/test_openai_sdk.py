@@ -8,12 +8,13 @@ The model is tiny (SmolLM2-135M), so these tests check protocol conformance
 from __future__ import annotations
 
 import asyncio
+import json
 from concurrent.futures import ThreadPoolExecutor
 
 import openai
 import pytest
 
-from conftest import ANSWER, PROMPT
+from conftest import ANSWER, PROMPT, SLOW_TIMEOUT_S
 
 MAX = 10  # enough for ANSWER (7 tokens + end of turn)
 # Every request costs a prefill on a debug build; tests that only check that a
@@ -367,3 +368,81 @@ def test_models_retrieve(client, model_id):
     m = client.models.retrieve(model_id)
     assert m.id == model_id
     assert m.object == "model"
+
+
+# --- Tool calls: named tool_choice → call → tool result → answer ------------
+
+WEATHER_Q = [{"role": "user", "content": "What is the weather in Paris?"}]
+NAMED = {"type": "function", "function": {"name": "get_weather"}}
+
+
+@pytest.fixture(scope="module")
+def slow_client(client):
+    return client.with_options(timeout=SLOW_TIMEOUT_S)
+
+
+@pytest.fixture(scope="module")
+def weather_call(slow_client, model_id):
+    """A named tool_choice: the model must call get_weather (greedy)."""
+    return slow_client.chat.completions.create(
+        model=model_id, messages=WEATHER_Q, tools=TOOLS, tool_choice=NAMED,
+        temperature=0, max_tokens=40,
+    )
+
+
+def test_named_tool_choice_gives_a_tool_call(weather_call):
+    c = weather_call.choices[0]
+    assert c.finish_reason == "tool_calls"
+    assert c.message.content is None
+    assert len(c.message.tool_calls) == 1
+    call = c.message.tool_calls[0]
+    assert call.type == "function"
+    assert call.id
+    assert call.function.name == "get_weather"
+    args = json.loads(call.function.arguments)
+    assert isinstance(args, dict)
+    assert "Paris" in args["city"]
+
+
+def test_named_tool_choice_streamed_equals_non_stream(slow_client, model_id, weather_call):
+    stream = slow_client.chat.completions.create(
+        model=model_id, messages=WEATHER_Q, tools=TOOLS, tool_choice=NAMED,
+        temperature=0, max_tokens=40, stream=True,
+    )
+    calls: dict[int, dict] = {}
+    finish = None
+    for chunk in stream:
+        if not chunk.choices:
+            continue
+        d = chunk.choices[0].delta
+        assert not d.content  # no text, not even empty text, before the call
+        for tc in d.tool_calls or []:
+            slot = calls.setdefault(tc.index, {"id": None, "name": "", "arguments": ""})
+            if tc.id:
+                slot["id"] = tc.id
+                assert tc.type == "function"
+            if tc.function.name:
+                slot["name"] += tc.function.name
+            slot["arguments"] += tc.function.arguments or ""
+        finish = chunk.choices[0].finish_reason or finish
+    assert finish == "tool_calls"
+    assert list(calls) == [0]
+    want = weather_call.choices[0].message.tool_calls[0]
+    assert calls[0]["id"]
+    assert calls[0]["name"] == want.function.name
+    assert calls[0]["arguments"] == want.function.arguments
+
+
+def test_tool_result_round_trip_answers_with_text(slow_client, model_id, weather_call):
+    call = weather_call.choices[0].message.tool_calls[0]
+    msgs = WEATHER_Q + [
+        {"role": "assistant", "content": None, "tool_calls": [call.model_dump()]},
+        {"role": "tool", "tool_call_id": call.id, "content": "Sunny, 21 C"},
+    ]
+    r = slow_client.chat.completions.create(
+        model=model_id, messages=msgs, tools=TOOLS, temperature=0, max_tokens=40,
+    )
+    c = r.choices[0]
+    assert c.finish_reason in ("stop", "length")
+    assert not c.message.tool_calls
+    assert isinstance(c.message.content, str) and c.message.content.strip()

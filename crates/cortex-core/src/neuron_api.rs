@@ -6,6 +6,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::openai::{ChatMessage, Tool};
 
+/// The header in which a neuron's stream tells the prompt's size in
+/// tokens, so that the gateway's Anthropic `message_start` can carry
+/// `input_tokens` before the usage chunk comes.
+pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
+
 /// `GET /status`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeStatus {

@@ -13,7 +13,10 @@
 //!   `"stream": true` a short SSE stream (role chunk, three content chunks,
 //!   the finish chunk, a usage chunk when `stream_options.include_usage`,
 //!   `[DONE]`), each event its own chunk of a chunked body, as a neuron
-//!   sends them;
+//!   sends them; with `"bench_interval_ms": I` as well, the LLM load shape:
+//!   `max_tokens` token events (default 500), one every `I` ms, each
+//!   carrying `bench_sent_us` (unix µs when it was written) so that a
+//!   client can measure how late each one arrives (`examples/sse_load.rs`);
 //! - anything else: 404.
 //!
 //! hyper directly (no router, no middleware) on a multi-thread runtime, with
@@ -59,6 +62,11 @@ struct Probe {
     stream: Option<bool>,
     #[serde(default)]
     stream_options: Option<StreamOptions>,
+    /// Slow streaming: one token event every this many ms.
+    #[serde(default)]
+    bench_interval_ms: Option<u64>,
+    #[serde(default)]
+    max_tokens: Option<u64>,
 }
 
 #[derive(Deserialize)]
@@ -106,6 +114,7 @@ impl Canned {
                 source: "bench.gguf".into(),
                 context_length: 8192,
                 error: None,
+                cached_prefixes: Vec::new(),
             }],
             available: vec![AvailableModel {
                 id: MODEL.into(),
@@ -170,7 +179,57 @@ fn stream(c: &Canned, usage: bool) -> Response<Body> {
     Response::builder()
         .header(header::CONTENT_TYPE, "text/event-stream")
         .header(header::CACHE_CONTROL, "no-cache")
-        .body(StreamBody::new(futures::stream::iter(frames)).boxed())
+        .body(BodyExt::boxed(StreamBody::new(futures::stream::iter(
+            frames,
+        ))))
+        .unwrap()
+}
+
+/// Unix time in µs.
+fn now_us() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros())
+}
+
+/// The LLM load shape: `tokens` token events, one every `interval`, then
+/// the finish chunk, the usage chunk (when asked) and `[DONE]`.
+fn slow_stream(
+    c: &Canned,
+    usage: bool,
+    tokens: u64,
+    interval: std::time::Duration,
+) -> Response<Body> {
+    let tail: Vec<Bytes> = [c.events[c.events.len() - 1].clone()]
+        .into_iter()
+        .chain(usage.then(|| c.usage.clone()))
+        .chain([c.done.clone()])
+        .collect();
+    let start = tokio::time::Instant::now() + interval;
+    let ticks = tokio::time::interval_at(start, interval);
+    let events = futures::stream::unfold((ticks, 0u64), move |(mut ticks, n)| async move {
+        if n == tokens {
+            return None;
+        }
+        ticks.tick().await;
+        let ev = format!(
+            "data: {{\"id\":\"chatcmpl-bench\",\"object\":\"chat.completion.chunk\",\"created\":{CREATED},\"model\":\"{MODEL}\",\"choices\":[{{\"index\":0,\"delta\":{{\"content\":\" tok\"}},\"finish_reason\":null}}],\"bench_sent_us\":{}}}\n\n",
+            now_us()
+        );
+        Some((
+            Ok::<_, Infallible>(Frame::data(Bytes::from(ev))),
+            (ticks, n + 1),
+        ))
+    });
+    let head = futures::stream::iter([Ok(Frame::data(c.events[0].clone()))]);
+    let tail = futures::stream::iter(tail.into_iter().map(|b| Ok(Frame::data(b))));
+    Response::builder()
+        .header(header::CONTENT_TYPE, "text/event-stream")
+        .header(header::CACHE_CONTROL, "no-cache")
+        .body(BodyExt::boxed(StreamBody::new(futures::StreamExt::chain(
+            futures::StreamExt::chain(head, events),
+            tail,
+        ))))
         .unwrap()
 }
 
@@ -190,7 +249,15 @@ async fn handle(c: Arc<Canned>, req: Request<Incoming>) -> Result<Response<Body>
                         .stream_options
                         .and_then(|o| o.include_usage)
                         .unwrap_or(false);
-                    stream(&c, usage)
+                    match p.bench_interval_ms {
+                        Some(ms) => slow_stream(
+                            &c,
+                            usage,
+                            p.max_tokens.unwrap_or(500),
+                            std::time::Duration::from_millis(ms.max(1)),
+                        ),
+                        None => stream(&c, usage),
+                    }
                 }
                 Ok(_) => full(StatusCode::OK, JSON, c.completion.clone()),
                 Err(_) => full(

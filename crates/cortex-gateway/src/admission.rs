@@ -3,33 +3,31 @@
 //! reached the request is rejected at once (429 / Anthropic 529) instead of
 //! piling up. Waiting for a cold load is bounded separately (`load_wait`).
 
-use std::cell::RefCell;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-use tokio::sync::Semaphore;
+use prometheus_client::metrics::histogram::Histogram;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-use crate::api::error::GatewayError;
+use crate::error::GatewayError;
 
 /// One model's slots.
 #[derive(Debug)]
 struct Gate {
     /// Free slots; waiters are served in order.
-    slots: Semaphore,
+    slots: Arc<Semaphore>,
     /// Requests waiting for a slot.
     queued: AtomicUsize,
-    /// Requests running through the gateway, every model.
-    total: Arc<AtomicUsize>,
     /// The model's queue-wait histogram, looked up once.
-    queue_wait: OnceLock<crate::metrics::sharded::Histogram>,
+    queue_wait: OnceLock<Histogram>,
 }
 
 /// Admission control for the whole gateway.
+#[derive(Debug)]
 pub struct Admission {
-    /// Tells this admission's gates apart in the per-thread caches.
-    id: u64,
+    /// Requests running through the gateway, every model.
     total: Arc<AtomicUsize>,
     max_total: usize,
     max_in_flight: usize,
@@ -37,57 +35,32 @@ pub struct Admission {
     gates: Mutex<HashMap<String, Arc<Gate>>>,
 }
 
-/// One admission's gates by model.
-type Gates = crate::fleet::FastMap<Box<str>, Arc<Gate>>;
-
-thread_local! {
-    /// Each thread's copies of the gates it used, by admission id (one per
-    /// gateway; more only in tests): the request path finds its gate
-    /// without the shared lock.
-    static GATES: RefCell<Vec<(u64, Gates)>> = const { RefCell::new(Vec::new()) };
-}
-
 /// Held while a request runs.
 #[derive(Debug)]
 pub struct Permit {
     gate: Arc<Gate>,
+    _slot: OwnedSemaphorePermit,
+    _total: TotalSlot,
 }
 
 impl Permit {
     /// The model's queue-wait histogram: made by `make` the first time.
-    pub fn queue_wait(
-        &self,
-        make: impl FnOnce() -> crate::metrics::sharded::Histogram,
-    ) -> &crate::metrics::sharded::Histogram {
+    pub fn queue_wait(&self, make: impl FnOnce() -> Histogram) -> &Histogram {
         self.gate.queue_wait.get_or_init(make)
     }
 }
 
-impl Drop for Permit {
+/// Counts a request in the total until it is dropped.
+#[derive(Debug)]
+struct TotalSlot(Arc<AtomicUsize>);
+
+impl Drop for TotalSlot {
     fn drop(&mut self) {
-        self.gate.slots.add_permits(1);
-        self.gate.total.fetch_sub(1, Ordering::AcqRel);
+        self.0.fetch_sub(1, Ordering::AcqRel);
     }
 }
 
-/// Counts a request in `total` until it is admitted (or refused).
-struct TotalSlot<'a>(Option<&'a AtomicUsize>);
-
-impl TotalSlot<'_> {
-    /// The request is admitted: its permit gives the count back.
-    fn keep(mut self) {
-        self.0 = None;
-    }
-}
-
-impl Drop for TotalSlot<'_> {
-    fn drop(&mut self) {
-        if let Some(t) = self.0 {
-            t.fetch_sub(1, Ordering::AcqRel);
-        }
-    }
-}
-
+/// Counts a request in its gate's queue until it is dropped.
 struct Queued<'a>(&'a AtomicUsize);
 
 impl Drop for Queued<'_> {
@@ -98,9 +71,7 @@ impl Drop for Queued<'_> {
 
 impl Admission {
     pub fn new(max_total: usize, max_in_flight: usize, max_queued: usize) -> Self {
-        static IDS: AtomicU64 = AtomicU64::new(0);
         Self {
-            id: IDS.fetch_add(1, Ordering::Relaxed),
             total: Arc::new(AtomicUsize::new(0)),
             max_total,
             max_in_flight: max_in_flight.max(1),
@@ -110,38 +81,17 @@ impl Admission {
     }
 
     fn gate(&self, model: &str) -> Arc<Gate> {
-        GATES.with_borrow_mut(|all| {
-            let at = match all.iter().position(|(id, _)| *id == self.id) {
-                Some(at) => at,
-                None => {
-                    all.push((self.id, Gates::default()));
-                    all.len() - 1
-                }
-            };
-            let gates = &mut all[at].1;
-            if let Some(g) = gates.get(model) {
-                return Arc::clone(g);
-            }
-            let g = self.shared_gate(model);
-            gates.insert(model.into(), Arc::clone(&g));
-            g
-        })
-    }
-
-    /// The gate every thread shares for `model`.
-    fn shared_gate(&self, model: &str) -> Arc<Gate> {
         let mut gates = self.gates.lock().unwrap_or_else(|e| e.into_inner());
-        gates
-            .entry(model.to_string())
-            .or_insert_with(|| {
-                Arc::new(Gate {
-                    slots: Semaphore::new(self.max_in_flight),
-                    queued: AtomicUsize::new(0),
-                    total: Arc::clone(&self.total),
-                    queue_wait: OnceLock::new(),
-                })
-            })
-            .clone()
+        if let Some(g) = gates.get(model) {
+            return Arc::clone(g);
+        }
+        let g = Arc::new(Gate {
+            slots: Arc::new(Semaphore::new(self.max_in_flight)),
+            queued: AtomicUsize::new(0),
+            queue_wait: OnceLock::new(),
+        });
+        gates.insert(model.to_string(), Arc::clone(&g));
+        g
     }
 
     /// Requests running through the gateway now.
@@ -164,13 +114,17 @@ impl Admission {
             self.total.fetch_sub(1, Ordering::AcqRel);
             return Err(full("in flight"));
         }
-        let total = TotalSlot(Some(&self.total));
+        let total = TotalSlot(Arc::clone(&self.total));
         let gate = self.gate(model);
-        // The permit is given back by hand when the request ends (the
-        // gate's `Arc`, not a borrow of its semaphore, is what it keeps).
-        if gate.slots.try_acquire().map(|p| p.forget()).is_ok() {
-            total.keep();
-            return Ok((Permit { gate }, Duration::ZERO));
+        if let Ok(slot) = Arc::clone(&gate.slots).try_acquire_owned() {
+            return Ok((
+                Permit {
+                    gate,
+                    _slot: slot,
+                    _total: total,
+                },
+                Duration::ZERO,
+            ));
         }
         if gate.queued.fetch_add(1, Ordering::AcqRel) >= self.max_queued {
             gate.queued.fetch_sub(1, Ordering::AcqRel);
@@ -178,15 +132,19 @@ impl Admission {
         }
         let queued = Queued(&gate.queued);
         let started = Instant::now();
-        let got = tokio::time::timeout(wait, gate.slots.acquire())
-            .await
-            .is_ok_and(|r| r.map(|p| p.forget()).is_ok());
-        if !got {
-            return Err(full(&format!("for `{model}` (no slot freed in time)")));
-        }
+        let slot = match tokio::time::timeout(wait, Arc::clone(&gate.slots).acquire_owned()).await {
+            Ok(Ok(slot)) => slot,
+            _ => return Err(full(&format!("for `{model}` (no slot freed in time)"))),
+        };
         drop(queued);
-        total.keep();
-        Ok((Permit { gate }, started.elapsed()))
+        Ok((
+            Permit {
+                gate,
+                _slot: slot,
+                _total: total,
+            },
+            started.elapsed(),
+        ))
     }
 }
 

@@ -35,7 +35,7 @@ pub fn spawn(
                 let result = client
                     .status(&node, timeout)
                     .await
-                    .map_err(|e| e.to_string());
+                    .map_err(|e| crate::error::chain(&e));
                 fleet.poll_result(&node.name, sent_ms, result);
             }
         });

@@ -1,9 +1,18 @@
 //! Assembling and running the gateway: the fleet actor, pollers, the
-//! evictor, the API and metrics listeners, and graceful shutdown. HTTP/1.1
-//! connections are served by [`crate::http_server`].
+//! evictor, and the API and metrics listeners, each connection served by
+//! hyper's HTTP/1.1 server, with graceful shutdown.
+//!
+//! The server's bounds, all hyper's own: a request head larger than
+//! [`MAX_HEAD_BYTES`] gets 431; a head must arrive within
+//! [`HEADER_READ_TIMEOUT`] of the connection opening or going idle, which
+//! closes slowloris connections and idle keep-alive ones alike (uvicorn,
+//! in front of vLLM, closes them after 5 s; clients' pools expect this).
+//! The body limits are the API's ([`crate::api::app`]). At shutdown the
+//! listeners close, idle connections close, answers in progress finish
+//! with `connection: close` for up to the grace period, and whatever is
+//! left is then cut.
 
 use std::future::Future;
-use std::num::NonZeroUsize;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -12,40 +21,51 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use hyper_util::service::TowerToHyperService;
 use prometheus_client::registry::Registry;
 use tokio::net::TcpListener;
+use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use crate::admission::Admission;
-use crate::api::{self, AppState};
+use crate::api;
 use crate::catalog::Catalog;
 use crate::fleet::{FleetHandle, FleetSettings};
-use crate::http_server::Connections;
 use crate::metrics::GatewayMetrics;
-use crate::neuron_client::{NeuronClient, NodeInfo};
+use crate::neuron_client::{HttpNeurons, NeuronApi, NeuronClient, NodeInfo};
 use crate::settings::GatewaySettings;
+use crate::state::AppState;
 
-/// Largest body of a request to the metrics listener.
-const METRICS_MAX_BODY: usize = 64 * 1024;
+/// Largest request head (request line and headers); larger gets 431.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// A client must send its request head within this time.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause after a failed accept (out of file descriptors, say).
+const ACCEPT_RETRY: Duration = Duration::from_millis(50);
 
 /// A built gateway, its background tasks running.
 pub struct Gateway {
     state: Arc<AppState>,
     prometheus: Arc<Registry>,
     stop: CancellationToken,
-    workers: NonZeroUsize,
 }
 
 impl Gateway {
-    /// Start the fleet actor, the pollers and the evictor. Needs a Tokio runtime.
+    /// Start the fleet actor, the pollers and the evictor, talking to the
+    /// neurons over HTTP. Needs a Tokio runtime.
     pub fn start(settings: GatewaySettings) -> Self {
+        let connect = settings.config.limits.connect_timeout.get();
+        Self::start_with(settings, Arc::new(HttpNeurons::new(connect)))
+    }
+
+    /// [`Gateway::start`] with the neurons reached through `neurons`.
+    pub fn start_with(settings: GatewaySettings, neurons: Arc<dyn NeuronApi>) -> Self {
         let cfg = settings.config;
         let mut prometheus = Registry::default();
         let metrics = GatewayMetrics::new(&mut prometheus);
-        let client = NeuronClient::new(
-            cfg.limits.connect_timeout.get(),
-            cfg.limits.max_upstream_line.bytes() as usize,
-        );
+        let client = NeuronClient::new(neurons, cfg.limits.max_upstream_line.bytes() as usize);
         let nodes: Vec<NodeInfo> = cfg
             .neurons
             .iter()
@@ -54,6 +74,7 @@ impl Gateway {
         let fleet = FleetHandle::spawn(
             nodes.clone(),
             Catalog::new(settings.models),
+            settings.pins,
             FleetSettings {
                 strategy: cfg.eviction.strategy(),
                 min_residency: cfg.eviction.min_residency.get(),
@@ -61,6 +82,7 @@ impl Gateway {
                 defrag_after_cycles: cfg.eviction.defrag_after_cycles,
                 down_after_failures: cfg.gateway.down_after_failures,
                 load_timeout: cfg.limits.load_timeout.get(),
+                pin_file: settings.pin_file,
             },
             client.clone(),
             metrics.clone(),
@@ -83,16 +105,16 @@ impl Gateway {
                 l.max_queued_per_model,
             ),
             fleet,
-            client,
+            neurons: client,
             metrics,
             limits: cfg.limits.clone(),
-            api_keys: cfg.gateway.api_keys.clone(),
+            routing: cfg.routing.clone(),
+            keys: crate::api::guard::Keys::new(&cfg.gateway),
         });
         Self {
             state,
             prometheus: Arc::new(prometheus),
             stop,
-            workers: crate::workers::count(cfg.gateway.workers),
         }
     }
 
@@ -122,33 +144,20 @@ impl Gateway {
         grace: Duration,
     ) -> std::io::Result<()> {
         tracing::info!(api = %api.local_addr()?, metrics = %metrics.local_addr()?, "gateway listening");
+        tracing::info!("{}", self.state.keys.admin_policy());
         let signal = CancellationToken::new();
         let s2 = signal.clone();
         tokio::spawn(async move {
             shutdown.await;
             s2.cancel();
         });
-        let api_task = tokio::spawn(crate::workers::serve(
-            api,
-            api::Api::new(self.state.clone()),
-            signal.clone(),
-            grace,
-            self.workers,
-            self.state.limits.max_body.bytes() as usize,
-        ));
-        let metrics_task =
-            tokio::spawn(serve(metrics, self.metrics_router(), signal.clone(), grace));
-        // The API ends at shutdown, or early when it cannot go on; either
-        // way the metrics listener ends with it.
-        let api_result = match api_task.await {
-            Ok(r) => r,
-            Err(e) => Err(std::io::Error::other(format!("the API task failed: {e}"))),
-        };
-        signal.cancel();
-        let _ = metrics_task.await;
+        tokio::join!(
+            serve(api, self.router(), signal.clone(), grace),
+            serve(metrics, self.metrics_router(), signal, grace),
+        );
         self.stop.cancel();
         tracing::info!("gateway stopped");
-        api_result
+        Ok(())
     }
 }
 
@@ -167,17 +176,58 @@ async fn metrics(State(registry): State<Arc<Registry>>) -> Response {
         .into_response()
 }
 
-/// Accept HTTP/1.1 connections until `stop`, then drain for up to `grace`.
+/// Serve HTTP/1.1 connections on `listener` with `router` until `stop`;
+/// then close the listener and drain open connections for up to `grace`.
 pub async fn serve(
     listener: TcpListener,
     router: Router,
     stop: CancellationToken,
     grace: Duration,
 ) {
-    let conns = Connections::new(METRICS_MAX_BODY);
-    while let Some((stream, _)) = crate::http_server::accept(&listener, &stop).await {
-        conns.serve(stream, router.clone());
+    let mut http = hyper::server::conn::http1::Builder::new();
+    http.timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_header_size(MAX_HEAD_BYTES)
+        // A head that has not ended within twice the limit is refused
+        // unread to its end (its size is known to be over the limit).
+        .max_buf_size(2 * MAX_HEAD_BYTES);
+    let graceful = GracefulShutdown::new();
+    let mut conns = JoinSet::new();
+    loop {
+        let (tcp, peer) = tokio::select! {
+            _ = stop.cancelled() => break,
+            accepted = listener.accept() => match accepted {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(ACCEPT_RETRY).await;
+                    continue;
+                }
+            },
+        };
+        // Forget the connections that ended.
+        while conns.try_join_next().is_some() {}
+        let _ = tcp.set_nodelay(true);
+        let svc = TowerToHyperService::new(router.clone());
+        let conn = graceful.watch(http.serve_connection(TokioIo::new(tcp), svc));
+        conns.spawn(async move {
+            if let Err(e) = conn.await {
+                tracing::debug!(%peer, error = %e, "connection ended with an error");
+            }
+        });
     }
     drop(listener);
-    conns.drain(grace).await;
+    if tokio::time::timeout(grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
+        tracing::info!(
+            open = conns.len(),
+            "grace period over; closing the connections still open"
+        );
+    }
+    conns.shutdown().await;
 }
+
+#[cfg(test)]
+mod tests;

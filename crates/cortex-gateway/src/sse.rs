@@ -202,7 +202,7 @@ impl SseDecoder {
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use proptest::prelude::*;
 
@@ -336,7 +336,7 @@ mod tests {
     }
 
     /// SSE-ish bytes: the pieces that matter to a decoder, in any order.
-    fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
+    pub(crate) fn sse_bytes() -> impl Strategy<Value = Vec<u8>> {
         let piece = prop_oneof![
             Just(b"data:".to_vec()),
             Just(b"data: ".to_vec()),

@@ -5,7 +5,7 @@
 //! with an error event and are never retried; Anthropic pings keep a slow
 //! prefill alive; admission rejects at once when full; a client that goes
 //! away cancels the upstream stream; 4xx answers never count against a
-//! neuron. All in real time, with short intervals: the fakes are real
+//! neuron; an answer with bad framing is a 502 and its connection is closed. All in real time, with short intervals: the fakes are real
 //! sockets, and paused time would fire the gateway's I/O timeouts while the
 //! runtime waits on them.
 #![allow(clippy::unwrap_used)]
@@ -506,4 +506,99 @@ async fn count_tokens_passes_admission_too() {
     assert_eq!(r.status(), 529);
     assert!(r.headers().contains_key("retry-after"));
     assert!(a.calls("/tokenize").is_empty());
+}
+
+/// The framing cases a neuron's answer must not get away with (a length
+/// with a sign, both `Transfer-Encoding` and `Content-Length`, bare-LF
+/// chunk lines), from a neuron written over raw TCP: each is a 502 in the
+/// caller's dialect, the request is not retried, and the connection that
+/// carried it is closed, never used again.
+#[tokio::test]
+async fn an_answer_with_bad_framing_is_a_502_and_its_connection_is_never_reused() {
+    use common::raw_neuron::RawNeuron;
+    const GOOD: &[u8] =
+        b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: 2\r\n\r\n{}";
+    let cases: [(&str, &[u8]); 3] = [
+        (
+            "a length with a sign",
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: +2\r\n\r\n{}",
+        ),
+        (
+            "both Transfer-Encoding and Content-Length",
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\ncontent-length: 7\r\n\r\n2\r\n{}\r\n0\r\n\r\n",
+        ),
+        (
+            "bare-LF chunk lines",
+            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ntransfer-encoding: chunked\r\n\r\n2\n{}\n0\n\n",
+        ),
+    ];
+    for (what, answer) in cases {
+        let raw = RawNeuron::start("a", answer).await;
+        let gw = TestGateway::start(settings_for(&[("a", raw.endpoint())])).await;
+        gw.wait_ready("m", "a").await;
+        for (path, body, anthropic) in [
+            ("/v1/chat/completions", chat("m", false), false),
+            ("/v1/messages", messages("m", false), true),
+        ] {
+            let r = no_hang(gw.post(path, &body)).await;
+            assert_eq!(r.status(), 502, "{what}, {path}");
+            let v: Value = r.json().await.unwrap();
+            if anthropic {
+                assert_eq!(v["type"], "error", "{what}: {v}");
+                assert_eq!(v["error"]["type"], "api_error", "{what}: {v}");
+            } else {
+                assert_eq!(v["error"]["code"], "bad_gateway", "{what}: {v}");
+            }
+        }
+        let bad = raw.chats();
+        assert_eq!(bad.len(), 2, "{what}: never retried: {bad:?}");
+        raw.answer_chats_with(GOOD);
+        let (st, _) = ask(&gw, "m").await;
+        assert_eq!(st, 200, "{what}");
+        eventually(
+            &format!("{what}: the bad answers' connections closed"),
+            || async { bad.iter().all(|b| raw.closed().contains(&b.conn)) },
+        )
+        .await;
+        for b in &bad {
+            assert_eq!(
+                raw.on_conn(b.conn).len(),
+                raw.on_conn(b.conn).iter().position(|r| r == b).unwrap() + 1,
+                "{what}: connection {} was used after its bad answer",
+                b.conn
+            );
+        }
+    }
+}
+
+/// A stream read to its `[DONE]` leaves its neuron connection to the next
+/// request: a few connections serve many streams in both dialects (one
+/// closed after each stream would cost every stream a new connection).
+#[tokio::test]
+async fn finished_streams_leave_their_connection_to_the_next_request() {
+    let a = FakeNeuron::serving("a", "m").await;
+    let mut s = settings(&[&a]);
+    s.config.gateway.poll_interval = ms(60_000);
+    let gw = TestGateway::start(s).await;
+    gw.wait_ready("m", "a").await;
+    let before = a.connections();
+    for _ in 0..5 {
+        for (path, body) in [
+            ("/v1/chat/completions", chat("m", true)),
+            ("/v1/messages", messages("m", true)),
+        ] {
+            let r = gw.post(path, &body).await;
+            let text = no_hang(r.text()).await.unwrap();
+            assert!(
+                text.contains("[DONE]") || text.contains("message_stop"),
+                "{text}"
+            );
+        }
+    }
+    assert_eq!(a.streams_finished(), 10);
+    assert!(
+        a.connections() - before <= 1,
+        "{} connections for 10 streams",
+        a.connections() - before
+    );
 }

@@ -51,6 +51,8 @@ pub struct GenParams {
     pub inject: Option<Injection>,
     /// The conversation's id (`cortex_core::prefix`), for cache-aware routing.
     pub conversation: Option<u64>,
+    /// Special tokens to write out as text (a tool call format's markers).
+    pub keep_special: Vec<u32>,
 }
 
 /// A running generation.
@@ -100,7 +102,7 @@ impl Generation {
             })?;
         Ok(Self {
             rx,
-            decoder: IncrementalDecoder::new(model.assets.clone()),
+            decoder: IncrementalDecoder::keeping(model.assets.clone(), p.keep_special),
             stop: StopMatcher::new(p.stops),
             health: model.health.clone(),
             stream: p.stream,

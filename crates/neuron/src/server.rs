@@ -101,6 +101,9 @@ impl Neuron {
             admin_token: config.admin_token.clone(),
             fault_injection: options.fault_injection,
             max_body: config.max_body.bytes() as usize,
+            prompt: api::prompt::PromptOptions {
+                keep_billing_header: config.keep_billing_header,
+            },
         });
         if options.fault_injection {
             tracing::warn!("fault injection is ENABLED (x-neuron-inject-fault header); never do this in production");

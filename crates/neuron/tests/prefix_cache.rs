@@ -37,16 +37,31 @@ async fn a_finished_conversation_is_reported_for_its_next_turn() {
         .to_string();
     let prompt_tokens = b["usage"]["prompt_tokens"].as_u64().unwrap();
 
-    let (_, st) = n.get("/status").await;
-    let cached = st["models"][0]["cached_prefixes"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
+    // The worker records a sequence as it leaves, just after the answer's
+    // last event: poll briefly.
     let id = conversation_id(&turn1);
-    let entry = cached
-        .iter()
-        .find(|p| p["hash"].as_u64() == Some(id))
-        .unwrap_or_else(|| panic!("turn 1 not reported: {st}"));
+    let reported = |want: u64| {
+        let n = &n;
+        async move {
+            for _ in 0..50 {
+                let (_, st) = n.get("/status").await;
+                let all: Vec<Value> = st["models"][0]["cached_prefixes"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default();
+                if all.first().and_then(|p| p["hash"].as_u64()) == Some(want) {
+                    return all;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!(
+                "{want} never reported first: {:?}",
+                n.get("/status").await.1
+            )
+        }
+    };
+    let all = reported(id).await;
+    let entry = &all[0];
     let tokens = entry["tokens"].as_u64().unwrap();
     assert!(tokens >= 16 && tokens % 16 == 0, "{entry}");
     assert!(
@@ -69,18 +84,8 @@ async fn a_finished_conversation_is_reported_for_its_next_turn() {
     assert_eq!(ids2[1], id);
     let (s, b) = n.chat(turn2.clone()).await;
     assert_eq!(s, 200, "{b}");
-    let (_, st) = n.get("/status").await;
-    let reported: Vec<u64> = st["models"][0]["cached_prefixes"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p["hash"].as_u64().unwrap())
-        .collect();
-    assert_eq!(
-        reported.first(),
-        Some(&conversation_id(&turn2)),
-        "most recent first: {st}"
-    );
+    let all = reported(conversation_id(&turn2)).await;
+    let reported: Vec<u64> = all.iter().map(|p| p["hash"].as_u64().unwrap()).collect();
     assert!(reported.contains(&id));
     n.stop().await;
 }

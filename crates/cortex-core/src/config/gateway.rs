@@ -18,11 +18,35 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
     pub neurons: Vec<NeuronEndpoint>,
 }
 
-/// Most API worker threads `gateway.workers` may ask for.
-pub const MAX_WORKERS: u32 = 1024;
+/// `[routing]`: cache-aware routing of chat requests between replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send a conversation to the replica that holds the longest cached
+    /// prefix of it (as the neurons report), within `affinity_slack`.
+    pub prefix_affinity: bool,
+    /// How many more requests in flight than the least loaded replica a
+    /// replica may have and still win on its cached prefix.
+    pub affinity_slack: u64,
+    /// A conversation's affinity ends when its prefix was last used longer
+    /// ago than this.
+    pub affinity_ttl: HumanDuration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            prefix_affinity: true,
+            affinity_slack: 2,
+            affinity_ttl: HumanDuration::from_secs(30 * 60),
+        }
+    }
+}
 
 /// `[gateway]`
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -44,9 +68,14 @@ pub struct GatewaySection {
     /// API keys. When non-empty, every route (admin included) needs one, as
     /// `Authorization: Bearer KEY` or `x-api-key: KEY`.
     pub api_keys: Vec<String>,
-    /// Threads serving the API, each with its own event loop (like nginx's
-    /// `worker_processes`). `0` means one per core.
-    pub workers: u32,
+    /// Admin keys. When non-empty, the admin API (`/admin/*`) needs one of
+    /// them (an API key gets 403 there); they are accepted on every other
+    /// route too. When empty, the admin API takes the API keys.
+    pub admin_keys: Vec<String>,
+    /// Where runtime pins (`cortex pin|unpin`) are kept across restarts,
+    /// relative to the directory of `cortex.toml`; empty keeps them in
+    /// memory only.
+    pub state_file: String,
 }
 
 impl Default for GatewaySection {
@@ -59,7 +88,8 @@ impl Default for GatewaySection {
             down_after_failures: 3,
             poll_timeout: HumanDuration::from_secs(5),
             api_keys: Vec::new(),
-            workers: 0,
+            admin_keys: Vec::new(),
+            state_file: "cortex-state.json".into(),
         }
     }
 }
@@ -179,9 +209,25 @@ pub struct NeuronEndpoint {
     pub admin_token: Option<String>,
 }
 
+/// The value of `gateway.workers`, which older versions had (API worker
+/// threads), if the file still sets it.
+fn removed_workers(text: &str) -> Option<String> {
+    let t: toml::Table = toml::from_str(text).ok()?;
+    Some(t.get("gateway")?.as_table()?.get("workers")?.to_string())
+}
+
 impl GatewayConfig {
     /// Parse and validate `cortex.toml`; `file` is used in error messages.
     pub fn from_toml(text: &str, file: &str) -> Result<Self, ConfigError> {
+        if let Some(workers) = removed_workers(text) {
+            return Err(ConfigError::invalid(
+                file,
+                "gateway.workers",
+                workers,
+                "this key was removed: the API is served on the process's runtime, one \
+                 thread per core; delete the line",
+            ));
+        }
         let cfg: Self = parse_toml(text, file)?;
         cfg.validate(file)?;
         Ok(cfg)
@@ -225,19 +271,21 @@ impl GatewayConfig {
                 "must be at least 1",
             ));
         }
-        if g.workers > MAX_WORKERS {
-            return Err(ConfigError::invalid(
-                file,
-                "gateway.workers",
-                g.workers,
-                format!("must be at most {MAX_WORKERS} (0 means one per core)"),
-            ));
-        }
-        for (i, k) in g.api_keys.iter().enumerate() {
+        let keys = g
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ("api_keys", i, k));
+        let admin = g
+            .admin_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ("admin_keys", i, k));
+        for (list, i, k) in keys.chain(admin) {
             if k.trim().is_empty() || k.chars().any(|c| c.is_control() || c == ' ') {
                 return Err(ConfigError::invalid(
                     file,
-                    format!("gateway.api_keys[{i}]"),
+                    format!("gateway.{list}[{i}]"),
                     "<redacted>",
                     "a key must be non-empty printable text without spaces",
                 ));
@@ -445,9 +493,9 @@ endpoint = "http://beast.internal:13131"
             "at least 1",
         );
         assert_invalid(
-            "[gateway]\nworkers = 1025\n",
+            "[gateway]\nworkers = 2\n",
             "gateway.workers",
-            "at most 1024",
+            "this key was removed",
         );
         assert_invalid(
             "[limits]\nmax_attempts = 0\n",
@@ -462,6 +510,11 @@ endpoint = "http://beast.internal:13131"
         assert_invalid(
             "[gateway]\napi_keys = [\"\"]\n",
             "gateway.api_keys[0]",
+            "non-empty",
+        );
+        assert_invalid(
+            "[gateway]\nadmin_keys = [\"ok\", \"a b\"]\n",
+            "gateway.admin_keys[1]",
             "non-empty",
         );
     }

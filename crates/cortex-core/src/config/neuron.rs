@@ -50,6 +50,10 @@ pub struct NeuronConfig {
     /// Where `hf:` sources are downloaded to (default `$HF_HOME/hub`
     /// or `~/.cache/huggingface/hub`).
     pub hf_cache: Option<String>,
+    /// Keep Claude Code's per-request `x-anthropic-billing-header:` line in
+    /// system prompts (by default it is dropped before templating, so the
+    /// prompt, and its cached prefix, stay the same across turns).
+    pub keep_billing_header: bool,
     /// Per-model settings.
     pub models: Vec<NeuronModelSettings>,
 }
@@ -69,6 +73,7 @@ impl Default for NeuronConfig {
             prefill_chunk: DEFAULT_PREFILL_CHUNK,
             threads: None,
             hf_cache: None,
+            keep_billing_header: false,
             models: Vec::new(),
         }
     }
@@ -227,6 +232,7 @@ listen = "0.0.0.0:13131"
 models_dirs = ["/var/lib/cortex/models"]
 memory_budget = "24GiB"
 admin_token = "s3cret"
+keep_billing_header = true
 
 [[models]]
 id = "smollm2-135m"
@@ -238,6 +244,8 @@ kv_reserve = "128MiB"
         assert_eq!(c.memory_budget, Some(ByteSize::gib(24)));
         assert_eq!(c.kv_reserve("smollm2-135m"), ByteSize::mib(128));
         assert_eq!(c.kv_reserve("other"), ByteSize::mib(DEFAULT_KV_RESERVE_MIB));
+        assert!(c.keep_billing_header);
+        assert!(!NeuronConfig::default().keep_billing_header);
     }
 
     #[test]

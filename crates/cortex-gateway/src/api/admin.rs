@@ -12,13 +12,15 @@ use bytes::Bytes;
 use cortex_core::fleet::AdminTarget;
 use cortex_core::model_id::is_valid_model_id;
 
-use super::error::{GatewayError, OpenAi};
-use super::{body_or_error, parse, AppState};
+use super::error::OpenAi;
+use super::{body_or_error, parse};
+use crate::error::GatewayError;
+use crate::state::AppState;
 
 pub async fn fleet(State(s): State<Arc<AppState>>) -> Response {
     match s.fleet.view().await {
         Ok(v) => Json(v).into_response(),
-        Err(e) => OpenAi(e.into()).into_response(),
+        Err(e) => OpenAi(GatewayError::Fleet(e)).into_response(),
     }
 }
 

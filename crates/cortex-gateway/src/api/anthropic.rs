@@ -3,7 +3,6 @@
 //! neuron is silent) and `/v1/messages/count_tokens` (the model's own
 //! template and tokenizer, through the neuron's `/tokenize`).
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,41 +12,33 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use cortex_core::anthropic::{CountTokensResponse, MessagesRequest, StreamEvent};
-use cortex_core::neuron_api::{TokenizeRequest, TokenizeResponse};
-use cortex_core::openai::{ChatCompletion, ChatCompletionChunk};
-use futures::stream;
+use cortex_core::anthropic::{CountTokensResponse, MessagesRequest};
+use cortex_core::neuron_api::{TokenizeRequest, TokenizeResponse, PROMPT_TOKENS_HEADER};
+use cortex_core::openai::ChatCompletion;
 
-use super::error::{Anthropic, GatewayError};
-use super::{admit, body_or_error, event_stream, parse, resolve, AppState};
-use crate::admission::Permit;
-use crate::fleet::InFlightGuard;
+use super::error::Anthropic;
+use super::{admit, body_or_error, event_stream, parse, resolve};
+use crate::error::GatewayError;
 use crate::metrics::Api;
-use crate::neuron_client::error_of;
 use crate::proxy::stats::Stats;
-use crate::proxy::upstream::{StreamFailure, UpstreamSse};
-use crate::proxy::{dispatch, Dispatched};
-use crate::sse::SseEvent;
+use crate::proxy::{dispatch, stream};
+use crate::state::AppState;
 use crate::translate::request::{messages_to_chat, messages_to_chat_for_count};
 use crate::translate::response::chat_to_message;
-use crate::translate::stream::{encode_event, AnthropicStream};
+use crate::translate::stream::AnthropicStream;
 
-/// The neuron tells the prompt size in this header, so that
-/// `message_start` can carry `input_tokens`.
-pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
-
+/// `POST /v1/messages`.
 pub async fn messages(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Anthropic> {
-    handle(&s, body_or_error(body)).await.map_err(Anthropic)
+) -> Response {
+    match handle(&s, body_or_error(body)).await {
+        Ok(r) => r,
+        Err(e) => Anthropic(e).into_response(),
+    }
 }
 
-/// `POST /v1/messages` with its body (or the error reading it).
-pub(crate) async fn handle(
-    s: &Arc<AppState>,
-    body: Result<Bytes, GatewayError>,
-) -> Result<Response, GatewayError> {
+async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let body = body?;
     let req: MessagesRequest = parse(&body)?;
@@ -56,14 +47,13 @@ pub(crate) async fn handle(
     let stream = req.stream.unwrap_or(false);
     let mut chat = messages_to_chat(req)?;
     chat.model = resolved.id.to_string();
-    let upstream_body =
-        serde_json::to_vec(&chat).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let upstream_body = serde_json::to_vec(&chat).map_err(GatewayError::Encode)?;
     let permit = admit(s, &resolved.id).await?;
     let deadline = started + s.limits.request_deadline.get();
     let d = dispatch(
         s,
         &resolved.id,
-        "/v1/chat/completions",
+        crate::proxy::CHAT_PATH,
         Bytes::from(upstream_body),
         deadline,
     )
@@ -76,9 +66,8 @@ pub(crate) async fn handle(
         if status != StatusCode::OK {
             return Err(GatewayError::from_answer(status.as_u16(), &bytes));
         }
-        let answer: ChatCompletion = serde_json::from_slice(&bytes).map_err(|e| {
-            GatewayError::BadGateway(format!("the neuron sent an invalid answer: {e}"))
-        })?;
+        let answer: ChatCompletion =
+            serde_json::from_slice(&bytes).map_err(GatewayError::InvalidAnswer)?;
         stats.usage = Some(answer.usage);
         return Ok(Json(chat_to_message(answer, &requested)).into_response());
     }
@@ -94,151 +83,24 @@ pub(crate) async fn handle(
         rand::random::<u64>(),
         rand::random::<u32>()
     );
-    Ok(translate_stream(
-        s,
-        d,
-        stats,
-        AnthropicStream::new(id, requested, hint),
-        permit,
-    ))
-}
-
-struct Translating {
-    up: UpstreamSse,
-    tr: AnthropicStream,
-    stats: Stats,
-    ping: tokio::time::Interval,
-    started: bool,
-    _guard: InFlightGuard,
-    _permit: Permit,
-}
-
-fn encode_all(events: &[StreamEvent]) -> Bytes {
-    let mut out = Vec::new();
-    for e in events {
-        out.extend_from_slice(&encode_event(e));
-    }
-    Bytes::from(out)
-}
-
-impl Translating {
-    /// Append the Anthropic events for one upstream event (or the end) to
-    /// `out`; record the request when the stream ends.
-    fn translate(&mut self, next: Option<Result<SseEvent, StreamFailure>>, out: &mut Vec<u8>) {
-        let events = match next {
-            None => {
-                self.stats.finish(502);
-                self.tr.fail(
-                    "api_error",
-                    "the neuron ended the stream before it was complete",
-                )
-            }
-            Some(Err(f)) => {
-                self.stats.finish(502);
-                self.tr.fail("api_error", &f.0)
-            }
-            Some(Ok(ev)) if ev.data == "[DONE]" => {
-                self.stats.finish(200);
-                self.tr.finish()
-            }
-            Some(Ok(ev)) => match serde_json::from_str::<ChatCompletionChunk>(&ev.data) {
-                Ok(chunk) => {
-                    let output = chunk.choices.iter().any(|c| {
-                        c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
-                            || c.delta.tool_calls.is_some()
-                    });
-                    if output {
-                        self.stats.token();
-                        self.up.started = true;
-                    }
-                    if let Some(u) = chunk.usage {
-                        self.stats.usage = Some(u);
-                    }
-                    self.tr.on_chunk(chunk)
-                }
-                Err(_) => {
-                    // Not a chunk: the neuron's error line, or garbage.
-                    let (message, _) = error_of(ev.data.as_bytes());
-                    self.stats.finish(500);
-                    self.tr.fail("api_error", &message)
-                }
-            },
-        };
-        for e in &events {
-            out.extend_from_slice(&encode_event(e));
-        }
-    }
-}
-
-fn translate_stream(
-    s: &AppState,
-    d: Dispatched,
-    stats: Stats,
-    tr: AnthropicStream,
-    permit: Permit,
-) -> Response {
-    let (up, guard) = d.into_sse(&s.limits);
-    let mut ping = tokio::time::interval(s.limits.ping_interval.get());
-    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    let state = Translating {
-        up,
-        tr,
-        stats,
-        ping,
-        started: false,
-        _guard: guard,
-        _permit: permit,
-    };
-    let body = stream::unfold(state, |mut t| async move {
-        if !t.started {
-            t.started = true;
-            // The interval's first tick is immediate; consume it.
-            t.ping.tick().await;
-            return Some((Ok::<_, Infallible>(encode_all(&t.tr.start())), t));
-        }
-        // Events that are already here go out together, in one write; the
-        // stream never waits to fill a write.
-        let mut out = Vec::new();
-        while out.is_empty() {
-            if t.tr.is_done() {
-                return None;
-            }
-            let next = tokio::select! {
-                ev = t.up.next() => ev,
-                _ = t.ping.tick() => {
-                    if let Some(p) = t.tr.ping() {
-                        out.extend_from_slice(&encode_event(&p));
-                    }
-                    continue;
-                }
-            };
-            t.translate(next, &mut out);
-            while !t.tr.is_done() {
-                let Some(next) = t.up.next_ready() else {
-                    break;
-                };
-                t.translate(next, &mut out);
-            }
-        }
-        Some((Ok(Bytes::from(out)), t))
-    });
-    event_stream(body)
+    let tr = AnthropicStream::new(id, requested, hint);
+    Ok(event_stream(stream::anthropic(s, d, stats, tr, permit)))
 }
 
 /// `POST /v1/messages/count_tokens` → `{"input_tokens": N}`.
 pub async fn count_tokens(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
-) -> Result<Response, Anthropic> {
-    count(&s, body).await.map_err(Anthropic)
+) -> Response {
+    match count(&s, body_or_error(body)).await {
+        Ok(r) => r,
+        Err(e) => Anthropic(e).into_response(),
+    }
 }
 
-async fn count(
-    s: &Arc<AppState>,
-    body: Result<Bytes, BytesRejection>,
-) -> Result<Response, GatewayError> {
+async fn count(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Response, GatewayError> {
     let started = Instant::now();
-    let body = body_or_error(body)?;
+    let body = body?;
     let req: MessagesRequest = parse(&body)?;
     let resolved = resolve(s, &req.model)?;
     let _permit = admit(s, &resolved.id).await?;
@@ -250,7 +112,7 @@ async fn count(
         tools: chat.tools,
         return_tokens: false,
     };
-    let bytes = serde_json::to_vec(&tok).map_err(|e| GatewayError::Internal(e.to_string()))?;
+    let bytes = serde_json::to_vec(&tok).map_err(GatewayError::Encode)?;
     let deadline = started + s.limits.request_deadline.get();
     let d = dispatch(s, &resolved.id, "/tokenize", Bytes::from(bytes), deadline).await?;
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::CountTokens, started);
@@ -260,8 +122,8 @@ async fn count(
     if status != StatusCode::OK {
         return Err(GatewayError::from_answer(status.as_u16(), &bytes));
     }
-    let t: TokenizeResponse = serde_json::from_slice(&bytes)
-        .map_err(|e| GatewayError::BadGateway(format!("the neuron sent an invalid answer: {e}")))?;
+    let t: TokenizeResponse =
+        serde_json::from_slice(&bytes).map_err(GatewayError::InvalidAnswer)?;
     Ok(Json(CountTokensResponse {
         input_tokens: t.count,
     })

@@ -6,51 +6,40 @@ pub mod admin;
 pub mod anthropic;
 pub mod error;
 pub mod guard;
-mod hot;
 pub mod openai;
 
-pub use hot::Api;
-
 use std::sync::Arc;
+use std::time::Duration;
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use bytes::Bytes;
-use cortex_core::config::LimitsConfig;
 use cortex_core::model_id::is_valid_model_id;
+use tower_http::timeout::RequestBodyTimeoutLayer;
 
-use crate::admission::{Admission, Permit};
-use crate::fleet::{FleetHandle, Resolved};
-use crate::metrics::{GatewayMetrics, ModelLabel};
-use crate::neuron_client::NeuronClient;
-use error::{GatewayError, OpenAi};
+use crate::admission::Permit;
+use crate::error::GatewayError;
+use crate::fleet::Resolved;
+use crate::metrics::ModelLabel;
+use crate::state::AppState;
+use error::{Anthropic, OpenAi};
 
-/// What every handler shares.
-pub struct AppState {
-    pub fleet: FleetHandle,
-    pub client: NeuronClient,
-    pub admission: Admission,
-    pub metrics: GatewayMetrics,
-    pub limits: LimitsConfig,
-    pub api_keys: Vec<String>,
-}
+/// A request body may pause this long between two reads.
+pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// The two inference routes (also served past the router, see [`Api`]).
-pub const CHAT_COMPLETIONS: &str = "/v1/chat/completions";
-pub const MESSAGES: &str = "/v1/messages";
-
-/// The API routes.
+/// The API routes: every route of the gateway's API, behind the guard
+/// (path checks, API keys, the body limit).
 pub fn app(state: Arc<AppState>) -> Router {
     let limit = state.limits.max_body.bytes() as usize;
     Router::new()
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
-        .route(CHAT_COMPLETIONS, post(openai::chat_completions))
-        .route(MESSAGES, post(anthropic::messages))
+        .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/health", get(health))
         .route("/ready", get(ready))
@@ -63,7 +52,23 @@ pub fn app(state: Arc<AppState>) -> Router {
             guard::guard,
         ))
         .layer(DefaultBodyLimit::max(limit))
+        .layer(RequestBodyTimeoutLayer::new(BODY_READ_TIMEOUT))
         .with_state(state)
+}
+
+/// Does this caller speak Anthropic? Anthropic paths, and any request with
+/// an `anthropic-version` header.
+pub fn wants_anthropic(path: &str, headers: &HeaderMap) -> bool {
+    path.starts_with("/v1/messages") || headers.contains_key("anthropic-version")
+}
+
+/// `e` in the caller's dialect.
+pub fn in_dialect(path: &str, headers: &HeaderMap, e: GatewayError) -> Response {
+    if wants_anthropic(path, headers) {
+        Anthropic(e).into_response()
+    } else {
+        OpenAi(e).into_response()
+    }
 }
 
 async fn health() -> Json<serde_json::Value> {
@@ -81,21 +86,12 @@ async fn ready(State(s): State<Arc<AppState>>) -> Response {
     }
 }
 
-async fn not_found(uri: axum::http::Uri, headers: axum::http::HeaderMap) -> Response {
-    if guard::is_anthropic(uri.path()) || openai::wants_anthropic(&headers) {
-        error::Anthropic(GatewayError::RouteNotFound).into_response()
-    } else {
-        OpenAi(GatewayError::RouteNotFound).into_response()
-    }
+async fn not_found(uri: Uri, headers: HeaderMap) -> Response {
+    in_dialect(uri.path(), &headers, GatewayError::RouteNotFound)
 }
 
-async fn method_not_allowed() -> Response {
-    let mut r = OpenAi(GatewayError::bad_request(
-        "method not allowed on this route",
-    ))
-    .into_response();
-    *r.status_mut() = StatusCode::METHOD_NOT_ALLOWED;
-    r
+async fn method_not_allowed(uri: Uri, headers: HeaderMap) -> Response {
+    in_dialect(uri.path(), &headers, GatewayError::MethodNotAllowed)
 }
 
 /// The body, or the right error: 413 over the limit, 400 otherwise.
@@ -110,10 +106,7 @@ pub fn body_or_error(body: Result<Bytes, BytesRejection>) -> Result<Bytes, Gatew
 }
 
 /// A `text/event-stream` answer with `body` as its events.
-pub fn event_stream<S>(body: S) -> Response
-where
-    S: futures::Stream<Item = Result<Bytes, std::convert::Infallible>> + Send + 'static,
-{
+pub fn event_stream(body: crate::proxy::stream::Events) -> Response {
     (
         [
             (axum::http::header::CONTENT_TYPE, "text/event-stream"),
@@ -139,8 +132,7 @@ pub fn parse<'a, T: serde::Deserialize<'a>>(bytes: &'a [u8]) -> Result<T, Gatewa
             e.valid_up_to()
         ))
     })?;
-    serde_json::from_str(text)
-        .map_err(|e| GatewayError::bad_request(format!("invalid JSON body: {e}")))
+    serde_json::from_str(text).map_err(GatewayError::Json)
 }
 
 /// Resolve a client's model name. Names are identifiers: anything else is
@@ -206,7 +198,7 @@ mod tests {
             (b"{\"model\": }", "invalid JSON body"),
         ] {
             let e = parse::<Probe>(body).unwrap_err();
-            assert!(matches!(e, GatewayError::BadRequest { .. }), "{e:?}");
+            assert_eq!(crate::error::openai_status(&e), 400, "{e:?}");
             assert!(e.message().contains(says), "{}", e.message());
         }
     }

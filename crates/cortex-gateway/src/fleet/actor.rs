@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use cortex_core::fleet::{AdminPinResponse, AdminUnloadResponse};
-use cortex_core::neuron_api::LoadResponse;
+use cortex_core::neuron_api::{LoadRequest, LoadResponse};
 use cortex_core::now_unix_ms;
 use tokio::sync::mpsc;
 
@@ -67,7 +67,7 @@ impl Actor {
     }
 
     fn publish(&mut self) {
-        self.table.store(self.state.table());
+        self.table.store(Arc::new(self.state.table()));
     }
 
     fn policy(&self) -> Policy {
@@ -138,13 +138,12 @@ impl Actor {
                 pinned,
                 reply,
             } => {
-                let r = self.resolve(&model).map(|info| {
-                    self.state.pins.insert(info.id.clone(), pinned);
-                    tracing::info!(model = %info.id, pinned, "pin changed");
-                    AdminPinResponse {
+                let r = self.resolve(&model).and_then(|info| {
+                    self.set_pin(&info.id, pinned)?;
+                    Ok(AdminPinResponse {
                         model: info.id,
                         pinned,
-                    }
+                    })
                 });
                 let _ = reply.send(r);
                 self.ensure_pinned();
@@ -155,6 +154,25 @@ impl Actor {
             }
             Command::EvictorTick { cycle } => self.evict(cycle),
         }
+    }
+
+    /// Kept in the state file first, so a pin the gateway reports is a pin
+    /// that survives its restart.
+    fn set_pin(&mut self, id: &str, pinned: bool) -> Result<(), FleetError> {
+        if let Some(file) = &self.settings.pin_file {
+            let mut next = self.state.pins.clone();
+            next.insert(id.to_string(), pinned);
+            file.save(&next).map_err(|source| {
+                tracing::error!(model = id, error = %crate::error::chain(&source), "pin not saved");
+                FleetError::PinNotSaved {
+                    model: id.to_string(),
+                    source: Arc::new(source),
+                }
+            })?;
+        }
+        self.state.pins.insert(id.to_string(), pinned);
+        tracing::info!(model = id, pinned, "pin changed");
+        Ok(())
     }
 
     fn set_up(&self, node: &str, up: bool) {
@@ -204,7 +222,7 @@ impl Actor {
         }
         // Ready somewhere acceptable?
         // The published snapshot is current: it is republished after every change.
-        let table = self.table.current();
+        let table = self.table.load_full();
         let ready = match &only {
             Some(n) => table
                 .ready
@@ -287,27 +305,28 @@ impl Actor {
             }
             LoadPlan::Wait { retry_after_ms } => send(
                 reply,
-                Err(FleetError::Busy {
+                Err(FleetError::Guarded {
                     model: id,
-                    reason:
-                        "making room would evict a model loaded moments ago (swap-thrashing guard)"
-                            .into(),
                     retry_after_ms,
                 }),
             ),
             // Devices big enough but full of pinned or busy models: that
             // passes, so it is worth retrying; anything else is not.
-            LoadPlan::Impossible { reason } if reason.contains("busy or loading") => send(
+            LoadPlan::Impossible(why) if why.passes() => send(
                 reply,
                 Err(FleetError::Busy {
                     model: id,
-                    reason,
+                    reason: why.to_string(),
                     retry_after_ms: 5000,
                 }),
             ),
-            LoadPlan::Impossible { reason } => {
-                send(reply, Err(FleetError::NoCapacity { model: id, reason }))
-            }
+            LoadPlan::Impossible(why) => send(
+                reply,
+                Err(FleetError::NoCapacity {
+                    model: id,
+                    reason: why.to_string(),
+                }),
+            ),
         }
     }
 
@@ -339,18 +358,17 @@ impl Actor {
                 match client.unload(&node, &v, timeout).await {
                     Ok(_) => evicted.push(format!("{}/{v}", node.name)),
                     Err(e) => {
-                        tracing::warn!(model = %v, node = %node.name, error = %e, "eviction failed")
+                        tracing::warn!(model = %v, node = %node.name, error = %crate::error::chain(&e), "eviction failed")
                     }
                 }
             }
+            let req = LoadRequest {
+                model: model.clone(),
+                source: Some(source).filter(|s| !s.is_empty()),
+                device: Some(device),
+            };
             let result = client
-                .load(
-                    &node,
-                    &model,
-                    Some(source).filter(|s| !s.is_empty()),
-                    Some(device),
-                    timeout,
-                )
+                .load(&node, &req, timeout)
                 .await
                 .map(|r| (r, evicted));
             let _ = tx.send(Command::LoadDone {
@@ -403,7 +421,7 @@ impl Actor {
                 }
             }
             Err(e) => {
-                tracing::warn!(%model, %node, error = %e, "model load failed");
+                tracing::warn!(%model, %node, error = %crate::error::chain(&e), "model load failed");
                 if e.nothing_sent() {
                     self.state.mark_down(node);
                     self.set_up(node, false);
@@ -471,7 +489,7 @@ impl Actor {
                     }
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(model = %id, node = %n.name, error = %e, "unload failed")
+                        tracing::warn!(model = %id, node = %n.name, error = %crate::error::chain(&e), "unload failed")
                     }
                 }
             }

@@ -1,53 +1,8 @@
 //! Tests of the fleet state rules.
 
 use super::*;
+use crate::testing::status;
 use cortex_core::config::ModelsFile;
-use cortex_core::neuron_api::{AvailableModel, DeviceKind, DeviceStatus};
-
-fn status(
-    name: &str,
-    available: &[(&str, &str, u64)],
-    models: &[(&str, ModelState)],
-) -> NodeStatus {
-    NodeStatus {
-        name: name.into(),
-        version: "test".into(),
-        devices: vec![DeviceStatus {
-            index: 0,
-            kind: DeviceKind::Cpu,
-            name: "cpu".into(),
-            memory_total_bytes: 1000,
-            memory_free_bytes: 1000,
-            memory_budget_bytes: 1000,
-            memory_used_bytes: 0,
-        }],
-        models: models
-            .iter()
-            .map(|(id, state)| ModelStatus {
-                id: id.to_string(),
-                state: *state,
-                device: 0,
-                memory_bytes: 100,
-                kv_reserve_bytes: 10,
-                loaded_at: 1,
-                last_used_at: 1,
-                in_flight: 0,
-                source: format!("{id}.gguf"),
-                context_length: 4096,
-                error: None,
-            })
-            .collect(),
-        available: available
-            .iter()
-            .map(|(id, source, bytes)| AvailableModel {
-                id: id.to_string(),
-                source: source.to_string(),
-                size_bytes: *bytes,
-                estimated_bytes: *bytes,
-            })
-            .collect(),
-    }
-}
 
 fn fleet(models_toml: &str) -> FleetState {
     let models = ModelsFile::from_toml(models_toml, "models.toml").unwrap();

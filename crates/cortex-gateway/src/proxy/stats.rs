@@ -23,27 +23,17 @@ pub struct Probe {
     pub error: Option<serde_json::Value>,
 }
 
-/// The `usage` of a whole (not streamed) answer, read without parsing the
-/// rest of it.
+/// The `usage` of a whole (not streamed) answer; the other fields are
+/// skipped, not kept.
 pub fn usage_of(answer: &[u8]) -> Option<Usage> {
-    // Usually the last field; anywhere else, found from the start.
-    let usage = crate::json_scan::last_field(answer, "usage")
-        .or_else(|| crate::json_scan::field(answer, "usage"))?;
-    let (mut prompt, mut completion, mut total) = (None, None, None);
-    for (name, value) in crate::json_scan::fields(usage) {
-        let slot = match name {
-            b"prompt_tokens" => &mut prompt,
-            b"completion_tokens" => &mut completion,
-            b"total_tokens" => &mut total,
-            _ => continue,
-        };
-        *slot = Some(crate::ascii::parse_decimal(value)?);
+    #[derive(Deserialize)]
+    struct WithUsage {
+        // An object, as OpenAI writes it (serde would also take a list).
+        #[serde(default)]
+        usage: Option<serde_json::Map<String, serde_json::Value>>,
     }
-    Some(Usage {
-        prompt_tokens: prompt?,
-        completion_tokens: completion?,
-        total_tokens: total?,
-    })
+    let usage = serde_json::from_slice::<WithUsage>(answer).ok()?.usage?;
+    serde_json::from_value(serde_json::Value::Object(usage)).ok()
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -1,17 +1,26 @@
 //! Reading a neuron's SSE stream: bounded lines, a time-to-first-token
 //! limit, then an idle-gap limit between events (never a whole-response
 //! limit). Cancel-safe, so callers may race it against a keepalive timer.
+//!
+//! The limits share one timer per stream, moved only when it fires before
+//! the limit it stands for (each event pushes the idle limit on, but the
+//! timer is left where it is until it goes off): a fresh timer per event
+//! would take the runtime's timer lock twice for every token of every
+//! stream, and on a busy machine a thread preempted while holding it
+//! stalls every other stream behind it.
 
 use std::collections::VecDeque;
-use std::time::{Duration, Instant};
+use std::pin::Pin;
+use std::time::Duration;
+
+use tokio::time::{Instant, Sleep};
 
 use bytes::Bytes;
 use futures::FutureExt;
 use http_body::Frame;
 use http_body_util::BodyExt;
 
-use crate::h1::{self, H1Error};
-
+use crate::neuron_client::{BodyError, NeuronBody};
 use crate::sse::{SseDecoder, SseEvent};
 
 /// Why an upstream stream ended badly.
@@ -19,11 +28,15 @@ use crate::sse::{SseDecoder, SseEvent};
 pub struct StreamFailure(pub String);
 
 pub struct UpstreamSse {
-    body: h1::Body,
+    body: NeuronBody,
     decoder: SseDecoder,
     queue: VecDeque<SseEvent>,
     first_deadline: Instant,
     idle: Duration,
+    /// When the last frame arrived.
+    last: Instant,
+    /// Fires at or before the limit that applies now.
+    timer: Pin<Box<Sleep>>,
     /// Set by the caller when the first token arrived: from then on the idle
     /// limit applies.
     pub started: bool,
@@ -32,17 +45,21 @@ pub struct UpstreamSse {
 
 impl UpstreamSse {
     pub fn new(
-        body: h1::Body,
+        body: NeuronBody,
         max_line: usize,
         first_token_timeout: Duration,
         idle: Duration,
     ) -> Self {
+        let now = Instant::now();
+        let first_deadline = now + first_token_timeout;
         Self {
             body,
             decoder: SseDecoder::new(max_line),
             queue: VecDeque::new(),
-            first_deadline: Instant::now() + first_token_timeout,
+            first_deadline,
             idle,
+            last: now,
+            timer: Box::pin(tokio::time::sleep_until(first_deadline)),
             started: false,
             ended: false,
         }
@@ -57,14 +74,29 @@ impl UpstreamSse {
             if self.ended {
                 return None;
             }
-            let wait = if self.started {
-                self.idle
+            let limit = if self.started {
+                self.last + self.idle
             } else {
                 self.first_deadline
-                    .saturating_duration_since(Instant::now())
             };
-            match tokio::time::timeout(wait, self.body.frame()).await {
-                Err(_) => {
+            if self.timer.deadline() > limit {
+                self.timer.as_mut().reset(limit);
+            }
+            tokio::select! {
+                biased;
+                frame = self.body.frame() => {
+                    self.last = Instant::now();
+                    if let Some(f) = self.take(frame) {
+                        return Some(Err(f));
+                    }
+                }
+                () = self.timer.as_mut() => {
+                    if Instant::now() < limit {
+                        // Events came since it was set: it stood for an
+                        // earlier limit.
+                        self.timer.as_mut().reset(limit);
+                        continue;
+                    }
                     self.ended = true;
                     let what = if self.started {
                         "between tokens"
@@ -74,11 +106,6 @@ impl UpstreamSse {
                     return Some(Err(StreamFailure(format!(
                         "the neuron went silent {what} for too long"
                     ))));
-                }
-                Ok(frame) => {
-                    if let Some(f) = self.take(frame) {
-                        return Some(Err(f));
-                    }
                 }
             }
         }
@@ -96,15 +123,23 @@ impl UpstreamSse {
                 return Some(None);
             }
             let frame = self.body.frame().now_or_never()?;
+            self.last = Instant::now();
             if let Some(f) = self.take(frame) {
                 return Some(Some(Err(f)));
             }
         }
     }
 
+    /// After the last event (`[DONE]`): read what has already arrived of
+    /// the body's end, so that its connection goes back to the pool
+    /// (dropped unread, it would be closed).
+    pub fn drain(&mut self) {
+        while let Some(Some(Ok(_))) = self.next_ready() {}
+    }
+
     /// Decode one frame of the body (`None`: its end) into the queue; a
     /// failure ends the stream.
-    fn take(&mut self, frame: Option<Result<Frame<Bytes>, H1Error>>) -> Option<StreamFailure> {
+    fn take(&mut self, frame: Option<Result<Frame<Bytes>, BodyError>>) -> Option<StreamFailure> {
         let failure = match frame {
             None => match self.decoder.finish() {
                 Ok(ev) => {

@@ -9,6 +9,8 @@
 //! belongs to the fleet actor and the evictor; this module must not learn
 //! about either.
 //!
+//! - [`affinity`]: rule 2 for chat requests when neurons report cached
+//!   conversation prefixes ([`affinity::pick_with_affinity`]);
 //! - [`place`]: [`pick_ready`] (rule 2 of "Routing, loading and eviction":
 //!   which ready replica gets a request) and [`plan_load`] (rule 3: where a
 //!   cold model is loaded and what is evicted first);
@@ -33,10 +35,12 @@
 //!
 //! The detailed rules are in the documentation of [`place`] and [`evict`].
 
+pub mod affinity;
 pub mod evict;
 pub mod place;
 
 pub use cortex_core::config::EvictionStrategy;
+use cortex_core::ByteSize;
 pub use evict::{defrag_plan, defrag_plan_for, defrag_plan_with, idle_victims, Move};
 pub use place::{pick_ready, plan_load, ready_order};
 
@@ -175,10 +179,43 @@ pub enum LoadPlan {
     /// Eviction could make room but only by evicting models younger than
     /// `min_residency` (the thrash guard); retry after this many ms.
     Wait { retry_after_ms: u64 },
-    /// No eligible node can hold it: none is up, the footprint is larger
-    /// than every budget, or every device that is large enough is held by
-    /// pinned, busy or loading models.
-    Impossible { reason: String },
+    /// No eligible node can hold it now.
+    Impossible(Impossible),
+}
+
+/// Why no load can be planned.
+#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+pub enum Impossible {
+    /// No eligible neuron is up (or each holds a copy already).
+    #[error("no eligible neuron is up to load {model}")]
+    NoNode { model: String },
+    /// The footprint is larger than every candidate device's budget.
+    #[error("{model} needs {} but the largest device budget on an eligible neuron is {}", bytes(*.needs), bytes(*.largest))]
+    TooLarge {
+        model: String,
+        needs: u64,
+        largest: u64,
+    },
+    /// Every device large enough is held by pinned, busy or loading models
+    /// (this passes once requests finish or loads end).
+    #[error("every device that could hold {model} ({}) is held by pinned, busy or loading models", bytes(*.needs))]
+    Held { model: String, needs: u64 },
+}
+
+/// A size for people: bytes, and KiB/MiB/GiB from 1 KiB on.
+fn bytes(n: u64) -> String {
+    if n < 1024 {
+        format!("{n} bytes")
+    } else {
+        format!("{n} bytes ({})", ByteSize(n).human())
+    }
+}
+
+impl Impossible {
+    /// Will it pass by itself (requests end, loads finish)?
+    pub fn passes(&self) -> bool {
+        matches!(self, Impossible::Held { .. })
+    }
 }
 
 #[cfg(test)]

@@ -43,10 +43,9 @@
 
 use std::cmp::Ordering;
 
-use cortex_core::ByteSize;
-
 use super::{
-    DeviceRoom, EvictionStrategy, LoadPlan, NodeRoom, Policy, ReadyReplica, Resident, Wanted,
+    DeviceRoom, EvictionStrategy, Impossible, LoadPlan, NodeRoom, Policy, ReadyReplica, Resident,
+    Wanted,
 };
 
 /// Rule 2 of DESIGN: the index of the replica with the fewest requests in
@@ -83,9 +82,9 @@ pub fn plan_load(wanted: &Wanted, nodes: &[NodeRoom], policy: &Policy) -> LoadPl
         .flat_map(|n| n.devices.iter().map(move |d| (n, d)))
         .collect();
     if all.is_empty() {
-        return LoadPlan::Impossible {
-            reason: format!("no eligible neuron is up to load {model}"),
-        };
+        return LoadPlan::Impossible(Impossible::NoNode {
+            model: model.clone(),
+        });
     }
     let preferred: Vec<(&NodeRoom, &DeviceRoom)> = all
         .iter()
@@ -141,19 +140,18 @@ pub fn plan_load(wanted: &Wanted, nodes: &[NodeRoom], policy: &Policy) -> LoadPl
     if let Some(retry_after_ms) = wait {
         return LoadPlan::Wait { retry_after_ms };
     }
-    let reason = if any_fits {
-        format!(
-            "every device that could hold {model} ({}) is held by pinned, busy or loading models",
-            bytes(fp)
-        )
+    LoadPlan::Impossible(if any_fits {
+        Impossible::Held {
+            model: model.clone(),
+            needs: fp,
+        }
     } else {
-        format!(
-            "{model} needs {} but the largest device budget on an eligible neuron is {}",
-            bytes(fp),
-            bytes(largest)
-        )
-    };
-    LoadPlan::Impossible { reason }
+        Impossible::TooLarge {
+            model: model.clone(),
+            needs: fp,
+            largest,
+        }
+    })
 }
 
 /// The evictable residents of `device` (not pinned, not busy, not loading)
@@ -254,14 +252,6 @@ fn load(node: &NodeRoom, device: &DeviceRoom, victims: Vec<&Resident>) -> LoadPl
         node: node.name.clone(),
         device: device.index,
         evict: victims.into_iter().map(|r| r.model.clone()).collect(),
-    }
-}
-
-fn bytes(n: u64) -> String {
-    if n < 1024 {
-        format!("{n} bytes")
-    } else {
-        format!("{n} bytes ({})", ByteSize(n).human())
     }
 }
 

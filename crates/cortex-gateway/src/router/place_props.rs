@@ -90,11 +90,11 @@ proptest! {
                 let earlier = at(policy.now_ms + retry_after_ms - 1);
                 prop_assert!(matches!(earlier, LoadPlan::Wait { .. }), "{earlier:?}");
             }
-            LoadPlan::Impossible { .. } => {
+            LoadPlan::Impossible(_) => {
                 // Time does not help, unlike Wait.
                 let later = Policy { now_ms: policy.now_ms + policy.min_residency_ms, ..policy.clone() };
                 let again = plan_load(&w, &nodes, &later);
-                prop_assert!(matches!(again, LoadPlan::Impossible { .. }), "{again:?}");
+                prop_assert!(matches!(again, LoadPlan::Impossible(_)), "{again:?}");
             }
         }
     }

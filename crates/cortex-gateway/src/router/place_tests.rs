@@ -13,7 +13,7 @@ fn replica(node: &str, in_flight: u64, last_used_ms: u64) -> ReadyReplica {
 
 fn impossible_reason(plan: LoadPlan) -> String {
     match plan {
-        LoadPlan::Impossible { reason } => reason,
+        LoadPlan::Impossible(why) => why.to_string(),
         other => panic!("expected Impossible, got {other:?}"),
     }
 }

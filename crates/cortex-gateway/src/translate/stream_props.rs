@@ -102,7 +102,7 @@ fn run(ops: &[Op], end: End) -> Vec<StreamEvent> {
 }
 
 /// The grammar of an Anthropic stream; `Err` says what broke it.
-fn check_well_formed(events: &[StreamEvent], failed: bool) -> Result<(), String> {
+pub(crate) fn check_well_formed(events: &[StreamEvent], failed: bool) -> Result<(), String> {
     // (index, is_text) of the open block.
     let mut open: Option<(u32, bool)> = None;
     let (mut next_index, mut delta_seen, mut ended) = (0u32, false, false);

@@ -33,8 +33,7 @@ use serde_json::{json, Value};
 use tokio::net::TcpListener;
 use tokio::task::{JoinHandle, JoinSet};
 
-/// The header a neuron uses to tell the prompt size of a stream.
-pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
+pub use cortex_core::neuron_api::PROMPT_TOKENS_HEADER;
 
 /// What the fake does; switch it with [`FakeNeuron::set`].
 #[derive(Debug, Clone, Default)]
@@ -86,6 +85,8 @@ struct Inner {
     over_budget: usize,
     streams_cancelled: usize,
     streams_finished: usize,
+    /// Connections accepted.
+    connections: usize,
 }
 
 impl Inner {
@@ -185,6 +186,7 @@ impl FakeBuilder {
             app(shared.clone()),
             conns.clone(),
             self.keep_alive,
+            shared.clone(),
         ));
         FakeNeuron {
             name: self.name,
@@ -254,6 +256,20 @@ impl FakeNeuron {
                 m.state = ModelState::Poisoned;
                 m.error = Some("CUDA_ERROR_ILLEGAL_ADDRESS (fake)".into());
             }
+        }
+    }
+
+    /// Report in `/status` that `model`'s prefix cache holds `tokens`
+    /// tokens of the conversation with `hash`, last used `last_used_ms`.
+    pub fn hold_prefix(&self, model: &str, hash: u64, tokens: u64, last_used_ms: u64) {
+        let mut i = self.shared.lock();
+        for m in i.models.iter_mut().filter(|m| m.id == model) {
+            m.cached_prefixes
+                .push(cortex_core::neuron_api::CachedPrefix {
+                    hash,
+                    tokens,
+                    last_used_ms,
+                });
         }
     }
 
@@ -336,6 +352,11 @@ impl FakeNeuron {
     }
 
     /// Streams sent to their end.
+    /// Connections accepted so far.
+    pub fn connections(&self) -> usize {
+        self.shared.lock().connections
+    }
+
     pub fn streams_finished(&self) -> usize {
         self.shared.lock().streams_finished
     }
@@ -375,6 +396,7 @@ fn model_status(id: &str, a: &AvailableModel, state: ModelState) -> ModelStatus 
         source: a.source.clone(),
         context_length: 2048,
         error: None,
+        cached_prefixes: Vec::new(),
     }
 }
 
@@ -383,11 +405,13 @@ async fn serve(
     router: Router,
     conns: Arc<tokio::sync::Mutex<JoinSet<()>>>,
     keep_alive: bool,
+    shared: Arc<Shared>,
 ) {
     loop {
         let Ok((stream, _)) = listener.accept().await else {
             continue;
         };
+        shared.lock().connections += 1;
         let svc = TowerToHyperService::new(router.clone());
         let mut set = conns.lock().await;
         while set.try_join_next().is_some() {}

@@ -5,6 +5,7 @@
 #![allow(dead_code, clippy::unwrap_used)]
 
 pub mod fake_neuron;
+pub mod raw_neuron;
 
 use std::future::Future;
 use std::net::SocketAddr;
@@ -64,10 +65,7 @@ pub fn settings_for(neurons: &[(&str, String)]) -> GatewaySettings {
             admin_token: None,
         })
         .collect();
-    GatewaySettings {
-        config: c,
-        models: ModelsFile::default(),
-    }
+    GatewaySettings::new(c, ModelsFile::default())
 }
 
 /// [`settings_for`] the given fakes.

@@ -16,6 +16,7 @@ use cortex_core::openai::{ModelList, ModelObject};
 
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::prompt::{self, PromptError, PromptInput};
 use super::AppState;
 
 pub async fn health() -> Json<serde_json::Value> {
@@ -78,14 +79,28 @@ pub async fn tokenize(
     }
     let guard = state.registry.acquire(&req.model)?;
     let assets = &guard.model().assets;
-    let ids = match &req.prompt {
-        Some(p) => assets.encode(p),
-        None => assets.encode_chat(&req.messages, req.tools.as_deref()),
-    }
-    .map_err(|e| {
+    let invalid = |e: crate::engine::EngineError| {
         ApiError::bad_request(format!("cannot build the prompt: {}", e.chain()))
             .code("invalid_prompt")
-    })?;
+    };
+    // The same prompt a chat request with these messages and tools gets
+    // (`tool_choice` left to its default), so counts agree with usage.
+    let ids = match &req.prompt {
+        Some(p) => assets.encode(p).map_err(invalid)?,
+        None => {
+            let input = PromptInput {
+                messages: &req.messages,
+                tools: req.tools.as_deref(),
+                tool_choice: None,
+                parallel_tool_calls: None,
+            };
+            match prompt::build(assets, input, state.prompt) {
+                Ok(p) => p.ids,
+                Err(PromptError::Request(e)) => return Err(e),
+                Err(PromptError::Engine(e)) => return Err(invalid(e)),
+            }
+        }
+    };
     Ok(Json(TokenizeResponse {
         count: ids.len() as u64,
         max_model_len: assets.meta.max_positions() as u64,

@@ -1,23 +1,19 @@
-//! `POST /v1/chat/completions`: validation, prompt building, and the two
-//! answer shapes (one JSON document, or an SSE stream of chunks) over one
-//! [`Generation`].
+//! `POST /v1/chat/completions`: validation, the prompt (see
+//! [`super::prompt`]), and the non-streamed answer over one [`Answer`]; the
+//! streamed shape is in [`super::stream`].
 
-use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Instant;
 
-use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{header, HeaderMap, StatusCode};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use cortex_core::openai::{
-    AssistantMessage, ChatCompletion, ChatCompletionChunk, ChatCompletionRequest, Choice,
-    ChunkChoice, Delta, FinishReason, Role, Usage,
-};
-use futures::stream;
+use cortex_core::openai::{AssistantMessage, ChatCompletion, ChatCompletionRequest, Choice, Role};
 
+use super::answer::{Answer, AnswerEvent, GenStats, Piece};
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::prompt::{self, PromptError, PromptInput};
 use super::AppState;
 use crate::device_worker::Injection;
 use crate::engine::sampling::SamplingParams;
@@ -31,10 +27,6 @@ pub const INJECT_HEADER: &str = "x-neuron-inject-fault";
 /// Stop sequences per request. OpenAI allows 4 (the gateway enforces that
 /// on its OpenAI route); Anthropic has no documented cap.
 pub const MAX_STOPS: usize = 16;
-
-/// Streams carry the prompt size up front (the gateway puts it in
-/// Anthropic's `message_start`).
-pub const PROMPT_TOKENS_HEADER: &str = "x-cortex-prompt-tokens";
 
 /// Checked request values.
 struct Checked {
@@ -50,6 +42,7 @@ fn check(req: &ChatCompletionRequest) -> Result<Checked, ApiError> {
             "`messages` must contain at least one message",
         ));
     }
+    super::checks::request(req)?;
     let max_tokens = match req.max_tokens() {
         Some(n) if n <= 0 => {
             return Err(ApiError::bad_param(
@@ -142,12 +135,19 @@ pub async fn chat_completions(
     let model = guard.model().clone();
     let stream = req.is_stream();
 
+    let input = PromptInput {
+        messages: &req.messages,
+        tools: req.tools.as_deref(),
+        tool_choice: req.tool_choice.as_ref(),
+        parallel_tool_calls: req.parallel_tool_calls,
+    };
     let prompt = match inject.filter(|i| i.site == Site::Tokenize) {
         Some(i) => Err(i.message()),
-        None => model
-            .assets
-            .encode_chat(&req.messages, req.tools.as_deref())
-            .map_err(|e| e.chain()),
+        None => match prompt::build(&model.assets, input, state.prompt) {
+            Ok(p) => Ok(p),
+            Err(PromptError::Request(e)) => return Err(e),
+            Err(PromptError::Engine(e)) => Err(e.chain()),
+        },
     };
     let prompt = match prompt {
         Ok(p) => p,
@@ -164,27 +164,26 @@ pub async fn chat_completions(
             });
         }
     };
+    let prompt_len = prompt.ids.len();
     let ctx = model.assets.meta.max_positions();
-    if prompt.len() >= ctx {
+    if prompt_len >= ctx {
         return Err(ApiError::bad_param(
             "messages",
             format!(
-                "This model's maximum context length is {ctx} tokens, but the prompt is {} tokens.",
-                prompt.len()
+                "This model's maximum context length is {ctx} tokens, but the prompt is {prompt_len} tokens."
             ),
         )
         .code("context_length_exceeded"));
     }
-    let room = ctx - prompt.len();
+    let room = ctx - prompt_len;
     let max_new_tokens = match checked.max_tokens {
         Some(n) if n > room && req.clamp_max_tokens == Some(true) => room,
         Some(n) if n > room => {
             return Err(ApiError::bad_param(
                 "max_tokens",
                 format!(
-                    "This model's maximum context length is {ctx} tokens. However, you requested {} tokens ({} in the messages, {n} in the completion).",
-                    prompt.len() + n,
-                    prompt.len()
+                    "This model's maximum context length is {ctx} tokens. However, you requested {} tokens ({prompt_len} in the messages, {n} in the completion).",
+                    prompt_len + n,
                 ),
             )
             .code("context_length_exceeded"))
@@ -192,30 +191,28 @@ pub async fn chat_completions(
         Some(n) => n,
         None => room,
     };
+    // A forced call start is part of the completion: it uses its budget.
+    let max_new_tokens = max_new_tokens.saturating_sub(prompt.forced).max(1);
+    let mut stops = checked.stops;
+    stops.extend(prompt.stops);
     let gen = Generation::start(
         guard,
-        prompt,
+        prompt.ids,
         GenParams {
             sampling: checked.sampling,
             max_new_tokens,
-            stops: checked.stops,
+            stops,
             stream,
             inject,
             conversation: cortex_core::prefix::conversation_hashes(&req)
                 .last()
                 .copied(),
+            keep_special: prompt.keep_special,
         },
     )
     .map_err(|e| gen_error(&e))?;
-    let recorder = Recorder {
-        metrics: state.metrics.clone(),
-        model: req.model.clone(),
-        stream,
-        started,
-        // Until the answer ends one way or the other: a request dropped
-        // before that is a client that went away (nginx's 499).
-        status: 499,
-    };
+    let answer = Answer::new(gen, prompt.tools.as_ref(), prompt.forced);
+    let recorder = Recorder::new(state.metrics.clone(), &req.model, stream, started);
     let meta = Meta {
         id: format!(
             "chatcmpl-{:016x}{:08x}",
@@ -226,21 +223,26 @@ pub async fn chat_completions(
         model: req.model.clone(),
     };
     if stream {
-        Ok(stream_response(gen, meta, req.include_usage(), recorder))
+        Ok(super::stream::response(
+            answer,
+            meta,
+            req.include_usage(),
+            recorder,
+        ))
     } else {
-        complete(gen, meta, recorder).await
+        complete(answer, meta, recorder).await
     }
 }
 
 /// The fields shared by every chunk of one answer.
-struct Meta {
-    id: String,
-    created: u64,
-    model: String,
+pub(super) struct Meta {
+    pub id: String,
+    pub created: u64,
+    pub model: String,
 }
 
 /// Records a request's metrics when it ends, however it ends.
-struct Recorder {
+pub(super) struct Recorder {
     metrics: NeuronMetrics,
     model: String,
     stream: bool,
@@ -249,7 +251,19 @@ struct Recorder {
 }
 
 impl Recorder {
-    fn finish(&mut self, gen: &Generation, status: u16) {
+    pub(super) fn new(metrics: NeuronMetrics, model: &str, stream: bool, started: Instant) -> Self {
+        Self {
+            metrics,
+            model: model.to_string(),
+            stream,
+            started,
+            // Until the answer ends one way or the other: a request dropped
+            // before that is a client that went away (nginx's 499).
+            status: 499,
+        }
+    }
+
+    pub(super) fn finish(&mut self, gen: &GenStats, status: u16) {
         self.status = status;
         let label = NeuronMetrics::model(&self.model);
         self.metrics
@@ -294,7 +308,7 @@ impl Drop for Recorder {
     }
 }
 
-fn gen_error(ev: &GenEvent) -> ApiError {
+pub(super) fn gen_error(ev: &GenEvent) -> ApiError {
     match ev {
         GenEvent::Failed {
             site,
@@ -312,23 +326,21 @@ fn gen_error(ev: &GenEvent) -> ApiError {
     }
 }
 
-async fn complete(
-    mut gen: Generation,
-    meta: Meta,
-    mut rec: Recorder,
-) -> Result<Response, ApiError> {
+async fn complete(mut answer: Answer, meta: Meta, mut rec: Recorder) -> Result<Response, ApiError> {
     let mut text = String::new();
-    while let Some(ev) = gen.next().await {
+    let mut calls = Vec::new();
+    while let Some(ev) = answer.next().await {
         match ev {
-            GenEvent::Text(t) => text.push_str(&t),
-            GenEvent::Done {
+            AnswerEvent::Piece(Piece::Text(t)) => text.push_str(&t),
+            AnswerEvent::Piece(Piece::Call(_, call)) => calls.push(call),
+            AnswerEvent::Done {
                 finish,
                 stop,
-                prompt_tokens,
-                completion_tokens,
-                ..
+                usage,
             } => {
-                rec.finish(&gen, 200);
+                rec.finish(&answer.stats(), 200);
+                // With calls, `content` is the text before them, or null.
+                let content = (calls.is_empty() || !text.is_empty()).then_some(text);
                 let body = ChatCompletion {
                     id: meta.id,
                     object: "chat.completion".into(),
@@ -338,146 +350,25 @@ async fn complete(
                         index: 0,
                         message: AssistantMessage {
                             role: Role::Assistant,
-                            content: Some(text),
-                            tool_calls: None,
+                            content,
+                            tool_calls: (!calls.is_empty()).then_some(calls),
                         },
                         finish_reason: Some(finish),
                         logprobs: None,
                         stop_reason: stop,
                     }],
-                    usage: Usage::new(prompt_tokens, completion_tokens),
+                    usage,
                     system_fingerprint: None,
                 };
                 return Ok((StatusCode::OK, axum::Json(body)).into_response());
             }
-            failed @ GenEvent::Failed { .. } => {
-                rec.finish(&gen, 500);
+            AnswerEvent::Failed(failed) => {
+                rec.finish(&answer.stats(), 500);
                 return Err(gen_error(&failed));
             }
         }
     }
     Err(ApiError::internal("generation ended without an answer"))
-}
-
-fn sse(value: &impl serde::Serialize) -> Bytes {
-    let mut out = b"data: ".to_vec();
-    // Serialising our own plain structs cannot fail.
-    let _ = serde_json::to_writer(&mut out, value);
-    out.extend_from_slice(b"\n\n");
-    Bytes::from(out)
-}
-
-fn chunk(
-    meta: &Meta,
-    delta: Delta,
-    finish: Option<FinishReason>,
-    stop: Option<String>,
-) -> ChatCompletionChunk {
-    ChatCompletionChunk {
-        id: meta.id.clone(),
-        object: "chat.completion.chunk".into(),
-        created: meta.created,
-        model: meta.model.clone(),
-        choices: vec![ChunkChoice {
-            index: 0,
-            delta,
-            finish_reason: finish,
-            logprobs: None,
-            stop_reason: stop,
-        }],
-        usage: None,
-    }
-}
-
-enum Phase {
-    Start,
-    Running,
-    Usage(Usage),
-    Done,
-    Over,
-}
-
-struct StreamState {
-    gen: Generation,
-    meta: Meta,
-    include_usage: bool,
-    rec: Recorder,
-    phase: Phase,
-}
-
-fn stream_response(gen: Generation, meta: Meta, include_usage: bool, rec: Recorder) -> Response {
-    let prompt_tokens = gen.prompt_tokens;
-    let state = StreamState {
-        gen,
-        meta,
-        include_usage,
-        rec,
-        phase: Phase::Start,
-    };
-    let body = stream::unfold(state, |mut s| async move {
-        let bytes = match std::mem::replace(&mut s.phase, Phase::Running) {
-            Phase::Start => {
-                let delta = Delta {
-                    role: Some(Role::Assistant),
-                    content: Some(String::new()),
-                    tool_calls: None,
-                };
-                sse(&chunk(&s.meta, delta, None, None))
-            }
-            Phase::Running => match s.gen.next().await {
-                Some(GenEvent::Text(t)) => {
-                    let delta = Delta {
-                        content: Some(t),
-                        ..Delta::default()
-                    };
-                    sse(&chunk(&s.meta, delta, None, None))
-                }
-                Some(GenEvent::Done {
-                    finish,
-                    stop,
-                    prompt_tokens,
-                    completion_tokens,
-                    ..
-                }) => {
-                    s.rec.finish(&s.gen, 200);
-                    s.phase = if s.include_usage {
-                        Phase::Usage(Usage::new(prompt_tokens, completion_tokens))
-                    } else {
-                        Phase::Done
-                    };
-                    sse(&chunk(&s.meta, Delta::default(), Some(finish), stop))
-                }
-                Some(failed @ GenEvent::Failed { .. }) => {
-                    s.rec.finish(&s.gen, 500);
-                    s.phase = Phase::Over;
-                    sse(&gen_error(&failed).body())
-                }
-                None => return None,
-            },
-            Phase::Usage(u) => {
-                s.phase = Phase::Done;
-                let mut c = chunk(&s.meta, Delta::default(), None, None);
-                c.choices.clear();
-                c.usage = Some(u);
-                sse(&c)
-            }
-            Phase::Done => {
-                s.phase = Phase::Over;
-                Bytes::from_static(b"data: [DONE]\n\n")
-            }
-            Phase::Over => return None,
-        };
-        Some((Ok::<_, Infallible>(bytes), s))
-    });
-    (
-        [
-            (header::CONTENT_TYPE, "text/event-stream"),
-            (header::CACHE_CONTROL, "no-cache"),
-        ],
-        [(PROMPT_TOKENS_HEADER, prompt_tokens.to_string())],
-        Body::from_stream(body),
-    )
-        .into_response()
 }
 
 #[cfg(test)]

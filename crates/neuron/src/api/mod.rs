@@ -1,11 +1,16 @@
 //! The neuron HTTP API (see DESIGN.md, "Neuron HTTP API"). One small
-//! [`AppState`]; handlers in [`chat`] and [`admin`]; errors become responses
-//! only in [`error`].
+//! [`AppState`]; handlers in [`chat`] and [`admin`]; a request's prompt in
+//! [`prompt`], its answer (text and tool calls) in [`answer`], streamed by
+//! [`stream`]; errors become responses only in [`error`].
 
 pub mod admin;
+pub mod answer;
 pub mod chat;
+mod checks;
 pub mod error;
 pub mod extract;
+pub mod prompt;
+pub mod stream;
 
 use std::sync::Arc;
 
@@ -28,6 +33,8 @@ pub struct AppState {
     /// Honour the `x-neuron-inject-fault` header (tests only).
     pub fault_injection: bool,
     pub max_body: usize,
+    /// How prompts are normalised.
+    pub prompt: prompt::PromptOptions,
 }
 
 /// The neuron's routes.

@@ -92,21 +92,28 @@ impl StopMatcher {
     }
 
     /// Length of the longest suffix of `held` that is a proper prefix of a
-    /// stop string. Such a suffix always starts on a char boundary: it equals
-    /// the start of a valid UTF-8 string.
+    /// stop string.
     fn partial_suffix_len(&self) -> usize {
-        let held = self.held.as_bytes();
-        self.stops
-            .iter()
-            .filter_map(|stop| {
-                let max = (stop.len() - 1).min(held.len());
-                (1..=max)
-                    .rev()
-                    .find(|&n| held[held.len() - n..] == stop.as_bytes()[..n])
-            })
-            .max()
-            .unwrap_or(0)
+        partial_suffix_len(&self.held, self.stops.iter().map(String::as_str))
     }
+}
+
+/// Length of the longest suffix of `held` that is a proper prefix of one of
+/// `patterns` (text to hold back while it may still become one). Such a
+/// suffix always starts on a char boundary: it equals the start of a valid
+/// UTF-8 string.
+pub fn partial_suffix_len<'a>(held: &str, patterns: impl IntoIterator<Item = &'a str>) -> usize {
+    let held = held.as_bytes();
+    patterns
+        .into_iter()
+        .filter_map(|p| {
+            let max = (p.len().saturating_sub(1)).min(held.len());
+            (1..=max)
+                .rev()
+                .find(|&n| held[held.len() - n..] == p.as_bytes()[..n])
+        })
+        .max()
+        .unwrap_or(0)
 }
 
 #[cfg(test)]

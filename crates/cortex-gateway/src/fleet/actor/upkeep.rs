@@ -4,7 +4,7 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use cortex_core::neuron_api::ModelState;
+use cortex_core::neuron_api::{LoadRequest, ModelState};
 use cortex_core::now_unix_ms;
 
 use super::super::state::PendingLoad;
@@ -27,7 +27,9 @@ impl Actor {
                         node: node.name.clone(),
                     });
                 }
-                Err(e) => tracing::warn!(%model, node = %node.name, error = %e, "unload failed"),
+                Err(e) => {
+                    tracing::warn!(%model, node = %node.name, error = %crate::error::chain(&e), "unload failed")
+                }
             }
         });
     }
@@ -154,9 +156,12 @@ impl Actor {
             let model = mv.model.clone();
             let device = mv.to_device;
             tokio::spawn(async move {
-                let result = client
-                    .load(&to, &model, Some(source), Some(device), timeout)
-                    .await;
+                let req = LoadRequest {
+                    model: model.clone(),
+                    source: Some(source),
+                    device: Some(device),
+                };
+                let result = client.load(&to, &req, timeout).await;
                 let loaded = result.is_ok();
                 let _ = tx.send(Command::LoadDone {
                     model: model.clone(),
@@ -172,7 +177,7 @@ impl Actor {
                             });
                         }
                         Err(e) => {
-                            tracing::warn!(%model, node = %from.name, error = %e, "defragmentation unload failed")
+                            tracing::warn!(%model, node = %from.name, error = %crate::error::chain(&e), "defragmentation unload failed")
                         }
                     }
                 }

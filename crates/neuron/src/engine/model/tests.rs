@@ -135,11 +135,17 @@ fn smollm2_greedy_outputs_are_identical_alone_batched_chunked_and_cached() {
     let out = cached.run(&twice, eos, |r| rows.push(r)).unwrap();
     assert_outputs(&out[..8], &cases, "first copy");
     assert_outputs(&out[8..], &cases, "second copy, from the prefix cache");
+    // The prompts share their chat-template opening, so even the long
+    // prompt's first copy starts from a cached block or so; its second copy
+    // computes at most its last, partial block (plus a full one at most).
     let long = cases.iter().map(|c| c.prompt.len()).max().unwrap();
+    assert!(cases
+        .iter()
+        .all(|c| c.prompt.len() == long || c.prompt.len() < long / 2));
     assert_eq!(
-        rows.iter().filter(|r| **r == long).count(),
+        rows.iter().filter(|r| **r > long / 2).count(),
         1,
-        "the long prompt was computed once"
+        "the long prompt was computed once ({rows:?})"
     );
 }
 
@@ -208,7 +214,7 @@ fn gemma() -> Option<&'static dyn super::Model> {
     static MODEL: OnceLock<Option<Box<dyn super::Model>>> = OnceLock::new();
     MODEL
         .get_or_init(|| {
-            let path = test_model::gemma_path()?;
+            let path = test_model::gemma3_path()?;
             let mut file = std::fs::File::open(&path).unwrap();
             let content = candle_core::quantized::gguf_file::Content::read(&mut file).unwrap();
             Some(super::load(&content, &mut file, &Device::Cpu, Backend::Cpu).unwrap())

@@ -1,0 +1,260 @@
+//! The streams a client gets from a neuron's event stream: OpenAI chunks
+//! passed through ([`openai`]) or translated into Anthropic events
+//! ([`anthropic`], with `ping` keepalives while the neuron is silent). Both
+//! tap the request's metrics, end with an error event in the client's
+//! dialect when the neuron's stream breaks (never a silent cut), and keep
+//! the request's in-flight count and admission slot until they are dropped
+//! (a client that goes away drops them, which closes the neuron connection
+//! and so stops the generation).
+//!
+//! Events that have already arrived go out together, in one write; a
+//! stream never waits to fill a write.
+
+use std::convert::Infallible;
+
+use bytes::Bytes;
+use cortex_core::anthropic::StreamEvent;
+use cortex_core::openai::ChatCompletionChunk;
+use futures::{stream, Stream};
+
+use super::stats::{Probe, Stats};
+use super::upstream::{StreamFailure, UpstreamSse};
+use super::Dispatched;
+use crate::admission::Permit;
+use crate::error::{openai_body, GatewayError};
+use crate::fleet::InFlightGuard;
+use crate::neuron_client::error_of;
+use crate::sse::SseEvent;
+use crate::state::AppState;
+use crate::translate::stream::{encode_event, AnthropicStream};
+
+/// A client's event stream.
+pub type Events = std::pin::Pin<Box<dyn Stream<Item = Result<Bytes, Infallible>> + Send>>;
+
+/// What one upstream read gave: an event, a failure, or the end (`None`).
+type Next = Option<Result<SseEvent, StreamFailure>>;
+
+/// Why the neuron's stream ended before it was complete.
+const CUT: &str = "the neuron ended the stream before it was complete";
+
+/// What a stream holds until it is dropped.
+struct Held {
+    _guard: InFlightGuard,
+    _permit: Permit,
+}
+
+/// The neuron's OpenAI chunks passed through; the usage chunk is dropped
+/// when `strip_usage` (the client did not ask for it; the metrics did).
+pub fn openai(
+    state: &AppState,
+    d: Dispatched,
+    stats: Stats,
+    strip_usage: bool,
+    permit: Permit,
+) -> Events {
+    let (up, guard) = d.into_sse(&state.limits);
+    let p = Passing {
+        up,
+        stats,
+        strip_usage,
+        done: false,
+        _held: Held {
+            _guard: guard,
+            _permit: permit,
+        },
+    };
+    Box::pin(stream::unfold(p, |mut p| async move {
+        let mut out = Vec::new();
+        while out.is_empty() {
+            if p.done {
+                return None;
+            }
+            let next = p.up.next().await;
+            p.pass(next, &mut out);
+            while !p.done {
+                let Some(next) = p.up.next_ready() else {
+                    break;
+                };
+                p.pass(next, &mut out);
+            }
+        }
+        Some((Ok(Bytes::from(out)), p))
+    }))
+}
+
+struct Passing {
+    up: UpstreamSse,
+    stats: Stats,
+    strip_usage: bool,
+    done: bool,
+    _held: Held,
+}
+
+/// One `data: {"error": …}` line for a failure after the stream started.
+fn error_chunk(message: &str, out: &mut Vec<u8>) {
+    let e = openai_body(&GatewayError::Stream(message.to_string()));
+    out.extend_from_slice(b"data: ");
+    let _ = serde_json::to_writer(&mut *out, &e);
+    out.extend_from_slice(b"\n\n");
+}
+
+impl Passing {
+    /// Append what the client gets for one upstream event (or the end) to
+    /// `out`; record the request when the stream ends.
+    fn pass(&mut self, next: Next, out: &mut Vec<u8>) {
+        match next {
+            None => {
+                self.done = true;
+                self.stats.finish(502);
+                error_chunk(CUT, out);
+            }
+            Some(Err(f)) => {
+                self.done = true;
+                self.stats.finish(502);
+                error_chunk(&f.0, out);
+            }
+            Some(Ok(ev)) if ev.data == "[DONE]" => {
+                self.done = true;
+                self.stats.finish(200);
+                self.up.drain();
+                out.extend_from_slice(b"data: [DONE]\n\n");
+            }
+            Some(Ok(ev)) => {
+                let probe: Probe = serde_json::from_str(&ev.data).unwrap_or_default();
+                if probe.error.is_some() {
+                    self.done = true;
+                    self.stats.finish(500);
+                }
+                if probe.has_output() {
+                    self.stats.token();
+                    self.up.started = true;
+                }
+                if let Some(u) = probe.usage {
+                    self.stats.usage = Some(u);
+                    if self.strip_usage && probe.choices.is_empty() {
+                        return;
+                    }
+                }
+                out.extend_from_slice(b"data: ");
+                out.extend_from_slice(ev.data.as_bytes());
+                out.extend_from_slice(b"\n\n");
+            }
+        }
+    }
+}
+
+/// The neuron's OpenAI chunks as Anthropic events, through `tr`.
+pub fn anthropic(
+    state: &AppState,
+    d: Dispatched,
+    stats: Stats,
+    tr: AnthropicStream,
+    permit: Permit,
+) -> Events {
+    let (up, guard) = d.into_sse(&state.limits);
+    let mut ping = tokio::time::interval(state.limits.ping_interval.get());
+    ping.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let t = Translating {
+        up,
+        tr,
+        stats,
+        ping,
+        started: false,
+        _held: Held {
+            _guard: guard,
+            _permit: permit,
+        },
+    };
+    Box::pin(stream::unfold(t, |mut t| async move {
+        let mut out = Vec::new();
+        if !t.started {
+            t.started = true;
+            // The interval's first tick is immediate; consume it.
+            t.ping.tick().await;
+            encode_all(&t.tr.start(), &mut out);
+            return Some((Ok(Bytes::from(out)), t));
+        }
+        while out.is_empty() {
+            if t.tr.is_done() {
+                return None;
+            }
+            let next = tokio::select! {
+                ev = t.up.next() => ev,
+                _ = t.ping.tick() => {
+                    if let Some(p) = t.tr.ping() {
+                        out.extend_from_slice(&encode_event(&p));
+                    }
+                    continue;
+                }
+            };
+            t.translate(next, &mut out);
+            while !t.tr.is_done() {
+                let Some(next) = t.up.next_ready() else {
+                    break;
+                };
+                t.translate(next, &mut out);
+            }
+        }
+        Some((Ok(Bytes::from(out)), t))
+    }))
+}
+
+struct Translating {
+    up: UpstreamSse,
+    tr: AnthropicStream,
+    stats: Stats,
+    ping: tokio::time::Interval,
+    started: bool,
+    _held: Held,
+}
+
+fn encode_all(events: &[StreamEvent], out: &mut Vec<u8>) {
+    for e in events {
+        out.extend_from_slice(&encode_event(e));
+    }
+}
+
+impl Translating {
+    /// Append the Anthropic events for one upstream event (or the end) to
+    /// `out`; record the request when the stream ends.
+    fn translate(&mut self, next: Next, out: &mut Vec<u8>) {
+        let events = match next {
+            None => {
+                self.stats.finish(502);
+                self.tr.fail("api_error", CUT)
+            }
+            Some(Err(f)) => {
+                self.stats.finish(502);
+                self.tr.fail("api_error", &f.0)
+            }
+            Some(Ok(ev)) if ev.data == "[DONE]" => {
+                self.stats.finish(200);
+                self.up.drain();
+                self.tr.finish()
+            }
+            Some(Ok(ev)) => match serde_json::from_str::<ChatCompletionChunk>(&ev.data) {
+                Ok(chunk) => {
+                    let output = chunk.choices.iter().any(|c| {
+                        c.delta.content.as_deref().is_some_and(|t| !t.is_empty())
+                            || c.delta.tool_calls.is_some()
+                    });
+                    if output {
+                        self.stats.token();
+                        self.up.started = true;
+                    }
+                    if let Some(u) = chunk.usage {
+                        self.stats.usage = Some(u);
+                    }
+                    self.tr.on_chunk(chunk)
+                }
+                Err(_) => {
+                    // Not a chunk: the neuron's error line, or garbage.
+                    let (message, _) = error_of(ev.data.as_bytes());
+                    self.stats.finish(500);
+                    self.tr.fail("api_error", &message)
+                }
+            },
+        };
+        encode_all(&events, out);
+    }
+}
