@@ -30,6 +30,8 @@ pub enum GenEvent {
         /// The stop sequence that ended the text, if one did.
         stop: Option<String>,
         prompt_tokens: u64,
+        /// Of `prompt_tokens`, those whose K/V came from the prefix cache.
+        cached_tokens: u64,
         completion_tokens: u64,
     },
     Failed {
@@ -47,6 +49,8 @@ pub struct GenParams {
     pub stops: Vec<String>,
     pub stream: bool,
     pub inject: Option<Injection>,
+    /// The conversation's id (`cortex_core::prefix`), for cache-aware routing.
+    pub conversation: Option<u64>,
     /// Special tokens to write out as text (a tool call format's markers).
     pub keep_special: Vec<u32>,
 }
@@ -62,6 +66,8 @@ pub struct Generation {
     pending: VecDeque<GenEvent>,
     finished: bool,
     pub prompt_tokens: u64,
+    /// Prompt tokens whose K/V came from the prefix cache.
+    pub cached_tokens: u64,
     pub completion_tokens: u64,
     pub started: Instant,
     pub first_token_at: Option<Instant>,
@@ -87,6 +93,7 @@ impl Generation {
                     .inject
                     .filter(|i| matches!(i.site, Site::Prefill | Site::Decode)),
                 events: tx,
+                conversation: p.conversation,
             })
             .map_err(|e| GenEvent::Failed {
                 site: Site::Prefill,
@@ -103,6 +110,7 @@ impl Generation {
             pending: VecDeque::new(),
             finished: false,
             prompt_tokens,
+            cached_tokens: 0,
             completion_tokens: 0,
             started: Instant::now(),
             first_token_at: None,
@@ -128,6 +136,9 @@ impl Generation {
                 });
             };
             match ev {
+                TokenEvent::Prefilled { cached_tokens } => {
+                    self.cached_tokens = cached_tokens as u64;
+                }
                 TokenEvent::Token(id) => {
                     self.completion_tokens += 1;
                     if self.first_token_at.is_none() {
@@ -194,6 +205,7 @@ impl Generation {
             finish,
             stop,
             prompt_tokens: self.prompt_tokens,
+            cached_tokens: self.cached_tokens,
             completion_tokens: self.completion_tokens,
         }
     }

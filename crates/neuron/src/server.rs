@@ -121,8 +121,12 @@ impl Neuron {
     }
 
     /// Serve until `shutdown` resolves; then stop accepting, let in-flight
-    /// requests finish within the grace period, unload every model and stop
-    /// the device workers.
+    /// requests finish, unload every model and stop the device workers, all
+    /// within the grace period: requests get all of it but the last
+    /// [`cleanup_budget`], unloading and stopping the workers that. A
+    /// worker still inside a forward pass by then is abandoned (the process
+    /// exits without waiting for it) and `run` fails, so the exit status
+    /// says so.
     pub async fn run(
         self,
         listener: TcpListener,
@@ -136,27 +140,55 @@ impl Neuron {
             let _ = tx.send(true);
         });
         let grace = self.options.shutdown_grace;
+        let cleanup = cleanup_budget(grace);
+        let drain = grace - cleanup;
         tokio::select! {
             r = server => r?,
             _ = async move {
                 let _ = rx.wait_for(|v| *v).await;
-                tokio::time::sleep(grace).await;
-            } => tracing::warn!(?grace, "grace period over; ending the remaining requests"),
+                tokio::time::sleep(drain).await;
+            } => tracing::warn!(?drain, "grace period over; ending the remaining requests"),
         }
+        // The requests' connections are closed now: their sequences leave
+        // the batch at the next tick (a prompt chunk at most).
+        let deadline = tokio::time::Instant::now() + cleanup;
         tracing::info!("shutting down: unloading models");
         let registry = self.state.registry.clone();
-        if tokio::time::timeout(Duration::from_secs(5), registry.unload_all())
+        if tokio::time::timeout_at(deadline, registry.unload_all())
             .await
             .is_err()
         {
             tracing::warn!("some models were still busy at shutdown");
         }
+        // Joined on a plain thread: a worker stuck in a forward pass must
+        // not hold the runtime (or the process) with it.
         let workers = registry.workers().to_vec();
-        let _ =
-            tokio::task::spawn_blocking(move || workers.iter().for_each(|w| w.shutdown())).await;
+        let (tx, done) = tokio::sync::oneshot::channel();
+        std::thread::spawn(move || {
+            workers.iter().for_each(|w| w.shutdown());
+            let _ = tx.send(());
+        });
+        if tokio::time::timeout_at(deadline, done).await.is_err() {
+            tracing::error!(
+                ?grace,
+                "a device worker did not stop within the grace period (a forward pass still running); abandoning it"
+            );
+            return Err(std::io::Error::other(
+                "a device worker was abandoned at shutdown",
+            ));
+        }
         tracing::info!("neuron stopped");
         Ok(())
     }
+}
+
+/// The part of the shutdown grace kept for unloading models and stopping
+/// the workers after the requests' part: a fifth of it, between 1 and 5 s
+/// (never more than the whole).
+pub fn cleanup_budget(grace: Duration) -> Duration {
+    (grace / 5)
+        .clamp(Duration::from_secs(1), Duration::from_secs(5))
+        .min(grace)
 }
 
 /// Resolves on SIGINT or SIGTERM.

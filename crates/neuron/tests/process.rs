@@ -168,3 +168,158 @@ fn sigterm_during_a_stream_ends_it_cleanly_and_exits_zero() {
     let code = p.child.wait().unwrap();
     assert_eq!(code.code(), Some(0), "neuron exit status {code:?}");
 }
+
+/// `neuron serve` with `extra` arguments; its stderr lines are collected.
+fn spawn_with(
+    models: &std::path::Path,
+    extra: &[&str],
+) -> (Proc, std::sync::Arc<std::sync::Mutex<Vec<String>>>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_neuron"))
+        .args([
+            "serve",
+            "--listen",
+            "127.0.0.1:0",
+            "--name",
+            "proc",
+            "--log-format",
+            "json",
+        ])
+        .args(extra)
+        .arg("--models-dir")
+        .arg(models)
+        .env("RUST_LOG", "info")
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn neuron");
+    let stderr = child.stderr.take().unwrap();
+    let lines = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (tx, rx) = std::sync::mpsc::channel();
+    let keep = lines.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                if v["message"] == "neuron listening" {
+                    let _ = tx.send(format!("http://{}", v["addr"].as_str().unwrap()));
+                }
+            }
+            keep.lock().unwrap().push(line);
+        }
+    });
+    let url = rx
+        .recv_timeout(Duration::from_secs(60))
+        .expect("neuron listening");
+    (Proc { child, url }, lines)
+}
+
+/// Waits for the process to exit, at most `limit`.
+fn exit_within(p: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if let Some(s) = p.child.try_wait().unwrap() {
+            return Some(s);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    None
+}
+
+fn load(p: &Proc) {
+    let r = reqwest::blocking::Client::new()
+        .post(format!("{}/models/load", p.url))
+        .json(&json!({"model": MODEL_ID}))
+        .send()
+        .unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+/// Sends a streamed chat in the background (its outcome does not matter).
+fn background_chat(url: &str, body: Value, headers: &[(&'static str, &'static str)]) {
+    let url = format!("{url}/v1/chat/completions");
+    let headers = headers.to_vec();
+    std::thread::spawn(move || {
+        let mut req = reqwest::blocking::Client::builder()
+            .timeout(Duration::from_secs(120))
+            .build()
+            .unwrap()
+            .post(url)
+            .json(&body);
+        for (k, v) in headers {
+            req = req.header(k, v);
+        }
+        let _ = req.send().and_then(|r| r.text());
+    });
+}
+
+/// A long prompt still being read when SIGTERM comes: the client is cut
+/// off at the end of the requests' part of the grace period, its prefill
+/// stops at the next chunk, and the process exits within the grace period:
+/// 0 when the chunk in progress ended in time, else non-zero with the
+/// worker abandoned and said so (a chunk is one forward pass; on a slow
+/// CPU it can outlast the 1 s left for cleanup here).
+#[test]
+fn sigterm_during_a_long_prefill_exits_within_the_grace() {
+    let Some(dir) = models_dir() else { return };
+    let (mut p, logs) = spawn_with(&dir, &["--shutdown-grace", "4s"]);
+    load(&p);
+    // About 6,000 prompt tokens: minutes of prefill on this machine.
+    let long = "The river that runs through the old town carried wool and grain to the coast. "
+        .repeat(360);
+    background_chat(
+        &p.url,
+        json!({"model": MODEL_ID, "messages": user(&long), "max_tokens": 4, "stream": true}),
+        &[],
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    let sent = std::time::Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = exit_within(&mut p, Duration::from_secs(10)).expect("the neuron did not exit");
+    // The grace is 4 s; process start-up of `kill` and polling add little.
+    assert!(
+        sent.elapsed() < Duration::from_secs(7),
+        "exit took {:?}",
+        sent.elapsed()
+    );
+    let text = logs.lock().unwrap().join("\n");
+    assert!(text.contains("grace period over"), "{text}");
+    if status.code() != Some(0) {
+        assert!(text.contains("abandoning it"), "{status:?}: {text}");
+    }
+}
+
+/// A worker stuck inside a forward pass (an injected hang, as a hung GPU
+/// kernel would be) cannot stop: SIGTERM abandons it at the end of the
+/// grace period, and the process exits non-zero saying so.
+#[test]
+fn sigterm_abandons_a_worker_that_cannot_stop() {
+    let Some(dir) = models_dir() else { return };
+    let (mut p, logs) = spawn_with(
+        &dir,
+        &["--shutdown-grace", "3s", "--enable-fault-injection"],
+    );
+    load(&p);
+    background_chat(
+        &p.url,
+        json!({"model": MODEL_ID, "messages": user("Hello"), "max_tokens": 4, "stream": true}),
+        &[("x-neuron-inject-fault", "hang@prefill")],
+    );
+    std::thread::sleep(Duration::from_millis(1000));
+    let sent = std::time::Instant::now();
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+    let status = exit_within(&mut p, Duration::from_secs(10)).expect("the neuron did not exit");
+    assert!(
+        sent.elapsed() < Duration::from_secs(6),
+        "exit took {:?}",
+        sent.elapsed()
+    );
+    assert_ne!(status.code(), Some(0), "{status:?}");
+    let text = logs.lock().unwrap().join("\n");
+    assert!(text.contains("abandoning it"), "{text}");
+}

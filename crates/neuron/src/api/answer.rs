@@ -345,6 +345,7 @@ pub(crate) mod recorded {
             finish,
             stop: None,
             prompt_tokens,
+            cached_tokens: 0,
             completion_tokens: pieces.len() as u64,
         });
         let source = Source::Recorded(Recorded {

@@ -204,6 +204,9 @@ pub async fn chat_completions(
             stops,
             stream,
             inject,
+            conversation: cortex_core::prefix::conversation_hashes(&req)
+                .last()
+                .copied(),
             keep_special: prompt.keep_special,
         },
     )

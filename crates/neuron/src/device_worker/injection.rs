@@ -14,6 +14,10 @@ pub enum FaultKind {
     Host,
     /// A panic inside the model's tick (prefill or decode only).
     Panic,
+    /// A forward pass that never returns (prefill or decode only), as a
+    /// hung GPU kernel would: the worker cannot stop, and shutdown must
+    /// abandon it.
+    Hang,
 }
 
 /// A fault injected at one inference site.
@@ -33,10 +37,12 @@ impl Injection {
             "device" => FaultKind::Device,
             "host" => FaultKind::Host,
             "panic" => FaultKind::Panic,
+            "hang" => FaultKind::Hang,
             _ => return None,
         };
         let site = Site::parse(site)?;
-        if kind == FaultKind::Panic && !matches!(site, Site::Prefill | Site::Decode) {
+        let in_tick = matches!(kind, FaultKind::Panic | FaultKind::Hang);
+        if in_tick && !matches!(site, Site::Prefill | Site::Decode) {
             // Panics are contained per device-worker tick; the async sites
             // have no such boundary to test.
             return None;
@@ -56,6 +62,7 @@ impl Injection {
             FaultKind::Device => "injected fault: DriverError(CUDA_ERROR_ILLEGAL_ADDRESS, \"an illegal memory access was encountered\")".into(),
             FaultKind::Host => "injected fault: broadcast_add: shape mismatch, lhs: [1, 9, 3, 19], rhs: [3, 8]".into(),
             FaultKind::Panic => format!("injected panic at {}", self.site.as_str()),
+            FaultKind::Hang => format!("injected hang at {}", self.site.as_str()),
         }
     }
 }
@@ -83,6 +90,11 @@ mod tests {
             Some(FaultKind::Panic)
         );
         assert_eq!(Injection::parse("panic@tokenize"), None);
+        assert_eq!(
+            Injection::parse("hang@decode").map(|i| i.kind),
+            Some(FaultKind::Hang)
+        );
+        assert_eq!(Injection::parse("hang@detokenize"), None);
         assert_eq!(Injection::parse("gpu@decode"), None);
         assert_eq!(Injection::parse("device@nowhere"), None);
         assert!(crate::fault::is_device_fault(

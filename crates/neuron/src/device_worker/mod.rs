@@ -44,6 +44,11 @@ pub type ModelKey = u64;
 /// `Failed`.
 #[derive(Debug, Clone, PartialEq)]
 pub enum TokenEvent {
+    /// Sent once, before the first token: prompt tokens whose K/V came from
+    /// the prefix cache.
+    Prefilled {
+        cached_tokens: usize,
+    },
     /// One generated token; the first one also marks the end of prefill.
     Token(u32),
     Finished(StopKind),
@@ -72,6 +77,9 @@ pub struct GenerateRequest {
     pub stream: bool,
     pub inject: Option<Injection>,
     pub events: mpsc::UnboundedSender<TokenEvent>,
+    /// The conversation it continues (`cortex_core::prefix`), remembered
+    /// with its KV blocks for cache-aware routing.
+    pub conversation: Option<u64>,
 }
 
 /// What a successful load hands back to async code.
@@ -83,7 +91,13 @@ pub struct Loaded {
     pub kv_bytes: u64,
     /// Token positions the pool holds.
     pub kv_tokens: usize,
+    /// The conversations its prefix cache holds, as last reported by the
+    /// worker (read by `/status`).
+    pub cached_prefixes: SharedPrefixes,
 }
+
+/// A model's cached conversations, written by its worker, read by `/status`.
+pub type SharedPrefixes = Arc<std::sync::Mutex<Vec<cortex_core::neuron_api::CachedPrefix>>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -326,6 +340,7 @@ impl Worker {
                         weights_bytes: slot.loaded.weights_bytes,
                         kv_bytes: geometry.bytes(),
                         kv_tokens: geometry.tokens(),
+                        cached_prefixes: slot.cached_prefixes.clone(),
                     };
                     self.models.insert(key, slot);
                     loaded
@@ -392,6 +407,9 @@ impl Worker {
             sched: Scheduler::new(self.batching, geometry.blocks, max_positions),
             poisoned: None,
             label: self.label.clone(),
+            conversations: Default::default(),
+            cached_prefixes: Default::default(),
+            ticks: 0,
         })
     }
 }

@@ -19,7 +19,8 @@ use crate::engine::scheduler::{Scheduler, SeqId, Sequence, Tick};
 use crate::engine::{EngineError, LoadedModel};
 use crate::fault::Site;
 
-use super::{FaultKind, GenerateRequest, StopKind, TokenEvent};
+use super::{FaultKind, GenerateRequest, SharedPrefixes, StopKind, TokenEvent};
+use crate::engine::conversations::Conversations;
 
 /// A request being generated.
 pub(super) struct Running {
@@ -35,7 +36,17 @@ pub(super) struct ModelSlot {
     /// Why the model was poisoned; it runs nothing more until unloaded.
     pub(super) poisoned: Option<String>,
     pub(super) label: String,
+    /// The conversations whose KV the prefix cache holds, and their last
+    /// report for `/status`.
+    pub(super) conversations: Conversations,
+    pub(super) cached_prefixes: SharedPrefixes,
+    /// Ticks run (the report is refreshed every [`REPORT_EVERY`] of them).
+    pub(super) ticks: u64,
 }
+
+/// Ticks between refreshes of the cached-conversation report (blocks are
+/// evicted as other sequences allocate; a sequence leaving refreshes it too).
+const REPORT_EVERY: u64 = 64;
 
 /// The site of a sequence's next fault.
 fn site_of<S>(s: &Sequence<S>) -> Site {
@@ -104,16 +115,23 @@ impl ModelSlot {
         for s in self.sched.drain() {
             fail(&s.payload.req, site, chain.to_string());
         }
+        self.conversations.clear();
+        self.refresh_report();
     }
 
     /// One tick: drop sequences whose client left, plan, run the forward pass
     /// and sample, then report.
     pub(super) fn tick(&mut self) {
-        for s in self
+        let gone = self
             .sched
-            .remove_where(|s| s.payload.req.events.is_closed())
-        {
+            .remove_where(|s| s.payload.req.events.is_closed());
+        for s in &gone {
             tracing::debug!(device = %self.label, key = s.payload.req.key, seq = s.id(), "client went away; sequence dropped");
+            self.remember(s);
+        }
+        self.ticks += 1;
+        if !gone.is_empty() || self.ticks % REPORT_EVERY == 0 {
+            self.refresh_report();
         }
         let plan = self.sched.plan();
         for (s, e) in plan.failed {
@@ -156,6 +174,8 @@ impl ModelSlot {
         let in_batch = |id: SeqId| tick.entries.iter().any(|e| e.id == id);
         let mut reported = false;
         let all = self.sched.drain();
+        self.conversations.clear();
+        self.refresh_report();
         for s in &all {
             let site = site_of(s);
             if in_batch(s.id()) || !reported {
@@ -187,6 +207,10 @@ impl ModelSlot {
             let site = site_of(s);
             match s.payload.req.inject.filter(|i| i.site == site) {
                 Some(i) if i.kind == FaultKind::Panic => panic!("{}", i.message()),
+                Some(i) if i.kind == FaultKind::Hang => loop {
+                    tracing::warn!(device = %self.label, "{}: this worker will not return", i.message());
+                    std::thread::sleep(std::time::Duration::from_secs(3600));
+                },
                 Some(i) if i.kind == FaultKind::Device => injected = Some(i.message()),
                 _ => {}
             }
@@ -238,7 +262,13 @@ impl ModelSlot {
                 let Some(s) = self.sched.get_mut(id) else {
                     continue;
                 };
+                let cached = s.cached_tokens();
                 let r = &mut s.payload;
+                if r.emitted == 0 && result.is_ok() {
+                    let _ = r.req.events.send(TokenEvent::Prefilled {
+                        cached_tokens: cached,
+                    });
+                }
                 match result {
                     Err(chain) => {
                         fail(&r.req, site, chain);
@@ -261,8 +291,29 @@ impl ModelSlot {
                 }
             };
             if done {
-                self.sched.remove(id);
+                if let Some(s) = self.sched.remove(id) {
+                    self.remember(&s);
+                    self.refresh_report();
+                }
             }
         }
+    }
+
+    /// A sequence leaves: its conversation is remembered with its blocks
+    /// (a stopped or abandoned one too: its KV is as good).
+    fn remember(&mut self, s: &Sequence<Running>) {
+        if let Some(conv) = s.payload.req.conversation {
+            self.conversations
+                .record(conv, s.chain(), cortex_core::now_unix_ms());
+        }
+    }
+
+    /// Rewrites the report `/status` reads.
+    fn refresh_report(&mut self) {
+        let report = self.conversations.report(self.sched.pool());
+        *self
+            .cached_prefixes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner()) = report;
     }
 }

@@ -233,6 +233,16 @@ impl BlockPool {
         self.lru.len()
     }
 
+    /// Whether a block with chain id `hash` is in the prefix cache.
+    pub fn holds(&self, hash: u64) -> bool {
+        self.cached.contains_key(&hash)
+    }
+
+    /// Full blocks registered in the prefix cache (in use or idle).
+    pub fn cached_blocks(&self) -> usize {
+        self.cached.len()
+    }
+
     /// A block for one sequence (refcount 1): the lowest free block, else the
     /// least recently used cached one (forgetting its prefix). `None` when
     /// every block is in use.

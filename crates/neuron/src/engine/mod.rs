@@ -30,6 +30,7 @@
 
 pub mod attention;
 pub mod batch;
+pub mod conversations;
 pub mod detok;
 pub mod gguf;
 pub mod kernels;

@@ -54,9 +54,9 @@ pub struct Sequence<S> {
     /// Tokens whose K/V are in the cache.
     computed: usize,
     blocks: Vec<BlockId>,
-    /// Leading blocks registered in the prefix cache, and the last one's id.
+    /// Leading blocks registered in the prefix cache, and their chain ids.
     sealed: usize,
-    last_hash: Option<u64>,
+    chain: Vec<u64>,
     /// Prompt tokens found in the prefix cache at (first) admission.
     cached_tokens: usize,
     admitted_once: bool,
@@ -82,6 +82,17 @@ impl<S> Sequence<S> {
     /// Prompt tokens whose K/V came from the prefix cache.
     pub fn cached_tokens(&self) -> usize {
         self.cached_tokens
+    }
+
+    /// The chain ids of its full blocks so far (what a later request that
+    /// starts with the same tokens finds in the prefix cache).
+    pub fn chain(&self) -> &[u64] {
+        &self.chain
+    }
+
+    /// Whether it has been admitted to the batch (its cached prefix known).
+    pub fn admitted(&self) -> bool {
+        self.admitted_once
     }
 
     /// Whether no token has been generated yet (faults are then at "prefill").
@@ -229,7 +240,7 @@ impl<S> Scheduler<S> {
             computed: 0,
             blocks: Vec::new(),
             sealed: 0,
-            last_hash: None,
+            chain: Vec::new(),
             cached_tokens: 0,
             admitted_once: false,
             sampler: Sampler::new(params),
@@ -360,10 +371,10 @@ impl<S> Scheduler<S> {
                 let i = s.sealed;
                 let h = self.pool.seal(
                     s.blocks[i],
-                    s.last_hash,
+                    s.chain.last().copied(),
                     &s.tokens[i * BLOCK_SIZE..(i + 1) * BLOCK_SIZE],
                 );
-                s.last_hash = Some(h);
+                s.chain.push(h);
                 s.sealed += 1;
             }
         }
@@ -392,7 +403,7 @@ impl<S> Scheduler<S> {
                     victim.blocks.clear();
                     victim.computed = 0;
                     victim.sealed = 0;
-                    victim.last_hash = None;
+                    victim.chain.clear();
                     self.waiting.push_front(victim);
                 }
                 continue;
@@ -420,7 +431,7 @@ impl<S> Scheduler<S> {
             };
             // Keep at least one token to compute: its logits are needed.
             let reusable = &s.tokens[..s.tokens.len() - 1];
-            let (found, last) = self.pool.lookup_prefix(reusable);
+            let (found, _) = self.pool.lookup_prefix(reusable);
             let needed = kv::blocks_for(s.tokens.len() + 1).saturating_sub(found.len());
             if needed > self.pool.available() {
                 self.pool.release_all(&found);
@@ -429,7 +440,11 @@ impl<S> Scheduler<S> {
             }
             s.computed = found.len() * BLOCK_SIZE;
             s.sealed = found.len();
-            s.last_hash = last;
+            s.chain.clear();
+            for chunk in s.tokens.chunks_exact(BLOCK_SIZE).take(found.len()) {
+                let h = kv::chain_hash(s.chain.last().copied(), chunk);
+                s.chain.push(h);
+            }
             if !s.admitted_once {
                 s.cached_tokens = s.computed;
                 s.admitted_once = true;

@@ -73,6 +73,8 @@ pub struct Model {
     pub kv_reserve: u64,
     pub loaded_at: u64,
     pub health: Arc<ModelHealth>,
+    /// Conversations its prefix cache holds (written by its worker).
+    pub cached_prefixes: crate::device_worker::SharedPrefixes,
     last_used: AtomicU64,
     in_flight: AtomicU64,
     closing: AtomicBool,
@@ -98,7 +100,11 @@ impl Model {
             source: self.source.clone(),
             context_length: self.assets.meta.max_positions() as u64,
             error: poisoned,
-            cached_prefixes: Vec::new(),
+            cached_prefixes: self
+                .cached_prefixes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone(),
         }
     }
 
