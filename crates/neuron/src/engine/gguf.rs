@@ -268,6 +268,12 @@ mod tests {
             header_file(&[
                 ("general.architecture", Value::String("llama".into())),
                 ("llama.context_length", Value::U32(128)),
+                ("llama.block_count", Value::U32(2)),
+                ("llama.embedding_length", Value::U32(64)),
+                ("llama.feed_forward_length", Value::U32(128)),
+                ("llama.attention.head_count", Value::U32(4)),
+                ("llama.attention.head_count_kv", Value::U32(2)),
+                ("llama.attention.layer_norm_rms_epsilon", Value::F32(1e-5)),
                 ("tokenizer.ggml.model", Value::String(model.into())),
                 ("tokenizer.ggml.tokens", Value::Array(tokens.to_vec())),
             ])
