@@ -144,10 +144,8 @@ async fn embedded(args: &ServeArgs, grace: Duration) -> anyhow::Result<()> {
         admin_token: None,
     }];
     override_listen(&mut cfg, args)?;
-    let settings = GatewaySettings {
-        config: cfg,
-        models: ModelsFile::default(),
-    };
+    // Embedded mode has no configuration file to keep pins beside.
+    let settings = GatewaySettings::new(cfg, ModelsFile::default());
 
     let stop = shutdown_channel();
     let neuron_task = tokio::spawn(neuron.run(neuron_listener, wait(stop.clone())));

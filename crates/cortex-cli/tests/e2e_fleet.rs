@@ -461,3 +461,68 @@ fn status_and_models_show_the_live_fleet() {
     ids.sort_unstable();
     assert_eq!(ids, [ALPHA, BETA]);
 }
+
+/// `cortex pin` is kept in the state file beside `cortex.toml`: a gateway
+/// stopped and started again on the same files still has the model pinned
+/// (and loads it on its own); an unpin is kept the same way; a corrupt
+/// state file stops the start with its path named.
+#[test]
+fn pins_survive_a_gateway_restart() {
+    let Some(mut f) = Fleet::start(&["nA"]) else {
+        return;
+    };
+    let dir = f._tmp.path().to_path_buf();
+    let config = dir.join("cortex.toml");
+    let state = dir.join("cortex-state.json");
+    let restart = |f: &mut Fleet| {
+        f.gw.proc.signal("TERM");
+        let st = f.gw.proc.wait_exit(WAIT).expect("the gateway did not stop");
+        assert!(st.success(), "{st:?}");
+        f.gw = spawn_gateway(&dir, &["--config".as_ref(), config.as_os_str()]);
+        wait_until("nA up after the restart", WAIT, || {
+            (node_up(&f.view(), "nA") == Some(true)).then_some(())
+        });
+    };
+    let pinned = |f: &Fleet| -> bool {
+        let models: Value = serde_json::from_str(&f.cli(&["models", "--json"])).unwrap();
+        let m = models.as_array().unwrap().iter().find(|m| m["id"] == ALPHA);
+        m.unwrap_or_else(|| panic!("no {ALPHA}: {models}"))["pinned"] == true
+    };
+
+    assert!(!state.exists());
+    assert_eq!(f.cli(&["pin", ALPHA]), "pinned alpha\n");
+    let kept: Value = serde_json::from_slice(&std::fs::read(&state).unwrap()).unwrap();
+    assert_eq!(kept["pins"][ALPHA], true, "{kept}");
+
+    restart(&mut f);
+    assert!(pinned(&f), "the pin was lost in the restart");
+    wait_until("the pinned model loaded by the new gateway", WAIT, || {
+        (ready_on(&f.view(), ALPHA) == ["nA"]).then_some(())
+    });
+
+    assert_eq!(f.cli(&["unpin", ALPHA]), "unpinned alpha\n");
+    restart(&mut f);
+    assert!(!pinned(&f), "the unpin was lost in the restart");
+
+    // A corrupt state file: a clear start-up error naming it.
+    f.gw.proc.signal("TERM");
+    f.gw.proc.wait_exit(WAIT).expect("the gateway did not stop");
+    std::fs::write(&state, "{\"pins\": ").unwrap();
+    let mut cmd = std::process::Command::new(cortex_bin());
+    cmd.args(["serve", "--config"]).arg(&config).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--metrics-listen",
+        "127.0.0.1:0",
+    ]);
+    let out = run_bounded(cmd, WAIT).expect("cortex serve did not exit on a corrupt state file");
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("corrupt") && err.contains(&state.display().to_string()),
+        "{err}"
+    );
+    // Start the gateway again for the fleet's drop.
+    std::fs::remove_file(&state).unwrap();
+    f.gw = spawn_gateway(&dir, &["--config".as_ref(), config.as_os_str()]);
+}

@@ -62,6 +62,8 @@ const GATEWAY_KEYS: &[&str] = &[
     "down_after_failures",
     "poll_timeout",
     "api_keys",
+    "admin_keys",
+    "state_file",
     "workers",
     "strategy",
     "idle_unload_after",

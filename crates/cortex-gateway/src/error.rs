@@ -24,6 +24,9 @@ pub enum GatewayError {
     Json(#[source] serde_json::Error),
     #[error("missing or invalid API key (send Authorization: Bearer KEY or x-api-key: KEY)")]
     Unauthorized,
+    /// A valid API key on the admin API when admin keys are configured.
+    #[error("this key may not use the admin API (it needs one of gateway.admin_keys)")]
+    Forbidden,
     #[error("The model `{0}` does not exist.")]
     ModelNotFound(String),
     #[error("no such route")]
@@ -107,6 +110,7 @@ pub fn chain(e: &dyn std::error::Error) -> String {
 enum Class {
     BadRequest(Option<String>),
     Unauthorized,
+    Forbidden,
     ModelNotFound,
     RouteNotFound,
     MethodNotAllowed,
@@ -128,6 +132,7 @@ fn class(e: &GatewayError) -> Class {
             Class::BadRequest(param.clone())
         }
         GatewayError::Unauthorized => Class::Unauthorized,
+        GatewayError::Forbidden => Class::Forbidden,
         GatewayError::ModelNotFound(_) => Class::ModelNotFound,
         GatewayError::RouteNotFound => Class::RouteNotFound,
         GatewayError::MethodNotAllowed => Class::MethodNotAllowed,
@@ -150,12 +155,12 @@ fn fleet_class(e: &FleetError) -> Class {
         FleetError::UnknownNode(_) => Class::BadRequest(Some("node".into())),
         FleetError::NotServable(_) => Class::Unavailable(5),
         FleetError::NoCapacity { .. } => Class::Unavailable(30),
-        FleetError::Busy { retry_after_ms, .. } => {
+        FleetError::Busy { retry_after_ms, .. } | FleetError::Guarded { retry_after_ms, .. } => {
             Class::Unavailable(retry_after_ms.div_ceil(1000).max(1))
         }
         FleetError::Load { source, .. } => upstream_class(source),
         FleetError::Pinned(_) => Class::Conflict,
-        FleetError::Stopped => Class::Internal,
+        FleetError::Stopped | FleetError::PinNotSaved { .. } => Class::Internal,
     }
 }
 
@@ -186,6 +191,11 @@ impl Class {
                 StatusCode::UNAUTHORIZED,
                 "invalid_request_error",
                 code("invalid_api_key"),
+            ),
+            Class::Forbidden => (
+                StatusCode::FORBIDDEN,
+                "invalid_request_error",
+                code("permission_denied"),
             ),
             Class::ModelNotFound => (
                 StatusCode::NOT_FOUND,
@@ -245,6 +255,7 @@ impl Class {
                 (StatusCode::BAD_REQUEST, "invalid_request_error")
             }
             Class::Unauthorized => (StatusCode::UNAUTHORIZED, "authentication_error"),
+            Class::Forbidden => (StatusCode::FORBIDDEN, "permission_error"),
             Class::ModelNotFound | Class::RouteNotFound => {
                 (StatusCode::NOT_FOUND, "not_found_error")
             }
@@ -313,6 +324,7 @@ mod tests {
                 "invalid_request_error",
             ),
             (GatewayError::Unauthorized, 401, 401, "authentication_error"),
+            (GatewayError::Forbidden, 403, 403, "permission_error"),
             (
                 GatewayError::ModelNotFound("m".into()),
                 404,

@@ -31,6 +31,7 @@ mod fuzz;
 mod json_strategy;
 pub mod metrics;
 pub mod neuron_client;
+pub mod pins;
 pub mod poller;
 pub mod proxy;
 pub mod router;

@@ -74,6 +74,7 @@ impl Gateway {
         let fleet = FleetHandle::spawn(
             nodes.clone(),
             Catalog::new(settings.models),
+            settings.pins,
             FleetSettings {
                 strategy: cfg.eviction.strategy(),
                 min_residency: cfg.eviction.min_residency.get(),
@@ -81,6 +82,7 @@ impl Gateway {
                 defrag_after_cycles: cfg.eviction.defrag_after_cycles,
                 down_after_failures: cfg.gateway.down_after_failures,
                 load_timeout: cfg.limits.load_timeout.get(),
+                pin_file: settings.pin_file,
             },
             client.clone(),
             metrics.clone(),
@@ -106,7 +108,7 @@ impl Gateway {
             neurons: client,
             metrics,
             limits: cfg.limits.clone(),
-            api_keys: cfg.gateway.api_keys.clone(),
+            keys: crate::api::guard::Keys::new(&cfg.gateway),
         });
         Self {
             state,
@@ -141,6 +143,7 @@ impl Gateway {
         grace: Duration,
     ) -> std::io::Result<()> {
         tracing::info!(api = %api.local_addr()?, metrics = %metrics.local_addr()?, "gateway listening");
+        tracing::info!("{}", self.state.keys.admin_policy());
         let signal = CancellationToken::new();
         let s2 = signal.clone();
         tokio::spawn(async move {

@@ -1,16 +1,24 @@
 //! Reading the gateway's configuration files: `cortex.toml` and the models
-//! file it names (relative to its own directory). Parsing and validation
-//! rules live in `cortex_core::config`; this module only does the I/O.
+//! file and state file it names (relative to its own directory). Parsing
+//! and validation rules live in `cortex_core::config` and [`crate::pins`];
+//! this module only does the I/O.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use cortex_core::config::{ConfigError, GatewayConfig, ModelsFile};
+
+use crate::pins::{PinFile, PinFileError};
 
 /// Everything the gateway is configured with.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GatewaySettings {
     pub config: GatewayConfig,
     pub models: ModelsFile,
+    /// Where runtime pins are kept (none: in memory only), and the pins
+    /// read from it at start.
+    pub pin_file: Option<PinFile>,
+    pub pins: HashMap<String, bool>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -23,6 +31,8 @@ pub enum SettingsError {
     },
     #[error(transparent)]
     Config(#[from] ConfigError),
+    #[error(transparent)]
+    Pins(#[from] PinFileError),
 }
 
 impl GatewaySettings {
@@ -32,22 +42,44 @@ impl GatewaySettings {
     pub fn load(path: &Path) -> Result<Self, SettingsError> {
         let text = read(path)?;
         let config = GatewayConfig::from_toml(&text, &path.display().to_string())?;
-        let models_path = models_path(path, &config.gateway.models);
-        let models = if models_path.exists() {
-            let text = read(&models_path)?;
-            let file = models_path.display().to_string();
+        let models_file = models_path(path, &config.gateway.models);
+        let models = if models_file.exists() {
+            let text = read(&models_file)?;
+            let file = models_file.display().to_string();
             let models = ModelsFile::from_toml(&text, &file)?;
             models.validate(&file, &config)?;
             models
         } else {
-            tracing::info!(path = %models_path.display(), "no models file; serving the models the neurons have");
+            tracing::info!(path = %models_file.display(), "no models file; serving the models the neurons have");
             ModelsFile::default()
         };
-        Ok(Self { config, models })
+        let pin_file = (!config.gateway.state_file.is_empty())
+            .then(|| PinFile::new(models_path(path, &config.gateway.state_file)));
+        let pins = match &pin_file {
+            Some(f) => f.load()?,
+            None => HashMap::new(),
+        };
+        Ok(Self {
+            config,
+            models,
+            pin_file,
+            pins,
+        })
+    }
+
+    /// Settings without files: the catalogue `models`, pins in memory.
+    pub fn new(config: GatewayConfig, models: ModelsFile) -> Self {
+        Self {
+            config,
+            models,
+            pin_file: None,
+            pins: HashMap::new(),
+        }
     }
 }
 
-/// The models file: relative to the directory of `cortex.toml`.
+/// A file named in `cortex.toml` (the models file, the state file):
+/// relative to the directory of `cortex.toml`.
 pub fn models_path(config_path: &Path, models: &str) -> PathBuf {
     let m = Path::new(models);
     if m.is_absolute() {

@@ -17,5 +17,5 @@ pub struct AppState {
     pub admission: Admission,
     pub metrics: GatewayMetrics,
     pub limits: LimitsConfig,
-    pub api_keys: Vec<String>,
+    pub keys: crate::api::guard::Keys,
 }

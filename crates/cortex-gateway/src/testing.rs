@@ -86,6 +86,7 @@ pub async fn app_state(
     let fleet = FleetHandle::spawn(
         infos,
         Catalog::new(ModelsFile::default()),
+        Default::default(),
         FleetSettings {
             strategy: crate::router::EvictionStrategy::Lru,
             min_residency: Duration::ZERO,
@@ -93,6 +94,7 @@ pub async fn app_state(
             defrag_after_cycles: 0,
             down_after_failures: 2,
             load_timeout: Duration::from_secs(1),
+            pin_file: None,
         },
         neurons.clone(),
         metrics.clone(),
@@ -118,6 +120,6 @@ pub async fn app_state(
         admission: Admission::new(10, 10, 10),
         metrics,
         limits,
-        api_keys: Vec::new(),
+        keys: crate::api::guard::Keys::default(),
     }
 }

@@ -271,6 +271,8 @@ async fn a_runtime_pin_protects_from_eviction_and_unload() {
     assert_eq!(a.unload_calls(), ["m2", "m1"]);
 }
 
+/// The guard's moment lies beyond `load_wait`: 503 / 529 at once, with
+/// `Retry-After`, and nothing evicted.
 #[tokio::test]
 async fn thrash_guard_refuses_to_evict_a_model_just_loaded() {
     let a = FakeNeuron::builder("a")
@@ -281,6 +283,7 @@ async fn thrash_guard_refuses_to_evict_a_model_just_loaded() {
         .await;
     let mut s = settings(&[&a]);
     s.config.eviction.min_residency = ms(60_000);
+    s.config.limits.load_wait = ms(2_000);
     let gw = TestGateway::start_up(s).await;
     ask_ok(&gw, "m1").await;
     let r = gw.post("/v1/chat/completions", &chat("m2", false)).await;
@@ -292,6 +295,41 @@ async fn thrash_guard_refuses_to_evict_a_model_just_loaded() {
     assert!(r.headers().contains_key("retry-after"));
     assert!(a.unload_calls().is_empty());
     assert_eq!(a.loaded(), ["m1"]);
+}
+
+/// The guard's moment comes within `load_wait`: the request waits for it,
+/// then the young model is evicted and the request answered; one for the
+/// model just evicted then waits for the new one to grow up in turn (no
+/// swap per request).
+#[tokio::test]
+async fn a_request_held_by_the_thrash_guard_waits_and_is_served() {
+    let a = FakeNeuron::builder("a")
+        .budget(100)
+        .file("m1", 100)
+        .file("m2", 100)
+        .start()
+        .await;
+    let mut s = settings(&[&a]);
+    s.config.eviction.min_residency = ms(1_500);
+    s.config.limits.load_wait = ms(10_000);
+    let gw = TestGateway::start_up(s).await;
+    ask_ok(&gw, "m1").await;
+    let started = std::time::Instant::now();
+    let r = gw.post("/v1/chat/completions", &chat("m2", false)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(1_000),
+        "no wait for the guard: {waited:?}"
+    );
+    assert_eq!(a.unload_calls(), ["m1"]);
+    assert_eq!(a.loaded(), ["m2"]);
+    // Back to m1 (Anthropic dialect): m2 is young now, so this one waits too.
+    let started = std::time::Instant::now();
+    let r = gw.post("/v1/messages", &messages("m1", false)).await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert!(started.elapsed() >= Duration::from_millis(1_000));
+    assert_eq!(a.unload_calls(), ["m1", "m2"]);
 }
 
 #[tokio::test]

@@ -429,3 +429,114 @@ async fn keys_and_tokens_are_never_logged() {
         assert!(!text.contains(secret), "{secret} was logged");
     }
 }
+
+/// With `gateway.admin_keys` set, each admin route answers an admin key,
+/// refuses an API key with 403 and no key or a wrong one with 401; the
+/// admin key also opens the API routes. The start-up log says which rule
+/// holds and never names a key.
+#[tokio::test]
+async fn admin_keys_guard_the_admin_api() {
+    const ADMIN: &str = "sk-cortex-admin-5e8b2d44c1";
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+
+    let a = FakeNeuron::serving("a", "m").await;
+    let mut s = settings(&[&a]);
+    s.config.gateway.api_keys = vec![KEY.into()];
+    s.config.gateway.admin_keys = vec![ADMIN.into()];
+    let gw = TestGateway::start_up(s).await;
+    gw.wait_ready("m", "a").await;
+    let send =
+        |method: &'static str, path: &'static str, body: Option<Value>, key: Option<&str>| {
+            let mut req = gw.http.request(method.parse().unwrap(), gw.url(path));
+            if let Some(b) = body {
+                req = req.json(&b);
+            }
+            if let Some(k) = key {
+                req = req.header("authorization", format!("Bearer {k}"));
+            }
+            async move {
+                let r = req.send().await.unwrap();
+                let st = r.status().as_u16();
+                (st, r.text().await.unwrap())
+            }
+        };
+    let admin_routes: [(&str, &str); 5] = [
+        ("GET", "/admin/fleet"),
+        ("POST", "/admin/models/m/pin"),
+        ("POST", "/admin/models/m/unpin"),
+        ("POST", "/admin/models/m/unload"),
+        ("POST", "/admin/models/m/load"),
+    ];
+    for (method, path) in admin_routes {
+        let body = (method == "POST").then(|| json!({}));
+        for (key, want) in [(None, 401), (Some(WRONG), 401), (Some(KEY), 403)] {
+            let (st, text) = send(method, path, body.clone(), key).await;
+            assert_eq!(st, want, "{method} {path} with {key:?}: {text}");
+            if want == 403 {
+                let v: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(v["error"]["code"], "permission_denied", "{v}");
+            }
+        }
+        let (st, text) = send(method, path, body, Some(ADMIN)).await;
+        assert_eq!(st, 200, "{method} {path} with the admin key: {text}");
+    }
+    // The admin key is an API key too; the Anthropic dialect's 403.
+    let (st, text) = send("GET", "/v1/models", None, Some(ADMIN)).await;
+    assert_eq!(st, 200, "{text}");
+    let (st, text) = send(
+        "POST",
+        "/v1/messages",
+        Some(messages("m", false)),
+        Some(ADMIN),
+    )
+    .await;
+    assert_eq!(st, 200, "{text}");
+    let (st, _) = send("GET", "/v1/models", None, Some(WRONG)).await;
+    assert_eq!(st, 401);
+
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(
+        text.contains("the admin API needs one of gateway.admin_keys"),
+        "no start-up line on the admin rule: {text}"
+    );
+    for secret in [KEY, WRONG, ADMIN] {
+        assert!(!text.contains(secret), "{secret} was logged");
+    }
+}
+
+/// Without admin keys the admin API takes the API keys, and the start-up
+/// log says so.
+#[tokio::test]
+async fn without_admin_keys_the_log_says_api_keys_open_the_admin_api() {
+    let logs = Logs::default();
+    let subscriber = tracing_subscriber::fmt()
+        .with_ansi(false)
+        .with_writer(logs.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let a = FakeNeuron::serving("a", "m").await;
+    let mut s = settings(&[&a]);
+    s.config.gateway.api_keys = vec![KEY.into()];
+    let gw = TestGateway::start_up(s).await;
+    gw.wait_ready("m", "a").await;
+    let r = gw
+        .http
+        .post(gw.url("/admin/models/m/pin"))
+        .header("x-api-key", KEY)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = String::from_utf8_lossy(&logs.0.lock().unwrap()).to_string();
+    assert!(
+        text.contains("gateway.admin_keys is not set: the admin API accepts every API key"),
+        "{text}"
+    );
+}

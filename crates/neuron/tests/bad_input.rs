@@ -106,7 +106,86 @@ async fn bad_requests_are_rejected_in_dialect_and_nothing_breaks() {
             Some("model"),
         ),
     ];
+    // Walked field by field against OpenAI's answers (CONFORMANCE.md).
+    let call =
+        json!({"id": "c1", "type": "function", "function": {"name": "f", "arguments": "{}"}});
+    for (what, messages) in [
+        ("user message without content", json!([{"role": "user"}])),
+        (
+            "user content null",
+            json!([{"role": "user", "content": null}]),
+        ),
+        (
+            "system message without content",
+            json!([{"role": "system"}, {"role": "user", "content": "x"}]),
+        ),
+        (
+            "empty content array",
+            json!([{"role": "user", "content": []}]),
+        ),
+        (
+            "assistant with neither content nor tool_calls",
+            json!([{"role": "user", "content": "x"}, {"role": "assistant"}]),
+        ),
+        (
+            "tool message without tool_call_id",
+            json!([{"role": "user", "content": "q"},
+            {"role": "assistant", "tool_calls": [call.clone()]}, {"role": "tool", "content": "42"}]),
+        ),
+        (
+            "tool message answering no call",
+            json!([{"role": "user", "content": "q"},
+            {"role": "tool", "tool_call_id": "c1", "content": "42"}]),
+        ),
+        (
+            "tool message without content",
+            json!([{"role": "user", "content": "q"},
+            {"role": "assistant", "tool_calls": [call.clone()]}, {"role": "tool", "tool_call_id": "c1"}]),
+        ),
+        (
+            "tool_calls on a user message",
+            json!([{"role": "user", "content": "q", "tool_calls": [call.clone()]}]),
+        ),
+        (
+            "content part without type",
+            json!([{"role": "user", "content": [{"text": "x"}]}]),
+        ),
+        ("message without role", json!([{"content": "x"}])),
+    ] {
+        let p = if what == "content part without type" || what == "message without role" {
+            None
+        } else {
+            Some("messages")
+        };
+        json_cases.push((
+            what,
+            json!({"model": MODEL_ID, "messages": messages}),
+            400,
+            p,
+        ));
+    }
+    json_cases.push((
+        "empty model",
+        json!({"model": "", "messages": user("hi")}),
+        400,
+        Some("model"),
+    ));
     for (k, v, p) in [
+        ("frequency_penalty", json!(2.5), "frequency_penalty"),
+        ("presence_penalty", json!(-3), "presence_penalty"),
+        (
+            "tools",
+            json!([{"type": "function", "function": {"name": "bad name"}}]),
+            "tools",
+        ),
+        (
+            "tools",
+            json!([{"type": "retrieval", "function": {"name": "f"}}]),
+            "tools",
+        ),
+        ("top_k", json!(-1), "top_k"),
+        ("n", json!(3), "n"),
+        ("max_completion_tokens", json!(0), "max_completion_tokens"),
         ("max_tokens", json!(0), "max_tokens"),
         ("max_tokens", json!(-1), "max_tokens"),
         ("temperature", json!(2.01), "temperature"),

@@ -41,6 +41,14 @@ pub struct GatewaySection {
     /// API keys. When non-empty, every route (admin included) needs one, as
     /// `Authorization: Bearer KEY` or `x-api-key: KEY`.
     pub api_keys: Vec<String>,
+    /// Admin keys. When non-empty, the admin API (`/admin/*`) needs one of
+    /// them (an API key gets 403 there); they are accepted on every other
+    /// route too. When empty, the admin API takes the API keys.
+    pub admin_keys: Vec<String>,
+    /// Where runtime pins (`cortex pin|unpin`) are kept across restarts,
+    /// relative to the directory of `cortex.toml`; empty keeps them in
+    /// memory only.
+    pub state_file: String,
 }
 
 impl Default for GatewaySection {
@@ -53,6 +61,8 @@ impl Default for GatewaySection {
             down_after_failures: 3,
             poll_timeout: HumanDuration::from_secs(5),
             api_keys: Vec::new(),
+            admin_keys: Vec::new(),
+            state_file: "cortex-state.json".into(),
         }
     }
 }
@@ -234,11 +244,21 @@ impl GatewayConfig {
                 "must be at least 1",
             ));
         }
-        for (i, k) in g.api_keys.iter().enumerate() {
+        let keys = g
+            .api_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ("api_keys", i, k));
+        let admin = g
+            .admin_keys
+            .iter()
+            .enumerate()
+            .map(|(i, k)| ("admin_keys", i, k));
+        for (list, i, k) in keys.chain(admin) {
             if k.trim().is_empty() || k.chars().any(|c| c.is_control() || c == ' ') {
                 return Err(ConfigError::invalid(
                     file,
-                    format!("gateway.api_keys[{i}]"),
+                    format!("gateway.{list}[{i}]"),
                     "<redacted>",
                     "a key must be non-empty printable text without spaces",
                 ));
@@ -463,6 +483,11 @@ endpoint = "http://beast.internal:13131"
         assert_invalid(
             "[gateway]\napi_keys = [\"\"]\n",
             "gateway.api_keys[0]",
+            "non-empty",
+        );
+        assert_invalid(
+            "[gateway]\nadmin_keys = [\"ok\", \"a b\"]\n",
+            "gateway.admin_keys[1]",
             "non-empty",
         );
     }

@@ -1,12 +1,15 @@
 //! The guard every request passes before its handler: path normalisation
 //! (paths with `..`, `.`, `//`, encoded slashes, dots or backslashes are
-//! refused, so no trick reaches a protected handler), API-key
-//! authentication of every route when keys are configured (keys compared
-//! in constant time, never logged or echoed), and the body limit for a
+//! refused, so no trick reaches a protected handler), key checks (API keys
+//! on every route when configured; admin keys, when configured, on the
+//! admin API; keys compared in constant time, never logged or echoed), and
+//! the body limit for a
 //! declared length (413 on any route, read or not). Refusals come in the
 //! caller's dialect.
 
 use std::sync::Arc;
+
+use cortex_core::config::GatewaySection;
 
 use axum::extract::{Request, State};
 use axum::http::{header, HeaderMap};
@@ -47,23 +50,91 @@ fn presented(h: &HeaderMap) -> Option<&[u8]> {
         .or_else(|| h.get("x-api-key").map(|v| v.as_bytes()))
 }
 
+/// The keys the gateway was configured with.
+#[derive(Debug, Clone, Default)]
+pub struct Keys {
+    api: Vec<String>,
+    admin: Vec<String>,
+}
+
+/// What a presented key is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Holder {
+    Admin,
+    Api,
+    Nobody,
+}
+
+impl Keys {
+    pub fn new(g: &GatewaySection) -> Self {
+        Self {
+            api: g.api_keys.clone(),
+            admin: g.admin_keys.clone(),
+        }
+    }
+
+    /// What the start-up log says about the admin API (never a key).
+    pub fn admin_policy(&self) -> &'static str {
+        match (self.admin.is_empty(), self.api.is_empty()) {
+            (false, _) => "the admin API needs one of gateway.admin_keys",
+            (true, false) => {
+                "gateway.admin_keys is not set: the admin API accepts every API key"
+            }
+            (true, true) => "no keys are set: the API and the admin API are open to anyone who can reach the port",
+        }
+    }
+
+    fn holder(&self, h: &HeaderMap) -> Holder {
+        // Every key is compared, whichever matches first, so the time taken
+        // does not tell which list a key is in.
+        let Some(k) = presented(h) else {
+            return Holder::Nobody;
+        };
+        let matches = |list: &[String]| {
+            list.iter()
+                .fold(false, |hit, key| hit | constant_time_eq(k, key.as_bytes()))
+        };
+        let (admin, api) = (matches(&self.admin), matches(&self.api));
+        if admin {
+            Holder::Admin
+        } else if api {
+            Holder::Api
+        } else {
+            Holder::Nobody
+        }
+    }
+
+    /// May a request to `path` with `headers` go on? An admin key opens
+    /// every route; with admin keys set, an API key on the admin API is
+    /// 403; with none set, the admin API is guarded like the rest.
+    pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), GatewayError> {
+        let admin_route = path == "/admin" || path.starts_with("/admin/");
+        let holder = self.holder(headers);
+        if admin_route && !self.admin.is_empty() {
+            return match holder {
+                Holder::Admin => Ok(()),
+                Holder::Api => Err(GatewayError::Forbidden),
+                Holder::Nobody => Err(GatewayError::Unauthorized),
+            };
+        }
+        if self.api.is_empty() || holder != Holder::Nobody {
+            Ok(())
+        } else {
+            Err(GatewayError::Unauthorized)
+        }
+    }
+}
+
 /// Why the guard refuses a request to `path` with `headers`, if it does:
-/// a path trick, a missing or wrong API key (when keys are configured), or
+/// a path trick, a missing, wrong or insufficient key (when keys are
+/// configured), or
 /// a declared body over the limit, in that order.
 pub fn refusal(state: &AppState, path: &str, headers: &HeaderMap) -> Option<GatewayError> {
     if !path_is_clean(path) {
         return Some(GatewayError::RouteNotFound);
     }
-    if !state.api_keys.is_empty() {
-        let ok = presented(headers).is_some_and(|k| {
-            state
-                .api_keys
-                .iter()
-                .any(|key| constant_time_eq(k, key.as_bytes()))
-        });
-        if !ok {
-            return Some(GatewayError::Unauthorized);
-        }
+    if let Err(e) = state.keys.check(path, headers) {
+        return Some(e);
     }
     // Refused unread on any route, whether or not its handler reads the
     // body; a body without a length is bounded as it is read.
@@ -110,6 +181,86 @@ mod tests {
             "admin",
         ] {
             assert!(!path_is_clean(bad), "{bad}");
+        }
+    }
+
+    fn keys(api: &[&str], admin: &[&str]) -> Keys {
+        let owned = |l: &[&str]| l.iter().map(|k| k.to_string()).collect();
+        Keys {
+            api: owned(api),
+            admin: owned(admin),
+        }
+    }
+
+    fn bearer(k: Option<&str>) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        if let Some(k) = k {
+            h.insert(
+                header::AUTHORIZATION,
+                format!("Bearer {k}").parse().unwrap(),
+            );
+        }
+        h
+    }
+
+    /// Every configuration × route kind × key kind, and the answer.
+    #[test]
+    fn keys_by_route_and_holder() {
+        const API: &str = "sk-api";
+        const ADMIN: &str = "sk-admin";
+        let presented = [None, Some("sk-wrong"), Some(API), Some(ADMIN)];
+        let admin_routes = [
+            "/admin/fleet",
+            "/admin/models/m/load",
+            "/admin/models/m/unload",
+            "/admin/models/m/pin",
+            "/admin/models/m/unpin",
+        ];
+        let api_routes = ["/v1/models", "/v1/chat/completions", "/v1/messages"];
+        // (api keys, admin keys, expected per presented key on API routes,
+        // on admin routes); 0 = allowed.
+        type Row = (
+            &'static [&'static str],
+            &'static [&'static str],
+            [u16; 4],
+            [u16; 4],
+        );
+        let table: [Row; 4] = [
+            (&[], &[], [0, 0, 0, 0], [0, 0, 0, 0]),
+            (&[API], &[], [401, 401, 0, 401], [401, 401, 0, 401]),
+            (&[], &[ADMIN], [0, 0, 0, 0], [401, 401, 401, 0]),
+            (&[API], &[ADMIN], [401, 401, 0, 0], [401, 401, 403, 0]),
+        ];
+        let code = |r: Result<(), GatewayError>| match r {
+            Ok(()) => 0,
+            Err(GatewayError::Unauthorized) => 401,
+            Err(GatewayError::Forbidden) => 403,
+            Err(e) => panic!("unexpected {e}"),
+        };
+        for (api, admin, on_api, on_admin) in table {
+            let k = keys(api, admin);
+            for (i, key) in presented.iter().enumerate() {
+                for r in api_routes {
+                    let got = code(k.check(r, &bearer(*key)));
+                    assert_eq!(got, on_api[i], "{api:?} {admin:?} {r} {key:?}");
+                }
+                for r in admin_routes {
+                    let got = code(k.check(r, &bearer(*key)));
+                    assert_eq!(got, on_admin[i], "{api:?} {admin:?} {r} {key:?}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn the_admin_policy_line_names_no_key() {
+        for k in [
+            keys(&[], &[]),
+            keys(&["sk-a"], &[]),
+            keys(&["sk-a"], &["sk-b"]),
+        ] {
+            let line = k.admin_policy();
+            assert!(!line.contains("sk-"), "{line}");
         }
     }
 

@@ -138,13 +138,12 @@ impl Actor {
                 pinned,
                 reply,
             } => {
-                let r = self.resolve(&model).map(|info| {
-                    self.state.pins.insert(info.id.clone(), pinned);
-                    tracing::info!(model = %info.id, pinned, "pin changed");
-                    AdminPinResponse {
+                let r = self.resolve(&model).and_then(|info| {
+                    self.set_pin(&info.id, pinned)?;
+                    Ok(AdminPinResponse {
                         model: info.id,
                         pinned,
-                    }
+                    })
                 });
                 let _ = reply.send(r);
                 self.ensure_pinned();
@@ -155,6 +154,25 @@ impl Actor {
             }
             Command::EvictorTick { cycle } => self.evict(cycle),
         }
+    }
+
+    /// Kept in the state file first, so a pin the gateway reports is a pin
+    /// that survives its restart.
+    fn set_pin(&mut self, id: &str, pinned: bool) -> Result<(), FleetError> {
+        if let Some(file) = &self.settings.pin_file {
+            let mut next = self.state.pins.clone();
+            next.insert(id.to_string(), pinned);
+            file.save(&next).map_err(|source| {
+                tracing::error!(model = id, error = %crate::error::chain(&source), "pin not saved");
+                FleetError::PinNotSaved {
+                    model: id.to_string(),
+                    source: Arc::new(source),
+                }
+            })?;
+        }
+        self.state.pins.insert(id.to_string(), pinned);
+        tracing::info!(model = id, pinned, "pin changed");
+        Ok(())
     }
 
     fn set_up(&self, node: &str, up: bool) {
@@ -287,11 +305,8 @@ impl Actor {
             }
             LoadPlan::Wait { retry_after_ms } => send(
                 reply,
-                Err(FleetError::Busy {
+                Err(FleetError::Guarded {
                     model: id,
-                    reason:
-                        "making room would evict a model loaded moments ago (swap-thrashing guard)"
-                            .into(),
                     retry_after_ms,
                 }),
             ),

@@ -8,6 +8,7 @@ mod actor;
 mod state;
 pub mod table;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +22,7 @@ pub use table::{InFlightGuard, Published, Replica, Resolved, RoutingTable};
 use crate::catalog::Catalog;
 use crate::metrics::GatewayMetrics;
 use crate::neuron_client::{NeuronClient, NodeInfo, UpstreamError};
+use crate::pins::{PinFile, PinFileError};
 use crate::router::EvictionStrategy;
 
 /// Why the fleet could not give a model.
@@ -46,10 +48,23 @@ pub enum FleetError {
         #[source]
         source: UpstreamError,
     },
+    /// Making room would evict a model younger than `min_residency` (the
+    /// swap-thrashing guard); it may after `retry_after_ms`.
+    #[error(
+        "making room for `{model}` would evict a model loaded moments ago (swap-thrashing guard)"
+    )]
+    Guarded { model: String, retry_after_ms: u64 },
     #[error("`{0}` is pinned; unpin it first")]
     Pinned(String),
     #[error("the fleet actor has stopped")]
     Stopped,
+    /// A pin change that could not be kept (and so was not made).
+    #[error("the pin of `{model}` was not changed")]
+    PinNotSaved {
+        model: String,
+        #[source]
+        source: Arc<PinFileError>,
+    },
 }
 
 /// Placement and eviction settings the actor needs.
@@ -61,6 +76,8 @@ pub struct FleetSettings {
     pub defrag_after_cycles: u32,
     pub down_after_failures: u32,
     pub load_timeout: Duration,
+    /// Where runtime pins are kept across restarts (none: memory only).
+    pub pin_file: Option<PinFile>,
 }
 
 /// What a finished load gives its waiters.
@@ -138,12 +155,14 @@ impl FleetHandle {
     pub fn spawn(
         nodes: Vec<NodeInfo>,
         catalog: Catalog,
+        pins: HashMap<String, bool>,
         settings: FleetSettings,
         client: NeuronClient,
         metrics: GatewayMetrics,
     ) -> Self {
         let (tx, rx) = mpsc::unbounded_channel();
-        let state = FleetState::new(nodes, catalog, settings.down_after_failures);
+        let mut state = FleetState::new(nodes, catalog, settings.down_after_failures);
+        state.pins = pins;
         let table = Arc::new(Published::from_pointee(RoutingTable::default()));
         let handle = Self {
             tx: tx.clone(),

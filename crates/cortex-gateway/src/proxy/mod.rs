@@ -23,7 +23,7 @@ use cortex_core::config::LimitsConfig;
 use http::StatusCode;
 
 use crate::error::GatewayError;
-use crate::fleet::{InFlightGuard, Replica};
+use crate::fleet::{FleetError, InFlightGuard, Replica};
 use crate::metrics::ModelLabel;
 use crate::neuron_client::{error_of, Answer, NeuronRequest, UpstreamError};
 use crate::state::AppState;
@@ -115,23 +115,8 @@ pub async fn dispatch(
         let replica = match state.fleet.table().pick(model, &avoid) {
             Some(r) => r,
             None => {
-                let wait = deadline
-                    .saturating_duration_since(Instant::now())
-                    .min(limits.load_wait.get());
-                match tokio::time::timeout(
-                    wait,
-                    state.fleet.ensure_ready(model, avoid.clone(), None),
-                )
-                .await
-                {
-                    Err(_) => {
-                        return Err(GatewayError::Unavailable {
-                            message: format!("`{model}` is still loading; try again shortly"),
-                            retry_after_s: 5,
-                        })
-                    }
-                    Ok(r) => r?.replica,
-                }
+                let until = Instant::now() + limits.load_wait.get();
+                ready_replica(state, model, &avoid, until.min(deadline)).await?
             }
         };
         let guard = replica.begin();
@@ -191,6 +176,41 @@ pub async fn dispatch(
             return Err(GatewayError::Timeout(format!(
                 "no neuron answered for `{model}` before the deadline"
             )));
+        }
+    }
+}
+
+/// A replica of `model` once it is loaded (a cold load waited for), by
+/// `until`. A load the swap-thrashing guard holds back is asked for again
+/// when the guard would let it happen, as llama-swap queues a swap: the
+/// request waits instead of failing, and gets 503 only when `until` comes
+/// first.
+async fn ready_replica(
+    state: &AppState,
+    model: &str,
+    avoid: &[String],
+    until: Instant,
+) -> Result<Replica, GatewayError> {
+    loop {
+        let left = until.saturating_duration_since(Instant::now());
+        let outcome =
+            tokio::time::timeout(left, state.fleet.ensure_ready(model, avoid.to_vec(), None)).await;
+        match outcome {
+            Err(_) => {
+                return Err(GatewayError::Unavailable {
+                    message: format!("`{model}` is still loading; try again shortly"),
+                    retry_after_s: 5,
+                })
+            }
+            Ok(Err(FleetError::Guarded { retry_after_ms, .. }))
+                if Instant::now() + Duration::from_millis(retry_after_ms) < until =>
+            {
+                tracing::info!(%model, retry_after_ms, "waiting for the swap-thrashing guard");
+                // A little past the moment the guard names, so that the
+                // next plan sees the resident old enough.
+                tokio::time::sleep(Duration::from_millis(retry_after_ms + 10)).await;
+            }
+            Ok(r) => return Ok(r?.replica),
         }
     }
 }

@@ -12,6 +12,7 @@
 //! the HTTP layer. The rules implemented are the "Translation" section of
 //! `CONFORMANCE.md`.
 
+mod checks;
 pub mod request;
 pub mod response;
 pub mod stream;

@@ -62,14 +62,7 @@ pub fn messages_to_chat(mut req: MessagesRequest) -> Result<ChatCompletionReques
         req.top_k,
         req.stream,
     );
-    if let Some(t) = temperature {
-        if !(0.0..=1.0).contains(&t) {
-            return Err(TranslateError::invalid(
-                "temperature",
-                format!("temperature: must be between 0 and 1, got {t}"),
-            ));
-        }
-    }
+    super::checks::sampling(&req)?;
     let stop_sequences = req.stop_sequences.take();
     let metadata = req.metadata.take();
     let mut chat = convert(req)?;
@@ -106,6 +99,7 @@ fn convert(req: MessagesRequest) -> Result<ChatCompletionRequest, TranslateError
             "messages: at least one message is required",
         ));
     }
+    super::checks::messages(&req.messages)?;
     let tools = req
         .tools
         .filter(|t| !t.is_empty())

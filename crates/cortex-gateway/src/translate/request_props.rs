@@ -45,10 +45,11 @@ fn assistant_block() -> impl Strategy<Value = ContentBlock> {
     ]
 }
 
+/// Content Anthropic accepts: never empty (`translate::checks`).
 fn content(block: BoxedStrategy<ContentBlock>) -> impl Strategy<Value = MessageContent> {
     prop_oneof![
-        "[a-z ]{0,8}".prop_map(MessageContent::Text),
-        prop::collection::vec(block, 0..5).prop_map(MessageContent::Blocks),
+        "[a-z ]{1,8}".prop_map(MessageContent::Text),
+        prop::collection::vec(block, 1..5).prop_map(MessageContent::Blocks),
     ]
 }
 

@@ -271,7 +271,7 @@ fn odd_assistant_turns_keep_alternation() {
     let got = messages_to_chat(anthropic(json!({
         "model": "m", "max_tokens": 1,
         "messages": [
-            {"role": "user", "content": []},
+            {"role": "user", "content": [{"type": "thinking", "thinking": "x"}]},
             {"role": "assistant", "content": [{"type": "redacted_thinking", "data": "x"}]},
             {"role": "user", "content": "go on"}
         ]

@@ -65,10 +65,7 @@ pub fn settings_for(neurons: &[(&str, String)]) -> GatewaySettings {
             admin_token: None,
         })
         .collect();
-    GatewaySettings {
-        config: c,
-        models: ModelsFile::default(),
-    }
+    GatewaySettings::new(c, ModelsFile::default())
 }
 
 /// [`settings_for`] the given fakes.

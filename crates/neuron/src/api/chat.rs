@@ -42,6 +42,7 @@ fn check(req: &ChatCompletionRequest) -> Result<Checked, ApiError> {
             "`messages` must contain at least one message",
         ));
     }
+    super::checks::request(req)?;
     let max_tokens = match req.max_tokens() {
         Some(n) if n <= 0 => {
             return Err(ApiError::bad_param(

@@ -6,6 +6,7 @@
 pub mod admin;
 pub mod answer;
 pub mod chat;
+mod checks;
 pub mod error;
 pub mod extract;
 pub mod prompt;
