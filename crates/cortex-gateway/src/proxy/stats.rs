@@ -43,6 +43,7 @@ pub fn usage_of(answer: &[u8]) -> Option<Usage> {
         prompt_tokens: prompt?,
         completion_tokens: completion?,
         total_tokens: total?,
+        prompt_tokens_details: None,
     })
 }
 
