@@ -12,8 +12,10 @@
 //! the HTTP layer. The rules implemented are the "Translation" section of
 //! `CONFORMANCE.md`.
 
+pub mod ollama;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
 
 /// A client request that cannot be translated; the HTTP layer answers it

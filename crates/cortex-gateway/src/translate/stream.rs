@@ -382,8 +382,8 @@ pub fn encode_event(ev: &StreamEvent) -> Bytes {
 
 #[cfg(test)]
 #[path = "stream_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "stream_props.rs"]
-mod props;
+pub(crate) mod props;
