@@ -10,7 +10,9 @@
 //! - [`poller`], [`evictor`]: the background clocks;
 //! - [`catalog`]: profiles from models.toml and discovered models;
 //! - [`neuron_client`]: HTTP to neurons;
-//! - [`translate`]: OpenAI ⇄ Anthropic, requests, responses and streams;
+//! - [`translate`]: OpenAI ⇄ Anthropic, OpenAI Responses and Ollama,
+//!   requests, responses and streams;
+//! - [`ui`]: the fleet page;
 //! - [`sse`]: a bounded server-sent-events decoder for upstream streams;
 //! - [`metrics`]: the Prometheus metrics.
 
@@ -35,6 +37,7 @@ pub mod server;
 pub mod settings;
 pub mod sse;
 pub mod translate;
+pub mod ui;
 pub mod workers;
 
 pub use server::Gateway;

@@ -5,7 +5,9 @@
 //!   request (also for `count_tokens`);
 //! - [`response`]: a non-streamed OpenAI answer becomes an Anthropic message;
 //! - [`stream`]: a per-stream state machine turning OpenAI chunks into
-//!   Anthropic stream events, and their SSE encoding.
+//!   Anthropic stream events, and their SSE encoding;
+//! - [`responses`]: the same for OpenAI's Responses API (plus the store
+//!   behind `previous_response_id`), and [`ollama`] for Ollama's API.
 //!
 //! Everything here is pure: no I/O, no clock, no shared state. What a
 //! translated body is sent to, and how errors reach the client, belongs to

@@ -547,4 +547,4 @@ mod tests;
 
 #[cfg(test)]
 #[path = "stream_props.rs"]
-mod props;
+pub(crate) mod props;

@@ -214,7 +214,7 @@ fn check_well_formed(events: &[StreamEvent], failed: bool) -> Result<(), String>
 
 /// The non-streamed answer upstream would have given for `ops`: the text
 /// and tool calls accumulated, choice 0, the last finish reason and usage.
-fn aggregate(ops: &[Op]) -> ChatCompletion {
+pub(crate) fn aggregate(ops: &[Op]) -> ChatCompletion {
     let mut content = String::new();
     let mut calls: Vec<(u32, Option<String>, String, String)> = Vec::new();
     let (mut finish, mut usage_json) = (
