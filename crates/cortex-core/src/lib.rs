@@ -7,7 +7,8 @@
 //! - [`neuron_api`]: what the gateway and a neuron say to each other;
 //! - [`fleet`]: the gateway's view of nodes and models (`/admin/fleet`);
 //! - [`model_id`]: what a model name may look like;
-//! - [`metrics`]: metric names and histogram buckets.
+//! - [`metrics`]: metric names and histogram buckets;
+//! - [`time`]: calendar dates and RFC 3339 timestamps.
 //!
 //! No I/O and no async runtime here.
 
@@ -20,6 +21,7 @@ pub mod neuron_api;
 pub mod ollama;
 pub mod openai;
 pub mod responses;
+pub mod time;
 pub mod units;
 
 pub use units::{ByteSize, HumanDuration};

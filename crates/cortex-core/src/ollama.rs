@@ -1,7 +1,8 @@
 //! Ollama API wire types (`/api/chat`, `/api/generate`, `/api/tags`,
 //! `/api/ps`, `/api/show`, `/api/embed`, `/api/version`), as the official
 //! `ollama` Python package and Ollama's `docs/api.md` define them, plus
-//! `keep_alive` ([`KeepAlive`]) and the RFC 3339 timestamps Ollama writes.
+//! `keep_alive` ([`KeepAlive`]). Timestamps are RFC 3339
+//! ([`crate::time::rfc3339`]).
 //!
 //! Unknown fields are ignored. Durations in answers are nanoseconds. Only
 //! shapes live here; what a field means for cortex is the translator's job.
@@ -418,35 +419,6 @@ impl<'de> Deserialize<'de> for KeepAlive {
         }
         d.deserialize_any(V)
     }
-}
-
-/// Unix milliseconds as RFC 3339 in UTC with milliseconds
-/// (`2024-06-04T21:38:31.837Z`), as Ollama's `created_at` and `expires_at`.
-pub fn rfc3339(unix_ms: u64) -> String {
-    let secs = unix_ms / 1000;
-    let (days, rem) = (secs / 86_400, secs % 86_400);
-    let (year, month, day) = civil_from_days(days as i64);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60,
-        unix_ms % 1000
-    )
-}
-
-/// Days since 1970-01-01 → (year, month, day), proleptic Gregorian
-/// (Howard Hinnant's `civil_from_days`).
-pub fn civil_from_days(days: i64) -> (i64, u32, u32) {
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
-    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 #[cfg(test)]

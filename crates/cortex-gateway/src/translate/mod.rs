@@ -19,6 +19,7 @@ pub mod request;
 pub mod response;
 pub mod responses;
 pub mod stream;
+pub mod tool_deltas;
 
 /// A client request that cannot be translated; the HTTP layer answers it
 /// with a 400 `invalid_request_error` in the caller's dialect.

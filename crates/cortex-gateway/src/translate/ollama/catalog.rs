@@ -27,8 +27,9 @@ use std::time::Duration;
 use cortex_core::fleet::FleetView;
 use cortex_core::neuron_api::{DeviceKind, ModelState};
 use cortex_core::ollama::{
-    rfc3339, ModelDetails, ModelTag, PsResponse, RunningModel, ShowResponse, TagsResponse,
+    ModelDetails, ModelTag, PsResponse, RunningModel, ShowResponse, TagsResponse,
 };
+use cortex_core::time::rfc3339;
 use serde_json::{json, Map};
 
 /// `expires_at` of models that idleness never unloads: the last second of

@@ -13,38 +13,13 @@
 //!   time as `eval_duration`).
 
 use cortex_core::ollama::{
-    rfc3339, ChatResponse, EmbedResponse, GenerateResponse, Message, ToolCall, ToolCallFunction,
+    ChatResponse, EmbedResponse, GenerateResponse, Message, ToolCall, ToolCallFunction,
 };
-use cortex_core::openai::{self, ChatCompletion, FinishReason};
+use cortex_core::openai::{self, ChatCompletion};
+use cortex_core::time::rfc3339;
 
 use super::{done_reason, Now, Timings};
-use crate::translate::response::arguments_to_input;
-
-/// The parts of a non-streamed answer both endpoints need.
-struct Answer {
-    text: String,
-    calls: Vec<openai::ToolCall>,
-    finish: Option<FinishReason>,
-    usage: openai::Usage,
-}
-
-fn answer(resp: ChatCompletion) -> Answer {
-    let choice = resp.choices.into_iter().min_by_key(|c| c.index);
-    let (text, calls, finish) = match choice {
-        Some(c) => (
-            c.message.content.unwrap_or_default(),
-            c.message.tool_calls.unwrap_or_default(),
-            c.finish_reason,
-        ),
-        None => (String::new(), Vec::new(), None),
-    };
-    Answer {
-        text,
-        calls,
-        finish,
-        usage: resp.usage,
-    }
-}
+use crate::translate::response::{arguments_to_input, first_choice};
 
 /// A non-streamed chat answer → `/api/chat`'s answer for `model` (the
 /// name the client used).
@@ -54,18 +29,19 @@ pub fn chat_response(
     now: Now,
     timings: Timings,
 ) -> ChatResponse {
-    let a = answer(resp);
-    let mut message = Message::assistant(a.text);
-    if !a.calls.is_empty() {
-        message.tool_calls = Some(tool_calls(a.calls));
+    let usage = resp.usage;
+    let (text, calls, finish) = first_choice(resp.choices);
+    let mut message = Message::assistant(text);
+    if !calls.is_empty() {
+        message.tool_calls = Some(tool_calls(calls));
     }
     ChatResponse {
         model: model.to_string(),
         created_at: rfc3339(now.unix_ms),
         message,
         done: true,
-        done_reason: Some(done_reason(a.finish).into()),
-        stats: Some(timings.stats(a.usage.prompt_tokens, a.usage.completion_tokens)),
+        done_reason: Some(done_reason(finish).into()),
+        stats: Some(timings.stats(usage.prompt_tokens, usage.completion_tokens)),
     }
 }
 
@@ -76,14 +52,15 @@ pub fn generate_response(
     now: Now,
     timings: Timings,
 ) -> GenerateResponse {
-    let a = answer(resp);
+    let usage = resp.usage;
+    let (text, _, finish) = first_choice(resp.choices);
     GenerateResponse {
         model: model.to_string(),
         created_at: rfc3339(now.unix_ms),
-        response: a.text,
+        response: text,
         done: true,
-        done_reason: Some(done_reason(a.finish).into()),
-        stats: Some(timings.stats(a.usage.prompt_tokens, a.usage.completion_tokens)),
+        done_reason: Some(done_reason(finish).into()),
+        stats: Some(timings.stats(usage.prompt_tokens, usage.completion_tokens)),
     }
 }
 

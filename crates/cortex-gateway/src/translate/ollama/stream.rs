@@ -21,8 +21,9 @@
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use cortex_core::ollama::{rfc3339, ChatResponse, ErrorResponse, GenerateResponse, Message};
+use cortex_core::ollama::{ChatResponse, ErrorResponse, GenerateResponse, Message};
 use cortex_core::openai::{self, ChatCompletionChunk, FinishReason, FunctionCall, ToolCall};
+use cortex_core::time::rfc3339;
 
 use super::response::tool_calls;
 use super::{done_reason, Now, Timings};

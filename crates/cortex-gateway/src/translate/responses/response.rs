@@ -20,19 +20,12 @@ use cortex_core::responses::{
 };
 
 use super::ResponseSeed;
+use crate::translate::response::first_choice;
 
 /// A non-streamed chat answer → the `response` object for `seed`.
 pub fn chat_to_response(resp: ChatCompletion, seed: &ResponseSeed) -> Response {
     let usage = usage(&resp.usage);
-    let choice = resp.choices.into_iter().min_by_key(|c| c.index);
-    let (text, calls, finish) = match choice {
-        Some(c) => (
-            c.message.content.unwrap_or_default(),
-            c.message.tool_calls.unwrap_or_default(),
-            c.finish_reason,
-        ),
-        None => (String::new(), Vec::new(), None),
-    };
+    let (text, calls, finish) = first_choice(resp.choices);
     let mut output = Vec::with_capacity(calls.len() + 1);
     if calls.is_empty() || !text.trim().is_empty() {
         output.push(OutputItem::Message {

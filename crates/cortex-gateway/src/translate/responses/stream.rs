@@ -32,8 +32,6 @@
 //!   call must not look complete. The failed response lists it as
 //!   `incomplete`.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use cortex_core::openai::{self, ChatCompletionChunk, FinishReason, ToolCallDelta};
 use cortex_core::responses::{
@@ -42,6 +40,7 @@ use cortex_core::responses::{
 
 use super::response::{status_of, usage};
 use super::ResponseSeed;
+use crate::translate::tool_deltas::{StartedCall, ToolDeltas, ToolStep};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
@@ -68,15 +67,6 @@ enum Open {
     },
 }
 
-/// A tool call seen upstream whose item has not started (no name yet).
-#[derive(Debug, Default)]
-struct PendingCall {
-    upstream: u32,
-    id: Option<String>,
-    name: String,
-    arguments: String,
-}
-
 /// Per-stream translation state: chat chunks in, Responses events out.
 #[derive(Debug)]
 pub struct ResponsesStream {
@@ -87,12 +77,10 @@ pub struct ResponsesStream {
     /// Closed items, in output order.
     output: Vec<OutputItem>,
     open: Option<Open>,
-    pending_call: Option<PendingCall>,
+    calls: ToolDeltas,
     /// Whitespace-only text waiting for a message (see module docs).
     pending_space: String,
     emitted_text: bool,
-    /// Upstream tool-call indices that already got an item.
-    started_calls: HashSet<u32>,
     finish: Option<FinishReason>,
     usage: Option<openai::Usage>,
     content_chunks: u64,
@@ -111,10 +99,9 @@ impl ResponsesStream {
             sequence: 0,
             output: Vec::new(),
             open: None,
-            pending_call: None,
+            calls: ToolDeltas::default(),
             pending_space: String::new(),
             emitted_text: false,
-            started_calls: HashSet::new(),
             finish: None,
             usage: None,
             content_chunks: 0,
@@ -188,7 +175,7 @@ impl ResponsesStream {
         self.flush_pending_call(&mut out);
         self.close_open(closing, &mut out);
         let space = std::mem::take(&mut self.pending_space);
-        let keep_space = self.emitted_text || self.started_calls.is_empty();
+        let keep_space = self.emitted_text || !self.calls.any_started();
         if (!space.is_empty() && keep_space) || self.output.is_empty() {
             self.open_message(&mut out);
             if !space.is_empty() {
@@ -294,69 +281,46 @@ impl ResponsesStream {
     }
 
     fn on_call_delta(&mut self, call: ToolCallDelta, out: &mut Vec<StreamEvent>) {
-        if let Some(Open::Call {
-            index,
-            id,
-            upstream,
-            arguments,
-            ..
-        }) = &mut self.open
-        {
-            if *upstream == call.index {
-                if !call.function.arguments.is_empty() {
-                    arguments.push_str(&call.function.arguments);
-                    let (item_id, output_index) = (id.clone(), *index);
-                    let sequence_number = self.next_sequence();
-                    out.push(StreamEvent::FunctionCallArgumentsDelta {
-                        item_id,
-                        output_index,
-                        delta: call.function.arguments,
-                        sequence_number,
-                    });
+        let open = match &self.open {
+            Some(Open::Call { upstream, .. }) => Some(*upstream),
+            _ => None,
+        };
+        for step in self.calls.on_delta(call, open) {
+            match step {
+                ToolStep::Start(call) => self.start_call(call, out),
+                ToolStep::Arguments(delta) => {
+                    let sequence_number = self.sequence;
+                    if let Some(Open::Call {
+                        index,
+                        id,
+                        arguments,
+                        ..
+                    }) = &mut self.open
+                    {
+                        arguments.push_str(&delta);
+                        out.push(StreamEvent::FunctionCallArgumentsDelta {
+                            item_id: id.clone(),
+                            output_index: *index,
+                            delta,
+                            sequence_number,
+                        });
+                        self.sequence += 1;
+                    }
                 }
-                return;
             }
-        }
-        if let Some(pending) = self
-            .pending_call
-            .as_mut()
-            .filter(|p| p.upstream == call.index)
-        {
-            pending.id = pending.id.take().or(call.id);
-            pending
-                .name
-                .push_str(&call.function.name.unwrap_or_default());
-            pending.arguments.push_str(&call.function.arguments);
-            if !pending.name.is_empty() {
-                self.flush_pending_call(out);
-            }
-            return;
-        }
-        if self.started_calls.contains(&call.index) {
-            tracing::warn!(
-                upstream_index = call.index,
-                "dropping a delta for a tool call whose item is closed"
-            );
-            return;
-        }
-        self.flush_pending_call(out);
-        let named = call.function.name.as_ref().is_some_and(|n| !n.is_empty());
-        self.pending_call = Some(PendingCall {
-            upstream: call.index,
-            id: call.id,
-            name: call.function.name.unwrap_or_default(),
-            arguments: call.function.arguments,
-        });
-        if named {
-            self.flush_pending_call(out);
         }
     }
 
     /// Start the pending call's item, with whatever name it has.
     fn flush_pending_call(&mut self, out: &mut Vec<StreamEvent>) {
-        let Some(call) = self.pending_call.take() else {
-            return;
-        };
+        if let Some(call) = self.calls.flush() {
+            self.start_call(call, out);
+        }
+    }
+
+    /// Open a `function_call` item for `call`, with the arguments it
+    /// brought.
+    fn start_call(&mut self, call: StartedCall, out: &mut Vec<StreamEvent>) {
         self.close_open(ItemStatus::Completed, out);
         let index = self.output.len() as u32;
         let id = self.seed.item_id("fc", index as usize);
@@ -386,7 +350,6 @@ impl ResponsesStream {
                 sequence_number,
             });
         }
-        self.started_calls.insert(call.upstream);
         self.open = Some(Open::Call {
             index,
             id,
