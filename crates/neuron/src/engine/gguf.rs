@@ -6,7 +6,8 @@
 //! [`load`] runs on whatever thread calls it (a device worker).
 
 use super::{
-    template::ChatTemplate, tokenizer, Device, EngineError, LoadedWeights, ModelAssets, ModelMeta,
+    template::{self, ChatTemplate},
+    tokenizer, Device, EngineError, LoadedWeights, ModelAssets, ModelMeta,
 };
 use candle_core::quantized::{gguf_file::Content, GgmlDType};
 use candle_transformers::models::quantized_llama::ModelWeights;
@@ -66,17 +67,12 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedWeights, EngineError> 
     let content = read_header(&mut file)?;
     let meta = meta(&content)?;
     let weights_bytes = weights_bytes(&content);
-    let tokenizer = tokenizer::from_gguf(&content)?;
-    let template = ChatTemplate::new(
-        tokenizer::string(&content, "tokenizer.chat_template")?,
-        meta.bos_token.as_deref(),
-        meta.eos_token.as_deref(),
-    )?;
+    let assets = assets(&content, meta)?;
     let assets_done = started.elapsed();
     let base = ModelWeights::from_gguf(content, &mut file, device)?;
     tracing::info!(
         path = %path.display(),
-        architecture = %meta.architecture,
+        architecture = %assets.meta.architecture,
         file_size,
         weights_bytes,
         assets_ms = assets_done.as_millis() as u64,
@@ -85,14 +81,34 @@ pub fn load(path: &Path, device: &Device) -> Result<LoadedWeights, EngineError> 
     );
     Ok(LoadedWeights {
         base,
-        assets: Arc::new(ModelAssets {
-            meta,
-            tokenizer,
-            template,
-        }),
+        assets: Arc::new(assets),
         weights_bytes,
         device: device.clone(),
     })
+}
+
+/// The CPU-side half of a model from its header: metadata, tokenizer and
+/// chat template (the file's, or the built-in one for its architecture).
+fn assets(content: &Content, meta: ModelMeta) -> Result<ModelAssets, EngineError> {
+    let tokenizer = tokenizer::from_gguf(content)?;
+    let source = tokenizer::string(content, "tokenizer.chat_template")?
+        .or_else(|| template::builtin_for(&meta.architecture));
+    let template = ChatTemplate::new(source, meta.bos_token.as_deref(), meta.eos_token.as_deref())?;
+    Ok(ModelAssets {
+        meta,
+        tokenizer,
+        template,
+    })
+}
+
+/// [`ModelAssets`] from a file's header alone, whatever its architecture:
+/// tokenizer tests of models whose forward pass may not exist yet.
+#[cfg(test)]
+pub(crate) fn assets_of(path: &Path) -> Result<ModelAssets, EngineError> {
+    let (mut file, _) = open(path)?;
+    let content = read_header(&mut file)?;
+    let meta = describe(&content)?;
+    assets(&content, meta)
 }
 
 fn open(path: &Path) -> Result<(File, u64), EngineError> {
@@ -111,21 +127,24 @@ fn read_header(file: &mut File) -> Result<Content, EngineError> {
 
 /// Builds [`ModelMeta`] and refuses what the engine cannot run.
 fn meta(content: &Content) -> Result<ModelMeta, EngineError> {
-    let architecture = tokenizer::string(content, "general.architecture")?
-        .ok_or_else(|| EngineError::Gguf("missing general.architecture".into()))?
-        .to_string();
-    if !SUPPORTED_ARCHITECTURES.contains(&architecture.as_str()) {
+    let meta = describe(content)?;
+    if !SUPPORTED_ARCHITECTURES.contains(&meta.architecture.as_str()) {
         return Err(EngineError::Unsupported(format!(
-            "architecture {architecture:?} (supported: {})",
+            "architecture {:?} (supported: {})",
+            meta.architecture,
             SUPPORTED_ARCHITECTURES.join(", ")
         )));
     }
-    let model = tokenizer::string(content, "tokenizer.ggml.model")?.unwrap_or("gpt2");
-    if model != "gpt2" {
-        return Err(EngineError::Unsupported(format!(
-            "tokenizer model {model:?} (only byte-level BPE \"gpt2\" is supported)"
-        )));
-    }
+    Ok(meta)
+}
+
+/// Reads [`ModelMeta`]; refuses tokenizers the engine cannot build, not
+/// architectures.
+fn describe(content: &Content) -> Result<ModelMeta, EngineError> {
+    let architecture = tokenizer::string(content, "general.architecture")?
+        .ok_or_else(|| EngineError::Gguf("missing general.architecture".into()))?
+        .to_string();
+    tokenizer::TokenizerModel::of(content)?;
     let context_key = format!("{architecture}.context_length");
     let context_length = match tokenizer::integer(content, &context_key)? {
         Some(n) if n > 0 => usize::try_from(n)
@@ -138,6 +157,7 @@ fn meta(content: &Content) -> Result<ModelMeta, EngineError> {
         }
     };
     let tokens = tokenizer::token_strings(content)?;
+    let specials = tokenizer::Specials::of(content, tokens.len())?;
     let token_id = |key: &str| -> Result<Option<u32>, EngineError> {
         match tokenizer::integer(content, key)? {
             None => Ok(None),
@@ -148,10 +168,8 @@ fn meta(content: &Content) -> Result<ModelMeta, EngineError> {
             ))),
         }
     };
-    let bos_id = token_id("tokenizer.ggml.bos_token_id")?;
-    let eos_id = token_id("tokenizer.ggml.eos_token_id")?;
     let mut eos_token_ids: Vec<u32> = [
-        eos_id,
+        specials.eos,
         token_id("tokenizer.ggml.eot_token_id")?,
         token_id("tokenizer.ggml.eom_token_id")?,
     ]
@@ -174,8 +192,10 @@ fn meta(content: &Content) -> Result<ModelMeta, EngineError> {
     Ok(ModelMeta {
         name: tokenizer::string(content, "general.name")?.map(str::to_string),
         context_length,
-        bos_token: text_of(bos_id),
-        eos_token: text_of(eos_id),
+        bos_token: text_of(specials.bos),
+        eos_token: text_of(specials.eos),
+        add_bos_token: specials.add_bos,
+        add_eos_token: specials.add_eos,
         eos_token_ids,
         vocab_size: tokens.len(),
         architecture,
@@ -213,6 +233,7 @@ fn weights_bytes(content: &Content) -> u64 {
 mod tests {
     use super::*;
     use crate::engine::test_model;
+    use candle_core::quantized::gguf_file::Value;
     use std::io::Write;
 
     #[test]
@@ -235,6 +256,39 @@ mod tests {
         f.write_all(&u64::MAX.to_le_bytes()).unwrap();
         let err = inspect(f.path()).unwrap_err();
         assert!(matches!(err, EngineError::Gguf(_)), "{err:?}");
+    }
+
+    /// A GGUF file holding `metadata` and no tensors.
+    fn header_file(metadata: &[(&str, Value)]) -> tempfile::NamedTempFile {
+        let mut f = tempfile::NamedTempFile::new().unwrap();
+        let refs: Vec<(&str, &Value)> = metadata.iter().map(|(k, v)| (*k, v)).collect();
+        candle_core::quantized::gguf_file::write(f.as_file_mut(), &refs, &[]).unwrap();
+        f
+    }
+
+    #[test]
+    fn tokenizer_models_checked_and_sentencepiece_defaults() {
+        let tokens = ["<unk>", "<s>", "</s>", "a"].map(|t| Value::String(t.into()));
+        let file = |model: &str| {
+            header_file(&[
+                ("general.architecture", Value::String("llama".into())),
+                ("llama.context_length", Value::U32(128)),
+                ("tokenizer.ggml.model", Value::String(model.into())),
+                ("tokenizer.ggml.tokens", Value::Array(tokens.to_vec())),
+            ])
+        };
+        let err = inspect(file("t5").path()).unwrap_err();
+        assert!(
+            matches!(&err, EngineError::Unsupported(text) if text.contains("\"t5\"")),
+            "{err:?}"
+        );
+        // SentencePiece without ids or flags: llama.cpp's BOS 1, EOS 2, BOS
+        // added.
+        let meta = inspect(file("llama").path()).unwrap().meta;
+        assert_eq!(meta.bos_token.as_deref(), Some("<s>"));
+        assert_eq!(meta.eos_token.as_deref(), Some("</s>"));
+        assert!(meta.add_bos_token && !meta.add_eos_token);
+        assert_eq!(meta.eos_token_ids, vec![2]);
     }
 
     #[test]

@@ -4,8 +4,9 @@
 //! What lives here:
 //! - [`gguf`]: reading GGUF headers ([`gguf::inspect`]) and loading weights
 //!   ([`gguf::load`]) into a [`LoadedWeights`];
-//! - [`tokenizer`]: the byte-level BPE tokenizer rebuilt from the GGUF
-//!   metadata (not candle's `TokenizerFromGguf`, see `ENGINE-NOTES.md`);
+//! - [`tokenizer`]: the tokenizer (byte-level BPE or SentencePiece) rebuilt
+//!   from the GGUF metadata (not candle's `TokenizerFromGguf`, see
+//!   `ENGINE-NOTES.md`);
 //! - [`template`]: the GGUF chat template rendered with `minijinja`;
 //! - [`sampling`]: greedy / temperature / top-k / top-p sampling;
 //! - [`sequence`]: one generation with its own KV cache;
@@ -116,6 +117,10 @@ pub struct ModelMeta {
     pub bos_token: Option<String>,
     /// Text of the EOS token, when the file names one.
     pub eos_token: Option<String>,
+    /// `tokenizer.ggml.add_bos_token`: a prompt starts with the BOS token.
+    pub add_bos_token: bool,
+    /// `tokenizer.ggml.add_eos_token`: a prompt ends with the EOS token.
+    pub add_eos_token: bool,
     /// Every token id that ends generation (EOS, EOT, EOM and the usual
     /// end-of-turn control tokens), sorted, without duplicates.
     pub eos_token_ids: Vec<u32>,
@@ -145,7 +150,8 @@ pub struct ModelAssets {
 
 impl ModelAssets {
     /// Renders the conversation with `add_generation_prompt = true` and encodes
-    /// it. [`EngineError::EmptyPrompt`] if there are no messages or no tokens.
+    /// it with [`ModelAssets::encode_prompt`]. [`EngineError::EmptyPrompt`] if
+    /// there are no messages or no tokens.
     pub fn encode_chat(
         &self,
         messages: &[ChatMessage],
@@ -155,19 +161,38 @@ impl ModelAssets {
             return Err(EngineError::EmptyPrompt);
         }
         let prompt = self.template.render(messages, tools, true)?;
-        let ids = self.encode(&prompt)?;
+        let ids = self.encode_prompt(&prompt)?;
         if ids.is_empty() {
             return Err(EngineError::EmptyPrompt);
         }
         Ok(ids)
     }
 
+    /// Encodes a whole prompt as llama.cpp does (`add_special = true`): BOS
+    /// first when the file says `add_bos_token` (EOS last for
+    /// `add_eos_token`), after removing the BOS (EOS) text a chat template
+    /// already wrote at the start (end), so it is neither missing nor doubled.
+    pub fn encode_prompt(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let mut text = text;
+        if let (true, Some(bos)) = (self.meta.add_bos_token, &self.meta.bos_token) {
+            text = text.strip_prefix(bos.as_str()).unwrap_or(text);
+        }
+        if let (true, Some(eos)) = (self.meta.add_eos_token, &self.meta.eos_token) {
+            text = text.strip_suffix(eos.as_str()).unwrap_or(text);
+        }
+        self.tokenize(text, true)
+    }
+
     /// Encodes text. Special-token text (`<|im_start|>`) becomes the special
     /// token, as llama.cpp does with `parse_special = true`; no BOS is added.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        self.tokenize(text, false)
+    }
+
+    fn tokenize(&self, text: &str, add_special: bool) -> Result<Vec<u32>, EngineError> {
         let encoding = self
             .tokenizer
-            .encode(text, false)
+            .encode(text, add_special)
             .map_err(|e| EngineError::Tokenize(e.to_string()))?;
         Ok(encoding.get_ids().to_vec())
     }
@@ -223,34 +248,60 @@ impl std::fmt::Debug for LoadedWeights {
 pub(crate) mod test_model {
     //! Locating the real model file for tests.
 
-    use super::{Device, LoadedWeights};
+    use super::{Device, LoadedWeights, ModelAssets};
     use std::path::PathBuf;
     use std::sync::{Arc, OnceLock};
 
     /// The default model file name.
     pub const MODEL_FILE: &str = "SmolLM2-135M-Instruct.Q4_1.gguf";
+    /// The second real model (`scripts/fetch-model --gemma3`).
+    pub const GEMMA3_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 
-    /// The model path, or `None` (after a skip message) when it is absent.
-    /// Panics when absent and `CI` is set.
+    /// The default model's path, or `None` (after a skip message) when it is
+    /// absent. Panics when absent and `CI` is set.
     pub fn path() -> Option<PathBuf> {
+        path_of(MODEL_FILE, "scripts/fetch-model")
+    }
+
+    /// Gemma 3 270M's path; `None` or a panic as [`path`].
+    pub fn gemma3_path() -> Option<PathBuf> {
+        path_of(GEMMA3_FILE, "scripts/fetch-model --gemma3")
+    }
+
+    fn path_of(file: &str, fetch: &str) -> Option<PathBuf> {
         let dir = std::env::var_os("CORTEX_MODELS_DIR")
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")));
-        let path = dir.join(MODEL_FILE);
+        let path = dir.join(file);
         if path.is_file() {
             return Some(path);
         }
         if std::env::var_os("CI").is_some() {
             panic!(
-                "model file {} is missing (CI is set); run scripts/fetch-model",
+                "model file {} is missing (CI is set); run {fetch}",
                 path.display()
             );
         }
         eprintln!(
-            "skipping: model file {} not found (run scripts/fetch-model or set CORTEX_MODELS_DIR)",
+            "skipping: model file {} not found (run {fetch} or set CORTEX_MODELS_DIR)",
             path.display()
         );
         None
+    }
+
+    /// Gemma 3 270M's tokenizer, template and metadata (header only), read
+    /// once per test binary, or `None` when the file is absent.
+    pub fn gemma3_assets() -> Option<Arc<ModelAssets>> {
+        static ASSETS: OnceLock<Option<Arc<ModelAssets>>> = OnceLock::new();
+        ASSETS
+            .get_or_init(|| {
+                let path = gemma3_path()?;
+                match super::gguf::assets_of(&path) {
+                    Ok(a) => Some(Arc::new(a)),
+                    Err(e) => panic!("reading {}: {}", path.display(), e.chain()),
+                }
+            })
+            .clone()
     }
 
     /// The model loaded once per test binary on the CPU, or `None` when absent.

@@ -67,6 +67,44 @@ fn fallback_is_chatml() {
 }
 
 #[test]
+fn gemma3_template_folds_the_system_message() {
+    assert_eq!(builtin_for("gemma3"), Some(GEMMA3_TEMPLATE));
+    assert_eq!(builtin_for("llama"), None);
+    let t = ChatTemplate::new(Some(GEMMA3_TEMPLATE), Some("<bos>"), Some("<eos>")).unwrap();
+    // The system (or developer) message heads the first user turn; the
+    // assistant is "model"; contents are trimmed.
+    let out = t
+        .render(
+            &[
+                msg(Role::Developer, "Be brief."),
+                msg(Role::User, "  Hi there \n"),
+                msg(Role::Assistant, "Hello."),
+                msg(Role::User, "Bye"),
+            ],
+            None,
+            true,
+        )
+        .unwrap();
+    assert_eq!(
+        out,
+        "<bos><start_of_turn>user\nBe brief.\n\nHi there<end_of_turn>\n\
+         <start_of_turn>model\nHello.<end_of_turn>\n\
+         <start_of_turn>user\nBye<end_of_turn>\n<start_of_turn>model\n"
+    );
+    // No system message, no generation prompt.
+    let out = t.render(&[msg(Role::User, "Hi")], None, false).unwrap();
+    assert_eq!(out, "<bos><start_of_turn>user\nHi<end_of_turn>\n");
+    // Roles must alternate: the template's raise_exception is an error.
+    let err = t
+        .render(&[msg(Role::User, "a"), msg(Role::User, "b")], None, true)
+        .unwrap_err();
+    assert!(
+        matches!(&err, EngineError::Template(text) if text.contains("must alternate")),
+        "{err:?}"
+    );
+}
+
+#[test]
 fn broken_templates_are_errors() {
     let err = ChatTemplate::new(Some("{% for x in %}"), None, None).unwrap_err();
     assert!(matches!(err, EngineError::Template(_)), "{err:?}");
