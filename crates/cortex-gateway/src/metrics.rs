@@ -215,6 +215,8 @@ pub enum Api {
     OpenAi,
     Anthropic,
     CountTokens,
+    Responses,
+    Ollama,
 }
 
 impl Api {
@@ -224,6 +226,8 @@ impl Api {
             Api::OpenAi => "openai",
             Api::Anthropic => "anthropic",
             Api::CountTokens => "count_tokens",
+            Api::Responses => "responses",
+            Api::Ollama => "ollama",
         }
     }
 }

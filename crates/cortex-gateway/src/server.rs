@@ -109,6 +109,9 @@ impl Gateway {
             metrics,
             limits: cfg.limits.clone(),
             keys: crate::api::guard::Keys::new(&cfg.gateway),
+            responses: std::sync::Mutex::new(
+                crate::translate::responses::store::ResponseStore::new(Default::default()),
+            ),
         });
         Self {
             state,

@@ -18,4 +18,6 @@ pub struct AppState {
     pub metrics: GatewayMetrics,
     pub limits: LimitsConfig,
     pub keys: crate::api::guard::Keys,
+    /// Conversations behind `previous_response_id` (Responses API).
+    pub responses: std::sync::Mutex<crate::translate::responses::store::ResponseStore>,
 }

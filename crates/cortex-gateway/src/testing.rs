@@ -121,5 +121,8 @@ pub async fn app_state(
         metrics,
         limits,
         keys: crate::api::guard::Keys::default(),
+        responses: std::sync::Mutex::new(crate::translate::responses::store::ResponseStore::new(
+            Default::default(),
+        )),
     }
 }
