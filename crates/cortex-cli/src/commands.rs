@@ -276,6 +276,8 @@ mod tests {
             loaded_at: 0,
             last_used_at: 0,
             in_flight: 0,
+            cached_conversations: 0,
+            cached_tokens: 0,
         }
     }
 

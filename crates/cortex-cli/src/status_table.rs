@@ -386,6 +386,7 @@ fn models_table(view: &FleetView, now_ms: u64) -> Table {
             "MEMORY",
             "LAST USED",
             "IN FLIGHT",
+            "CACHED",
             "PINNED",
         ],
         rows,
@@ -423,6 +424,7 @@ fn unplaced_row(m: &CatalogEntry) -> Vec<Cell> {
         Cell::plain("-"),
         Cell::plain("-"),
         Cell::plain("-"),
+        Cell::plain("-"),
         pinned(m),
     ]
 }
@@ -444,8 +446,24 @@ fn placement_row(view: &FleetView, m: &CatalogEntry, p: &Placement, now_ms: u64)
         Cell::plain(ByteSize(footprint).human()),
         Cell::plain(ago(now_ms, p.last_used_at)),
         Cell::plain(p.in_flight.to_string()),
+        Cell::plain(cached(p)),
         pinned(m),
     ]
+}
+
+/// Conversations in the neuron's prefix cache and their tokens, e.g.
+/// "3 / 4.2k tok"; "-" when none.
+fn cached(p: &Placement) -> String {
+    if p.cached_conversations == 0 {
+        return "-".into();
+    }
+    let t = p.cached_tokens;
+    let tokens = if t >= 1000 {
+        format!("{:.1}k", t as f64 / 1000.0)
+    } else {
+        t.to_string()
+    };
+    format!("{} / {tokens} tok", p.cached_conversations)
 }
 
 /// The node name, plus the device when the node has more than one.

@@ -28,6 +28,8 @@ fn placement(node: &str, device: u32, state: ModelState, weights: u64) -> Placem
         loaded_at: NOW - 3_600_000,
         last_used_at: 0,
         in_flight: 0,
+        cached_conversations: 0,
+        cached_tokens: 0,
     }
 }
 
@@ -297,4 +299,15 @@ fn device_lists() {
         devices(&[gpu(0, 0), gpu(1, 0), a6000]),
         "cuda:0,1 H100 80GB HBM3, cuda:2 RTX A6000"
     );
+}
+
+#[test]
+fn cached_column() {
+    let mut p = placement("a", 0, ModelState::Ready, 1);
+    assert_eq!(cached(&p), "-");
+    p.cached_conversations = 3;
+    p.cached_tokens = 4_200;
+    assert_eq!(cached(&p), "3 / 4.2k tok");
+    p.cached_tokens = 48;
+    assert_eq!(cached(&p), "3 / 48 tok");
 }

@@ -165,6 +165,8 @@ fn fleet() -> FleetView {
                     loaded_at: 1,
                     last_used_at: 2,
                     in_flight: 0,
+                    cached_conversations: 0,
+                    cached_tokens: 0,
                 }],
                 loadable_on: vec!["beast".into()],
             },

@@ -48,6 +48,12 @@ pub struct Placement {
     pub last_used_at: u64,
     /// Requests in flight through the gateway.
     pub in_flight: u64,
+    /// Conversations whose KV the neuron holds for it (cache-aware
+    /// routing), and their cached prompt tokens in all.
+    #[serde(default)]
+    pub cached_conversations: u64,
+    #[serde(default)]
+    pub cached_tokens: u64,
 }
 
 /// Optional body of `POST /admin/models/{id}/{load,unload}`.

@@ -16,6 +16,9 @@ pub const GW_NEURON_UP: &str = "cortex_neuron_up";
 pub const GW_IN_FLIGHT: &str = "cortex_requests_in_flight";
 pub const GW_QUEUE_WAIT: &str = "cortex_queue_wait_seconds";
 pub const GW_RETRIES: &str = "cortex_upstream_retries";
+/// Chat requests routed between several replicas, by model and reason
+/// (`cached_prefix`, `load`, `least_loaded`).
+pub const GW_ROUTING_DECISIONS: &str = "cortex_routing_decisions";
 
 // Neuron
 pub const N_REQUESTS: &str = "neuron_requests";

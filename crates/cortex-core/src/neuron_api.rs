@@ -88,6 +88,21 @@ pub struct ModelStatus {
     /// Why it is poisoned (the error chain), when it is.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Conversations whose KV is in this model's prefix cache, most
+    /// recently used first (see `cortex_core::prefix`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub cached_prefixes: Vec<CachedPrefix>,
+}
+
+/// A conversation prefix a neuron holds KV for.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct CachedPrefix {
+    /// [`crate::prefix::conversation_hashes`] of its last message.
+    pub hash: u64,
+    /// Prompt tokens of it still cached (whole blocks).
+    pub tokens: u64,
+    /// When a request last used it (unix ms).
+    pub last_used_ms: u64,
 }
 
 impl ModelStatus {

@@ -114,6 +114,7 @@ impl Canned {
                 source: "bench.gguf".into(),
                 context_length: 8192,
                 error: None,
+                cached_prefixes: Vec::new(),
             }],
             available: vec![AvailableModel {
                 id: MODEL.into(),

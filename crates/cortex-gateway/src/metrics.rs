@@ -51,6 +51,13 @@ pub struct ModelLabel {
     pub model: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct DecisionLabels {
+    pub model: String,
+    /// `cached_prefix`, `load` or `least_loaded` (`router::affinity`).
+    pub reason: &'static str,
+}
+
 type Histograms<L> = Family<L, Histogram, fn() -> Histogram>;
 
 fn latency() -> Histogram {
@@ -80,6 +87,7 @@ pub struct GatewayMetrics {
     pub in_flight: Family<ModelLabel, Gauge>,
     pub queue_wait: Histograms<ModelLabel>,
     pub retries: Family<ModelLabel, Counter>,
+    pub routing: Family<DecisionLabels, Counter>,
 }
 
 impl std::fmt::Debug for GatewayMetrics {
@@ -105,6 +113,7 @@ impl GatewayMetrics {
             in_flight: Family::default(),
             queue_wait: Family::new_with_constructor(latency),
             retries: Family::default(),
+            routing: Family::default(),
         };
         r.register(
             names::GW_REQUESTS,
@@ -175,6 +184,11 @@ impl GatewayMetrics {
             names::GW_RETRIES,
             "Requests retried on another neuron",
             m.retries.clone(),
+        );
+        r.register(
+            names::GW_ROUTING_DECISIONS,
+            "Chat requests routed between several ready replicas, by reason",
+            m.routing.clone(),
         );
         m
     }

@@ -108,6 +108,7 @@ impl Gateway {
             neurons: client,
             metrics,
             limits: cfg.limits.clone(),
+            routing: cfg.routing.clone(),
             keys: crate::api::guard::Keys::new(&cfg.gateway),
             responses: std::sync::Mutex::new(
                 crate::translate::responses::store::ResponseStore::new(Default::default()),

@@ -2,7 +2,7 @@
 //! the metrics and the limits. Built once by [`crate::server::Gateway`]
 //! and handed to the router with `with_state`.
 
-use cortex_core::config::LimitsConfig;
+use cortex_core::config::{LimitsConfig, RoutingConfig};
 
 use crate::admission::Admission;
 use crate::fleet::FleetHandle;
@@ -17,6 +17,7 @@ pub struct AppState {
     pub admission: Admission,
     pub metrics: GatewayMetrics,
     pub limits: LimitsConfig,
+    pub routing: RoutingConfig,
     pub keys: crate::api::guard::Keys,
     /// Conversations behind `previous_response_id` (Responses API).
     pub responses: std::sync::Mutex<crate::translate::responses::store::ResponseStore>,

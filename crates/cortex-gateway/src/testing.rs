@@ -50,6 +50,7 @@ pub fn status(
                 source: format!("{id}.gguf"),
                 context_length: 4096,
                 error: None,
+                cached_prefixes: Vec::new(),
             })
             .collect(),
         available: available
@@ -120,6 +121,7 @@ pub async fn app_state(
         admission: Admission::new(10, 10, 10),
         metrics,
         limits,
+        routing: Default::default(),
         keys: crate::api::guard::Keys::default(),
         responses: std::sync::Mutex::new(crate::translate::responses::store::ResponseStore::new(
             Default::default(),

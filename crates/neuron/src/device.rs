@@ -42,30 +42,93 @@ impl DeviceInfo {
 /// A GPU as NVML reports it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct GpuReading {
+    /// The CUDA ordinal (what `Device::new_cuda` takes). With the `cuda`
+    /// feature it is matched to NVML's device by UUID; without it, NVML's
+    /// index.
     pub ordinal: usize,
     pub name: String,
     pub memory_total: u64,
     pub memory_free: u64,
 }
 
-/// Ask NVML for the GPUs. `Err` (with NVML's message) when there is no
-/// driver or library — the normal case on a CPU-only machine.
+/// Ask NVML for the GPUs, in CUDA's numbering. `Err` (with NVML's or the
+/// driver's message) when there is no driver or library — the normal case on
+/// a CPU-only machine.
+///
+/// NVML numbers every GPU of the host in PCI order; CUDA numbers only the
+/// ones `CUDA_VISIBLE_DEVICES` lets it see, fastest first unless
+/// `CUDA_DEVICE_ORDER=PCI_BUS_ID`. So the two indices differ on many hosts,
+/// and each GPU is matched by its UUID: a reading's `ordinal` is the CUDA
+/// ordinal, and GPUs CUDA cannot see are left out.
 pub fn nvml_gpus() -> Result<Vec<GpuReading>, String> {
     let nvml = nvml_wrapper::Nvml::init().map_err(|e| e.to_string())?;
     let count = nvml.device_count().map_err(|e| e.to_string())?;
     let mut out = Vec::new();
     for i in 0..count {
         let dev = nvml.device_by_index(i).map_err(|e| e.to_string())?;
+        let uuid = dev.uuid().map_err(|e| e.to_string())?;
+        let Some(ordinal) = cuda_ordinal(i as usize, &uuid)? else {
+            continue;
+        };
         let name = dev.name().unwrap_or_else(|_| "NVIDIA GPU".into());
         let mem = dev.memory_info().map_err(|e| e.to_string())?;
         out.push(GpuReading {
-            ordinal: i as usize,
+            ordinal,
             name,
             memory_total: mem.total,
             memory_free: mem.free,
         });
     }
+    out.sort_by_key(|g| g.ordinal);
     Ok(out)
+}
+
+/// The CUDA ordinal of the GPU NVML calls `nvml_index` with `uuid`; `None`
+/// when CUDA does not see it. `Err` when the CUDA driver cannot be used.
+#[cfg(feature = "cuda")]
+fn cuda_ordinal(_nvml_index: usize, uuid: &str) -> Result<Option<usize>, String> {
+    Ok(cuda_uuids()?.iter().position(|u| u == uuid))
+}
+
+/// Without the `cuda` feature GPUs are only counted (for a warning).
+#[cfg(not(feature = "cuda"))]
+fn cuda_ordinal(nvml_index: usize, _uuid: &str) -> Result<Option<usize>, String> {
+    Ok(Some(nvml_index))
+}
+
+/// The UUID of each CUDA device, by ordinal, in NVML's spelling. The CUDA
+/// driver fixes its numbering when it initialises, so this is read once.
+#[cfg(feature = "cuda")]
+fn cuda_uuids() -> Result<&'static [String], String> {
+    use candle_core::cuda_backend::cudarc::driver::result;
+    static UUIDS: std::sync::OnceLock<Result<Vec<String>, String>> = std::sync::OnceLock::new();
+    let read = || -> Result<Vec<String>, result::DriverError> {
+        result::init()?;
+        (0..result::device::get_count()?)
+            .map(|i| {
+                let uuid = result::device::get_uuid(result::device::get(i)?)?;
+                Ok(nvml_uuid(&uuid.bytes.map(|b| b as u8)))
+            })
+            .collect()
+    };
+    UUIDS
+        .get_or_init(|| read().map_err(|e| format!("CUDA driver: {e}")))
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+/// A UUID's 16 bytes as NVML spells them: `GPU-` and 8-4-4-4-12 hex digits.
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+fn nvml_uuid(bytes: &[u8; 16]) -> String {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    format!(
+        "GPU-{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    )
 }
 
 /// Find the devices. `budget` caps what each device gives to models; by
@@ -196,6 +259,46 @@ mod tests {
             Some(2 << 20)
         );
         assert_eq!(field_kib("nothing", "MemTotal:"), None);
+    }
+
+    #[test]
+    fn uuids_are_spelt_as_nvml_spells_them() {
+        let bytes = [
+            0x3f, 0x2a, 0x9c, 0x01, 0x7d, 0x4e, 0x11, 0x22, 0x8b, 0x33, 0xaa, 0xbb, 0xcc, 0xdd,
+            0xee, 0xff,
+        ];
+        assert_eq!(
+            nvml_uuid(&bytes),
+            "GPU-3f2a9c01-7d4e-1122-8b33-aabbccddeeff"
+        );
+    }
+
+    /// With the `cuda` feature and no usable driver (CI links the stub of
+    /// `scripts/cuda-toolkit`), opening a CUDA device fails with the driver's
+    /// error, which is host-side: it never poisons a model. On a GPU host the
+    /// device opens instead.
+    #[cfg(feature = "cuda")]
+    #[test]
+    fn cuda_device_open_without_a_driver() {
+        match candle_core::Device::new_cuda(0) {
+            Ok(dev) => {
+                assert!(dev.is_cuda());
+                assert!(!nvml_gpus().unwrap_or_default().is_empty());
+            }
+            Err(e) => {
+                let text = e.to_string();
+                assert!(
+                    text.contains("CUDA_ERROR_STUB_LIBRARY")
+                        || text.contains("CUDA_ERROR_NO_DEVICE"),
+                    "{text}"
+                );
+                assert!(!crate::fault::is_device_fault(&text), "{text}");
+                // The same driver answer keeps discovery on the CPU.
+                assert!(cuda_uuids().is_err());
+                let d = discover(None);
+                assert!(d.iter().all(|i| i.kind == DeviceKind::Cpu), "{d:?}");
+            }
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ pub mod hub;
 pub mod lifecycle;
 pub mod logging;
 pub mod metrics;
-pub mod normalize;
+pub use cortex_core::normalize;
 pub mod paths;
 pub mod server;
 pub mod sys;

@@ -18,7 +18,34 @@ pub struct GatewayConfig {
     #[serde(default)]
     pub limits: LimitsConfig,
     #[serde(default)]
+    pub routing: RoutingConfig,
+    #[serde(default)]
     pub neurons: Vec<NeuronEndpoint>,
+}
+
+/// `[routing]`: cache-aware routing of chat requests between replicas.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RoutingConfig {
+    /// Send a conversation to the replica that holds the longest cached
+    /// prefix of it (as the neurons report), within `affinity_slack`.
+    pub prefix_affinity: bool,
+    /// How many more requests in flight than the least loaded replica a
+    /// replica may have and still win on its cached prefix.
+    pub affinity_slack: u64,
+    /// A conversation's affinity ends when its prefix was last used longer
+    /// ago than this.
+    pub affinity_ttl: HumanDuration,
+}
+
+impl Default for RoutingConfig {
+    fn default() -> Self {
+        Self {
+            prefix_affinity: true,
+            affinity_slack: 2,
+            affinity_ttl: HumanDuration::from_secs(30 * 60),
+        }
+    }
 }
 
 /// `[gateway]`

@@ -12,6 +12,7 @@ mod neuron;
 pub use error::ConfigError;
 pub use gateway::{
     EvictionConfig, EvictionStrategy, GatewayConfig, GatewaySection, LimitsConfig, NeuronEndpoint,
+    RoutingConfig,
 };
 pub use models::{ModelProfile, ModelSource, ModelsFile};
 pub use neuron::{NeuronConfig, NeuronModelSettings};

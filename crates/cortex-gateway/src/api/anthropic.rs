@@ -53,7 +53,7 @@ async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
     let d = dispatch(
         s,
         &resolved.id,
-        "/v1/chat/completions",
+        crate::proxy::CHAT_PATH,
         Bytes::from(upstream_body),
         deadline,
     )

@@ -84,7 +84,7 @@ async fn chat(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respons
     };
     let permit = admit(s, &resolved.id).await?;
     let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(s, &resolved.id, "/v1/chat/completions", body, deadline).await?;
+    let d = dispatch(s, &resolved.id, crate::proxy::CHAT_PATH, body, deadline).await?;
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::OpenAi, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {

@@ -325,11 +325,18 @@ impl FleetState {
         };
         let mut ready_pairs = Vec::new();
         for m in &models {
-            let ready: Vec<String> = self
+            let ready: Vec<(String, super::table::Prefixes)> = self
                 .residents_of(&m.id)
                 .into_iter()
                 .filter(|(n, s)| n.up && s.state == ModelState::Ready)
-                .map(|(n, _)| n.info.name.clone())
+                .map(|(n, s)| {
+                    let prefixes = s
+                        .cached_prefixes
+                        .iter()
+                        .map(|p| (p.hash, (p.tokens, p.last_used_ms)))
+                        .collect();
+                    (n.info.name.clone(), prefixes)
+                })
                 .collect();
             let resolved = Resolved {
                 id: m.id.as_str().into(),
@@ -342,10 +349,11 @@ impl FleetState {
         }
         for (id, nodes) in ready_pairs {
             let replicas: Vec<Replica> = nodes
-                .iter()
-                .filter_map(|node| {
-                    let info = self.node(node)?.info.clone();
-                    Some(Replica::new(&id, info, self.counters(&id, node)))
+                .into_iter()
+                .filter_map(|(node, prefixes)| {
+                    let info = self.node(&node)?.info.clone();
+                    let counters = self.counters(&id, &node);
+                    Some(Replica::with_prefixes(&id, info, counters, prefixes))
                 })
                 .collect();
             if !replicas.is_empty() {
@@ -474,6 +482,8 @@ impl FleetState {
                             .last_used_at
                             .max(self.counter_values(&m.id, &n.info.name).1),
                         in_flight: self.in_flight(n, s),
+                        cached_conversations: s.cached_prefixes.len() as u64,
+                        cached_tokens: s.cached_prefixes.iter().map(|p| p.tokens).sum(),
                     })
                     .collect();
                 CatalogEntry {

@@ -11,6 +11,7 @@ use std::sync::{Arc, OnceLock};
 
 use crate::metrics::{GatewayMetrics, ReplicaMetrics};
 use crate::neuron_client::NodeInfo;
+use crate::router::affinity::{pick_with_affinity, Candidate, Reason};
 
 /// Live counters of one (model, node) pair, shared by every snapshot.
 #[derive(Default)]
@@ -49,6 +50,10 @@ impl Counters {
     }
 }
 
+/// Conversation hash → (cached tokens, last used in unix ms), as a
+/// neuron reports them.
+pub type Prefixes = HashMap<u64, (u64, u64)>;
+
 /// A model ready on a node; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Replica(Arc<ReplicaInner>);
@@ -58,6 +63,8 @@ pub struct ReplicaInner {
     pub model: Arc<str>,
     pub node: Arc<NodeInfo>,
     pub counters: Arc<Counters>,
+    /// Conversations its neuron holds KV for, as of the last poll.
+    pub prefixes: Prefixes,
 }
 
 impl Deref for Replica {
@@ -70,11 +77,36 @@ impl Deref for Replica {
 
 impl Replica {
     pub fn new(model: &str, node: Arc<NodeInfo>, counters: Arc<Counters>) -> Self {
+        Self::with_prefixes(model, node, counters, HashMap::new())
+    }
+
+    pub fn with_prefixes(
+        model: &str,
+        node: Arc<NodeInfo>,
+        counters: Arc<Counters>,
+        prefixes: Prefixes,
+    ) -> Self {
         Self(Arc::new(ReplicaInner {
             model: model.into(),
             node,
             counters,
+            prefixes,
         }))
+    }
+
+    /// Tokens cached here of the longest prefix among `hashes` (a
+    /// conversation's, shortest first) used since `since_ms`.
+    pub fn cached_tokens(&self, hashes: &[u64], since_ms: u64) -> u64 {
+        hashes
+            .iter()
+            .rev()
+            .find_map(|h| {
+                self.prefixes
+                    .get(h)
+                    .filter(|(_, used)| *used >= since_ms)
+                    .map(|(tokens, _)| *tokens)
+            })
+            .unwrap_or(0)
     }
 
     /// Count a request on this replica until the guard drops. Last use is
@@ -154,6 +186,39 @@ impl RoutingTable {
                 crate::router::ready_order((ka.0, ka.1, &a.node.name), (kb.0, kb.1, &b.node.name))
             })
             .cloned()
+    }
+}
+
+impl RoutingTable {
+    /// Rule 2 for a chat request whose conversation has `hashes`
+    /// ([`cortex_core::prefix::conversation_hashes`]): the rule of
+    /// [`crate::router::affinity`], with prefixes last used before
+    /// `since_ms` not counted.
+    pub fn pick_chat(
+        &self,
+        id: &str,
+        avoid: &[String],
+        hashes: &[u64],
+        since_ms: u64,
+        slack: u64,
+    ) -> Option<(Replica, Reason)> {
+        let replicas: Vec<&Replica> = self
+            .ready
+            .get(id)?
+            .iter()
+            .filter(|r| !avoid.contains(&r.node.name))
+            .collect();
+        let cands: Vec<Candidate> = replicas
+            .iter()
+            .map(|r| Candidate {
+                node: r.node.name.clone(),
+                in_flight: r.in_flight(),
+                last_used_ms: r.counters.last_used_ms(),
+                cached_tokens: r.cached_tokens(hashes, since_ms),
+            })
+            .collect();
+        let (i, reason) = pick_with_affinity(&cands, slack)?;
+        Some((replicas[i].clone(), reason))
     }
 }
 

@@ -22,9 +22,11 @@ use bytes::Bytes;
 use cortex_core::config::LimitsConfig;
 use http::StatusCode;
 
+use cortex_core::openai::ChatCompletionRequest;
+
 use crate::error::GatewayError;
 use crate::fleet::{FleetError, InFlightGuard, Replica};
-use crate::metrics::ModelLabel;
+use crate::metrics::{DecisionLabels, ModelLabel};
 use crate::neuron_client::{error_of, Answer, NeuronRequest, UpstreamError};
 use crate::state::AppState;
 use upstream::UpstreamSse;
@@ -64,6 +66,9 @@ impl Dispatched {
         (up, self.guard)
     }
 }
+
+/// The neuron's chat route: the requests that carry a conversation.
+pub const CHAT_PATH: &str = "/v1/chat/completions";
 
 /// What a neuron's refusal says about the request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,7 +117,7 @@ pub async fn dispatch(
     loop {
         attempt += 1;
         let last = attempt >= limits.max_attempts;
-        let replica = match state.fleet.table().pick(model, &avoid) {
+        let replica = match pick(state, model, path, &body, &avoid) {
             Some(r) => r,
             None => {
                 let until = Instant::now() + limits.load_wait.get();
@@ -178,6 +183,41 @@ pub async fn dispatch(
             )));
         }
     }
+}
+
+/// Rule 2: the ready replica for this request, if any. A chat request
+/// with a choice of replicas goes by its conversation's cached prefix
+/// (`router::affinity`); the decision is counted by reason.
+fn pick(
+    state: &AppState,
+    model: &str,
+    path: &str,
+    body: &[u8],
+    avoid: &[String],
+) -> Option<Replica> {
+    let table = state.fleet.table();
+    let several = table.ready.get(model).is_some_and(|r| r.len() > 1);
+    if !(several && state.routing.prefix_affinity && path == CHAT_PATH) {
+        return table.pick(model, avoid);
+    }
+    // Parsed only here: with one replica there is nothing to choose.
+    let hashes = serde_json::from_slice::<ChatCompletionRequest>(body)
+        .map(|req| cortex_core::prefix::conversation_hashes(&req))
+        .unwrap_or_default();
+    let ttl = state.routing.affinity_ttl.get().as_millis() as u64;
+    let since = cortex_core::now_unix_ms().saturating_sub(ttl);
+    let (replica, reason) =
+        table.pick_chat(model, avoid, &hashes, since, state.routing.affinity_slack)?;
+    state
+        .metrics
+        .routing
+        .get_or_create(&DecisionLabels {
+            model: model.to_string(),
+            reason: reason.as_str(),
+        })
+        .inc();
+    tracing::debug!(%model, node = %replica.node.name, reason = reason.as_str(), "routed");
+    Some(replica)
 }
 
 /// A replica of `model` once it is loaded (a cold load waited for), by

@@ -9,6 +9,8 @@
 //! belongs to the fleet actor and the evictor; this module must not learn
 //! about either.
 //!
+//! - [`affinity`]: rule 2 for chat requests when neurons report cached
+//!   conversation prefixes ([`affinity::pick_with_affinity`]);
 //! - [`place`]: [`pick_ready`] (rule 2 of "Routing, loading and eviction":
 //!   which ready replica gets a request) and [`plan_load`] (rule 3: where a
 //!   cold model is loaded and what is evicted first);
@@ -33,6 +35,7 @@
 //!
 //! The detailed rules are in the documentation of [`place`] and [`evict`].
 
+pub mod affinity;
 pub mod evict;
 pub mod place;
 

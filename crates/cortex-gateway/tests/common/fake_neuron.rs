@@ -259,6 +259,20 @@ impl FakeNeuron {
         }
     }
 
+    /// Report in `/status` that `model`'s prefix cache holds `tokens`
+    /// tokens of the conversation with `hash`, last used `last_used_ms`.
+    pub fn hold_prefix(&self, model: &str, hash: u64, tokens: u64, last_used_ms: u64) {
+        let mut i = self.shared.lock();
+        for m in i.models.iter_mut().filter(|m| m.id == model) {
+            m.cached_prefixes
+                .push(cortex_core::neuron_api::CachedPrefix {
+                    hash,
+                    tokens,
+                    last_used_ms,
+                });
+        }
+    }
+
     /// Forget `model` as a restarted neuron would (no unload call).
     pub fn forget(&self, model: &str) {
         self.shared.lock().models.retain(|m| m.id != model);
@@ -382,6 +396,7 @@ fn model_status(id: &str, a: &AvailableModel, state: ModelState) -> ModelStatus 
         source: a.source.clone(),
         context_length: 2048,
         error: None,
+        cached_prefixes: Vec::new(),
     }
 }
 

@@ -60,6 +60,7 @@ fn status(name: &str) -> Vec<u8> {
             source: "m.gguf".into(),
             context_length: 4096,
             error: None,
+            cached_prefixes: Vec::new(),
         }],
         available: vec![AvailableModel {
             id: "m".into(),

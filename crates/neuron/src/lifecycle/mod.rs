@@ -98,6 +98,7 @@ impl Model {
             source: self.source.clone(),
             context_length: self.assets.meta.max_positions() as u64,
             error: poisoned,
+            cached_prefixes: Vec::new(),
         }
     }
 
@@ -306,6 +307,7 @@ impl Registry {
                     source: l.source.clone(),
                     context_length: 0,
                     error: None,
+                    cached_prefixes: Vec::new(),
                 },
             })
             .collect();

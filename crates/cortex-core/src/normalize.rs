@@ -15,7 +15,7 @@
 //! is documented in the README ("Prompt normalisation"); none of it is
 //! both per-request and meaningless, so nothing else is removed.
 
-use cortex_core::openai::{ChatMessage, ContentPart, MessageContent, Role};
+use crate::openai::{ChatMessage, ContentPart, MessageContent, Role};
 
 /// The line prefix Claude Code's billing block starts with.
 pub const BILLING_HEADER: &str = "x-anthropic-billing-header:";
