@@ -3,10 +3,12 @@
 //! - [`config`]: `cortex.toml`, `models.toml`, `neuron.toml` and their validation;
 //! - [`units`]: durations and byte sizes as written in config files;
 //! - [`openai`], [`anthropic`]: the two client dialects on the wire;
+//! - [`responses`], [`ollama`]: OpenAI's Responses API and Ollama's API;
 //! - [`neuron_api`]: what the gateway and a neuron say to each other;
 //! - [`fleet`]: the gateway's view of nodes and models (`/admin/fleet`);
 //! - [`model_id`]: what a model name may look like;
-//! - [`metrics`]: metric names and histogram buckets.
+//! - [`metrics`]: metric names and histogram buckets;
+//! - [`time`]: calendar dates and RFC 3339 timestamps.
 //!
 //! No I/O and no async runtime here.
 
@@ -17,8 +19,11 @@ pub mod metrics;
 pub mod model_id;
 pub mod neuron_api;
 pub mod normalize;
+pub mod ollama;
 pub mod openai;
 pub mod prefix;
+pub mod responses;
+pub mod time;
 pub mod units;
 
 pub use units::{ByteSize, HumanDuration};

@@ -15,7 +15,9 @@
 //! - [`catalog`]: profiles from models.toml and discovered models;
 //! - [`neuron_client`]: the [`neuron_client::NeuronApi`] seam and its HTTP
 //!   client;
-//! - [`translate`]: OpenAI ⇄ Anthropic, requests, responses and streams;
+//! - [`translate`]: OpenAI ⇄ Anthropic, OpenAI Responses and Ollama,
+//!   requests, responses and streams;
+//! - [`ui`]: the fleet page;
 //! - [`sse`]: a bounded server-sent-events decoder for upstream streams;
 //! - [`metrics`]: the Prometheus metrics.
 
@@ -42,6 +44,7 @@ pub mod state;
 #[cfg(test)]
 mod testing;
 pub mod translate;
+pub mod ui;
 
 pub use server::Gateway;
 pub use settings::GatewaySettings;

@@ -229,6 +229,8 @@ pub enum Api {
     OpenAi,
     Anthropic,
     CountTokens,
+    Responses,
+    Ollama,
 }
 
 impl Api {
@@ -238,6 +240,8 @@ impl Api {
             Api::OpenAi => "openai",
             Api::Anthropic => "anthropic",
             Api::CountTokens => "count_tokens",
+            Api::Responses => "responses",
+            Api::Ollama => "ollama",
         }
     }
 }

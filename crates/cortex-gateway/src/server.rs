@@ -110,6 +110,9 @@ impl Gateway {
             limits: cfg.limits.clone(),
             routing: cfg.routing.clone(),
             keys: crate::api::guard::Keys::new(&cfg.gateway),
+            responses: std::sync::Mutex::new(
+                crate::translate::responses::store::ResponseStore::new(Default::default()),
+            ),
         });
         Self {
             state,

@@ -19,4 +19,6 @@ pub struct AppState {
     pub limits: LimitsConfig,
     pub routing: RoutingConfig,
     pub keys: crate::api::guard::Keys,
+    /// Conversations behind `previous_response_id` (Responses API).
+    pub responses: std::sync::Mutex<crate::translate::responses::store::ResponseStore>,
 }

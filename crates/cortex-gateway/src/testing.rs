@@ -123,5 +123,8 @@ pub async fn app_state(
         limits,
         routing: Default::default(),
         keys: crate::api::guard::Keys::default(),
+        responses: std::sync::Mutex::new(crate::translate::responses::store::ResponseStore::new(
+            Default::default(),
+        )),
     }
 }

@@ -84,7 +84,7 @@ async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
         rand::random::<u32>()
     );
     let tr = AnthropicStream::new(id, requested, hint);
-    Ok(event_stream(stream::anthropic(s, d, stats, tr, permit)))
+    Ok(event_stream(stream::translated(s, d, stats, tr, permit)))
 }
 
 /// `POST /v1/messages/count_tokens` → `{"input_tokens": N}`.

@@ -108,6 +108,11 @@ impl Keys {
     /// every route; with admin keys set, an API key on the admin API is
     /// 403; with none set, the admin API is guarded like the rest.
     pub fn check(&self, path: &str, headers: &HeaderMap) -> Result<(), GatewayError> {
+        // The fleet page is public: it holds no data, asks its user for the
+        // admin key and sends it on its /admin/* calls, which are guarded.
+        if PUBLIC_PAGES.contains(&path) {
+            return Ok(());
+        }
         let admin_route = path == "/admin" || path.starts_with("/admin/");
         let holder = self.holder(headers);
         if admin_route && !self.admin.is_empty() {
@@ -124,6 +129,9 @@ impl Keys {
         }
     }
 }
+
+/// Paths open without a key: the fleet page and the redirect to it.
+pub const PUBLIC_PAGES: [&str; 2] = ["/", "/ui"];
 
 /// Why the guard refuses a request to `path` with `headers`, if it does:
 /// a path trick, a missing, wrong or insufficient key (when keys are
@@ -249,6 +257,25 @@ mod tests {
                     assert_eq!(got, on_admin[i], "{api:?} {admin:?} {r} {key:?}");
                 }
             }
+        }
+    }
+
+    /// Only the page and the redirect to it are open; neighbours and the
+    /// API behind the page are not.
+    #[test]
+    fn only_the_fleet_page_is_open_without_a_key() {
+        let k = keys(&["sk-api"], &["sk-admin"]);
+        for open in ["/", "/ui"] {
+            assert!(k.check(open, &bearer(None)).is_ok(), "{open}");
+        }
+        for closed in ["/ui/", "/uix", "/ui/x", "/v1/models", "/admin/fleet", "//"] {
+            assert!(
+                matches!(
+                    k.check(closed, &bearer(None)),
+                    Err(GatewayError::Unauthorized)
+                ),
+                "{closed}"
+            );
         }
     }
 

@@ -1,5 +1,6 @@
-//! The gateway's HTTP API: OpenAI routes ([`openai`]), Anthropic routes
-//! ([`anthropic`]), the admin API ([`admin`]), authentication and path
+//! The gateway's HTTP API: OpenAI routes ([`openai`]), the Responses API
+//! ([`responses`]), Anthropic routes ([`anthropic`]), the fleet page
+//! ([`ui`]), the admin API ([`admin`]), authentication and path
 //! normalisation ([`guard`]), and errors in each dialect ([`error`]).
 
 pub mod admin;
@@ -7,6 +8,8 @@ pub mod anthropic;
 pub mod error;
 pub mod guard;
 pub mod openai;
+pub mod responses;
+pub mod ui;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,8 +42,11 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models", get(openai::models))
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
+        .route("/v1/responses", post(responses::create))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/ui", get(ui::page))
+        .route("/", get(ui::root))
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/admin/fleet", get(admin::fleet))

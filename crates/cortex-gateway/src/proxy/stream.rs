@@ -1,6 +1,7 @@
 //! The streams a client gets from a neuron's event stream: OpenAI chunks
-//! passed through ([`openai`]) or translated into Anthropic events
-//! ([`anthropic`], with `ping` keepalives while the neuron is silent). Both
+//! passed through ([`openai`]) or translated into another dialect
+//! ([`translated`], through a [`Translator`]: Anthropic events with `ping`
+//! keepalives while the neuron is silent, Responses events, Ollama lines). Both
 //! tap the request's metrics, end with an error event in the client's
 //! dialect when the neuron's stream breaks (never a silent cut), and keep
 //! the request's in-flight count and admission slot until they are dropped
@@ -143,12 +144,51 @@ impl Passing {
     }
 }
 
-/// The neuron's OpenAI chunks as Anthropic events, through `tr`.
-pub fn anthropic(
+/// A per-stream translator from the neuron's chat chunks to a client's
+/// dialect (Anthropic events, Responses events, Ollama lines), each
+/// appending its encoded output to `out`.
+pub trait Translator: Send + 'static {
+    /// What goes out before the first upstream event.
+    fn start(&mut self, out: &mut Vec<u8>);
+    fn on_chunk(&mut self, chunk: ChatCompletionChunk, out: &mut Vec<u8>);
+    /// Upstream ended cleanly.
+    fn finish(&mut self, out: &mut Vec<u8>);
+    /// Upstream failed with `message`; nothing follows.
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>);
+    fn is_done(&self) -> bool;
+    /// A keepalive while the neuron is silent, for dialects that have one.
+    fn ping(&self, _out: &mut Vec<u8>) {}
+}
+
+impl Translator for AnthropicStream {
+    fn start(&mut self, out: &mut Vec<u8>) {
+        encode_all(&AnthropicStream::start(self), out);
+    }
+    fn on_chunk(&mut self, chunk: ChatCompletionChunk, out: &mut Vec<u8>) {
+        encode_all(&AnthropicStream::on_chunk(self, chunk), out);
+    }
+    fn finish(&mut self, out: &mut Vec<u8>) {
+        encode_all(&AnthropicStream::finish(self), out);
+    }
+    fn fail(&mut self, message: &str, out: &mut Vec<u8>) {
+        encode_all(&AnthropicStream::fail(self, "api_error", message), out);
+    }
+    fn is_done(&self) -> bool {
+        AnthropicStream::is_done(self)
+    }
+    fn ping(&self, out: &mut Vec<u8>) {
+        if let Some(p) = AnthropicStream::ping(self) {
+            out.extend_from_slice(&encode_event(&p));
+        }
+    }
+}
+
+/// The neuron's OpenAI chunks in another dialect, through `tr`.
+pub fn translated<T: Translator>(
     state: &AppState,
     d: Dispatched,
     stats: Stats,
-    tr: AnthropicStream,
+    tr: T,
     permit: Permit,
 ) -> Events {
     let (up, guard) = d.into_sse(&state.limits);
@@ -171,8 +211,10 @@ pub fn anthropic(
             t.started = true;
             // The interval's first tick is immediate; consume it.
             t.ping.tick().await;
-            encode_all(&t.tr.start(), &mut out);
-            return Some((Ok(Bytes::from(out)), t));
+            t.tr.start(&mut out);
+            if !out.is_empty() {
+                return Some((Ok(Bytes::from(out)), t));
+            }
         }
         while out.is_empty() {
             if t.tr.is_done() {
@@ -181,9 +223,7 @@ pub fn anthropic(
             let next = tokio::select! {
                 ev = t.up.next() => ev,
                 _ = t.ping.tick() => {
-                    if let Some(p) = t.tr.ping() {
-                        out.extend_from_slice(&encode_event(&p));
-                    }
+                    t.tr.ping(&mut out);
                     continue;
                 }
             };
@@ -199,9 +239,9 @@ pub fn anthropic(
     }))
 }
 
-struct Translating {
+struct Translating<T> {
     up: UpstreamSse,
-    tr: AnthropicStream,
+    tr: T,
     stats: Stats,
     ping: tokio::time::Interval,
     started: bool,
@@ -214,23 +254,23 @@ fn encode_all(events: &[StreamEvent], out: &mut Vec<u8>) {
     }
 }
 
-impl Translating {
-    /// Append the Anthropic events for one upstream event (or the end) to
+impl<T: Translator> Translating<T> {
+    /// Append the client's events for one upstream event (or the end) to
     /// `out`; record the request when the stream ends.
     fn translate(&mut self, next: Next, out: &mut Vec<u8>) {
-        let events = match next {
+        match next {
             None => {
                 self.stats.finish(502);
-                self.tr.fail("api_error", CUT)
+                self.tr.fail(CUT, out)
             }
             Some(Err(f)) => {
                 self.stats.finish(502);
-                self.tr.fail("api_error", &f.0)
+                self.tr.fail(&f.0, out)
             }
             Some(Ok(ev)) if ev.data == "[DONE]" => {
                 self.stats.finish(200);
                 self.up.drain();
-                self.tr.finish()
+                self.tr.finish(out)
             }
             Some(Ok(ev)) => match serde_json::from_str::<ChatCompletionChunk>(&ev.data) {
                 Ok(chunk) => {
@@ -245,16 +285,15 @@ impl Translating {
                     if let Some(u) = chunk.usage {
                         self.stats.usage = Some(u);
                     }
-                    self.tr.on_chunk(chunk)
+                    self.tr.on_chunk(chunk, out)
                 }
                 Err(_) => {
                     // Not a chunk: the neuron's error line, or garbage.
                     let (message, _) = error_of(ev.data.as_bytes());
                     self.stats.finish(500);
-                    self.tr.fail("api_error", &message)
+                    self.tr.fail(&message, out)
                 }
             },
-        };
-        encode_all(&events, out);
+        }
     }
 }

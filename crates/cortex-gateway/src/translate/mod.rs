@@ -5,7 +5,9 @@
 //!   request (also for `count_tokens`);
 //! - [`response`]: a non-streamed OpenAI answer becomes an Anthropic message;
 //! - [`stream`]: a per-stream state machine turning OpenAI chunks into
-//!   Anthropic stream events, and their SSE encoding.
+//!   Anthropic stream events, and their SSE encoding;
+//! - [`responses`]: the same for OpenAI's Responses API (plus the store
+//!   behind `previous_response_id`), and [`ollama`] for Ollama's API.
 //!
 //! Everything here is pure: no I/O, no clock, no shared state. What a
 //! translated body is sent to, and how errors reach the client, belongs to
@@ -13,9 +15,12 @@
 //! `CONFORMANCE.md`.
 
 mod checks;
+pub mod ollama;
 pub mod request;
 pub mod response;
+pub mod responses;
 pub mod stream;
+pub mod tool_deltas;
 
 /// A client request that cannot be translated; the HTTP layer answers it
 /// with a 400 `invalid_request_error` in the caller's dialect.

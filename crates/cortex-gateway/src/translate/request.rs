@@ -145,7 +145,7 @@ fn convert_messages(system: Option<SystemPrompt>, messages: Vec<Message>) -> Vec
 
 /// Chat templates take one system prompt: leading system/developer
 /// messages are merged into one, separated by a blank line.
-fn fold_leading_system(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
+pub(crate) fn fold_leading_system(messages: Vec<ChatMessage>) -> Vec<ChatMessage> {
     let leading = messages
         .iter()
         .take_while(|m| matches!(m.role, Role::System | Role::Developer))

@@ -13,7 +13,7 @@
 //!   empty one, so that `content[0].text` works in clients.
 
 use cortex_core::anthropic::{ContentBlock, MessagesResponse, Role, StopReason, Usage};
-use cortex_core::openai::{ChatCompletion, FinishReason, ToolCall};
+use cortex_core::openai::{ChatCompletion, Choice, FinishReason, ToolCall};
 use serde_json::{Map, Value};
 
 /// The Anthropic id for an upstream completion id: `msg_` prefixed, once.
@@ -111,6 +111,20 @@ pub fn settle_stop_reason(reason: Option<StopReason>, had_tool_calls: bool) -> S
         (_, true) => StopReason::ToolUse,
         (Some(reason), false) => reason,
         (None, false) => StopReason::EndTurn,
+    }
+}
+
+/// Choice 0 of a non-streamed answer (the lowest index; the other
+/// dialects have no `n`): its text, tool calls and finish reason, all empty
+/// when there is no choice.
+pub fn first_choice(choices: Vec<Choice>) -> (String, Vec<ToolCall>, Option<FinishReason>) {
+    match choices.into_iter().min_by_key(|c| c.index) {
+        Some(c) => (
+            c.message.content.unwrap_or_default(),
+            c.message.tool_calls.unwrap_or_default(),
+            c.finish_reason,
+        ),
+        None => (String::new(), Vec::new(), None),
     }
 }
 

@@ -27,8 +27,6 @@
 //! - [`AnthropicStream::fail`] does not close open blocks: a cut tool call
 //!   must not look complete to the client.
 
-use std::collections::HashSet;
-
 use bytes::Bytes;
 use cortex_core::anthropic::{
     BlockDelta, ContentBlock, DeltaUsage, ErrorBody, MessageDeltaBody, MessagesResponse, Role,
@@ -38,6 +36,7 @@ use cortex_core::openai::{ChatCompletionChunk, FinishReason, ToolCallDelta};
 use serde_json::{Map, Value};
 
 use super::response::{self, finish_to_stop_reason, settle_stop_reason, tool_use_id};
+use super::tool_deltas::{StartedCall, ToolDeltas, ToolStep};
 
 /// Where the stream is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -54,15 +53,6 @@ enum OpenBlock {
     Tool { index: u32, upstream: u32 },
 }
 
-/// A tool call seen upstream whose block has not started (no name yet).
-#[derive(Debug, Default)]
-struct PendingTool {
-    upstream: u32,
-    id: Option<String>,
-    name: String,
-    arguments: String,
-}
-
 /// Per-stream translation state: OpenAI chunks in, Anthropic events out.
 #[derive(Debug)]
 pub struct AnthropicStream {
@@ -72,11 +62,9 @@ pub struct AnthropicStream {
     phase: Phase,
     next_index: u32,
     open: Option<OpenBlock>,
-    pending_tool: Option<PendingTool>,
+    tools: ToolDeltas,
     /// Whitespace-only text waiting for a text block (see module docs).
     pending_space: String,
-    /// Upstream tool-call indices that already got a block.
-    started_tools: HashSet<u32>,
     finish: Option<FinishReason>,
     matched_stop: Option<String>,
     usage: Option<cortex_core::openai::Usage>,
@@ -95,9 +83,8 @@ impl AnthropicStream {
             phase: Phase::NotStarted,
             next_index: 0,
             open: None,
-            pending_tool: None,
+            tools: ToolDeltas::default(),
             pending_space: String::new(),
-            started_tools: HashSet::new(),
             finish: None,
             matched_stop: None,
             usage: None,
@@ -182,7 +169,7 @@ impl AnthropicStream {
         }
         let (reason, stop_sequence) =
             finish_to_stop_reason(self.finish, self.matched_stop.as_deref());
-        let reason = settle_stop_reason(reason, !self.started_tools.is_empty());
+        let reason = settle_stop_reason(reason, self.tools.any_started());
         let stop_sequence = stop_sequence.filter(|_| reason == StopReason::StopSequence);
         let usage = match self.usage {
             Some(u) => DeltaUsage {
@@ -246,62 +233,34 @@ impl AnthropicStream {
     }
 
     fn on_tool_delta(&mut self, call: ToolCallDelta, out: &mut Vec<StreamEvent>) {
-        if let Some(OpenBlock::Tool { index, upstream }) = self.open {
-            if upstream == call.index {
-                if !call.function.arguments.is_empty() {
-                    out.push(StreamEvent::ContentBlockDelta {
-                        index,
-                        delta: BlockDelta::InputJsonDelta {
-                            partial_json: call.function.arguments,
-                        },
-                    });
+        let open = match self.open {
+            Some(OpenBlock::Tool { upstream, .. }) => Some(upstream),
+            _ => None,
+        };
+        for step in self.tools.on_delta(call, open) {
+            match step {
+                ToolStep::Start(tool) => self.start_tool(tool, out),
+                ToolStep::Arguments(partial_json) => {
+                    if let Some(OpenBlock::Tool { index, .. }) = self.open {
+                        out.push(StreamEvent::ContentBlockDelta {
+                            index,
+                            delta: BlockDelta::InputJsonDelta { partial_json },
+                        });
+                    }
                 }
-                return;
             }
-        }
-        if let Some(pending) = self
-            .pending_tool
-            .as_mut()
-            .filter(|p| p.upstream == call.index)
-        {
-            pending.id = pending.id.take().or(call.id);
-            pending
-                .name
-                .push_str(&call.function.name.unwrap_or_default());
-            pending.arguments.push_str(&call.function.arguments);
-            if !pending.name.is_empty() {
-                self.flush_pending_tool(out);
-            }
-            return;
-        }
-        if self.started_tools.contains(&call.index) {
-            tracing::warn!(
-                upstream_index = call.index,
-                "dropping a delta for a tool call whose block is closed"
-            );
-            return;
-        }
-        self.flush_pending_tool(out);
-        self.pending_tool = Some(PendingTool {
-            upstream: call.index,
-            id: call.id,
-            name: call.function.name.unwrap_or_default(),
-            arguments: call.function.arguments,
-        });
-        if self
-            .pending_tool
-            .as_ref()
-            .is_some_and(|p| !p.name.is_empty())
-        {
-            self.flush_pending_tool(out);
         }
     }
 
     /// Start the pending tool call's block, with whatever name it has.
     fn flush_pending_tool(&mut self, out: &mut Vec<StreamEvent>) {
-        let Some(tool) = self.pending_tool.take() else {
-            return;
-        };
+        if let Some(tool) = self.tools.flush() {
+            self.start_tool(tool, out);
+        }
+    }
+
+    /// Open a `tool_use` block for `tool`, with the arguments it brought.
+    fn start_tool(&mut self, tool: StartedCall, out: &mut Vec<StreamEvent>) {
         self.close_open(out);
         self.pending_space.clear();
         let index = self.take_index();
@@ -324,7 +283,6 @@ impl AnthropicStream {
                 },
             });
         }
-        self.started_tools.insert(tool.upstream);
         self.open = Some(OpenBlock::Tool {
             index,
             upstream: tool.upstream,
@@ -382,7 +340,7 @@ pub fn encode_event(ev: &StreamEvent) -> Bytes {
 
 #[cfg(test)]
 #[path = "stream_tests.rs"]
-mod tests;
+pub(crate) mod tests;
 
 #[cfg(test)]
 #[path = "stream_props.rs"]

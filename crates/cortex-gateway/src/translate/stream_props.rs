@@ -10,7 +10,7 @@ use serde_json::json;
 
 /// One thing upstream may do.
 #[derive(Debug, Clone)]
-enum Op {
+pub(crate) enum Op {
     Text(String),
     Tool {
         index: u32,
@@ -26,13 +26,13 @@ enum Op {
 
 /// How the stream ends.
 #[derive(Debug, Clone, Copy)]
-enum End {
+pub(crate) enum End {
     Finish,
     /// `fail` after this many ops (clamped to the number of ops).
     FailAfter(usize),
 }
 
-fn op() -> impl Strategy<Value = Op> {
+pub(crate) fn op() -> impl Strategy<Value = Op> {
     prop_oneof![
         4 => "[a-z \n]{0,6}".prop_map(Op::Text),
         4 => (
@@ -53,11 +53,11 @@ fn op() -> impl Strategy<Value = Op> {
     ]
 }
 
-fn end() -> impl Strategy<Value = End> {
+pub(crate) fn end() -> impl Strategy<Value = End> {
     prop_oneof![Just(End::Finish), (0usize..40).prop_map(End::FailAfter)]
 }
 
-fn to_chunk(op: &Op) -> Option<ChatCompletionChunk> {
+pub(crate) fn to_chunk(op: &Op) -> Option<ChatCompletionChunk> {
     Some(match op {
         Op::Text(t) => text(t),
         Op::Tool {

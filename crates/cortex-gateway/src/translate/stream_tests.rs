@@ -7,7 +7,7 @@ use crate::sse::SseDecoder;
 use serde_json::json;
 
 /// One upstream chunk with choice 0 carrying `delta` and `finish`.
-pub(super) fn chunk(
+pub(crate) fn chunk(
     delta: Value,
     finish: Option<&str>,
     stop_reason: Option<&str>,
@@ -22,15 +22,15 @@ pub(super) fn chunk(
     .unwrap()
 }
 
-pub(super) fn role() -> ChatCompletionChunk {
+pub(crate) fn role() -> ChatCompletionChunk {
     chunk(json!({"role": "assistant", "content": ""}), None, None)
 }
 
-pub(super) fn text(t: &str) -> ChatCompletionChunk {
+pub(crate) fn text(t: &str) -> ChatCompletionChunk {
     chunk(json!({"content": t}), None, None)
 }
 
-pub(super) fn tool(
+pub(crate) fn tool(
     index: u32,
     id: Option<&str>,
     name: Option<&str>,
@@ -47,11 +47,11 @@ pub(super) fn tool(
     chunk(json!({"tool_calls": [call]}), None, None)
 }
 
-pub(super) fn finish(reason: &str) -> ChatCompletionChunk {
+pub(crate) fn finish(reason: &str) -> ChatCompletionChunk {
     chunk(json!({}), Some(reason), None)
 }
 
-pub(super) fn usage(prompt: u64, completion: u64) -> ChatCompletionChunk {
+pub(crate) fn usage(prompt: u64, completion: u64) -> ChatCompletionChunk {
     serde_json::from_value(json!({
         "id": "chatcmpl-abc", "object": "chat.completion.chunk", "created": 1700000000,
         "model": "qwen2.5-7b", "choices": [],

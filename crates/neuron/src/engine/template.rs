@@ -252,16 +252,7 @@ fn strftime(format: &str, unix_secs: i64) -> String {
     const DAYS: &str = "Sunday Monday Tuesday Wednesday Thursday Friday Saturday";
     let days = unix_secs.div_euclid(86_400);
     let secs = unix_secs.rem_euclid(86_400);
-    // Howard Hinnant's civil_from_days.
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
+    let (year, month, day) = cortex_core::time::civil_from_days(days);
     let weekday = DAYS.split(' ').nth((days + 4).rem_euclid(7) as usize);
     let weekday = weekday.unwrap_or_default();
     let month_name = MONTHS
