@@ -41,9 +41,6 @@ use crate::engine::{test_model, Device};
 struct Case {
     prompt: Vec<u32>,
     expected: Vec<u32>,
-    /// The previous engine's greedy tokens (SmolLM2 only).
-    #[serde(default)]
-    candle_transformers: Vec<u32>,
     /// llama.cpp's greedy tokens.
     #[serde(default)]
     llama_cpp: Vec<u32>,
