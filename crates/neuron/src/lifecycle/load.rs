@@ -258,32 +258,43 @@ impl Registry {
             meta.len(),
             meta.modified().unwrap_or(SystemTime::UNIX_EPOCH),
         );
-        if let Some(v) = self
+        let cached = self
             .estimates
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .get(&key)
-        {
-            return Ok(*v);
-        }
-        let p = path.to_path_buf();
-        let summary = tokio::task::spawn_blocking(move || crate::engine::gguf::inspect(&p))
-            .await
-            .map_err(|e| LifecycleError::BadSource(e.to_string()))?
-            .map_err(|e| LifecycleError::LoadFailed {
-                model: path.display().to_string(),
-                message: e.chain(),
-                invalid_file: true,
-            })?;
-        let estimate = Estimate {
-            weights: summary.weights_bytes,
-            kv_block: summary.kv_block_bytes,
+            .cloned();
+        let result = match cached {
+            Some(r) => r,
+            None => {
+                // Remembered by the blocking task itself, failures too: a
+                // `/status` poll that gives up (its client timed out) still
+                // leaves the answer for the next poll, and an unloadable
+                // file is not read again on every poll.
+                let estimates = self.estimates.clone();
+                let p = path.to_path_buf();
+                tokio::task::spawn_blocking(move || {
+                    let r = crate::engine::gguf::inspect(&p)
+                        .map(|s| Estimate {
+                            weights: s.weights_bytes,
+                            kv_block: s.kv_block_bytes,
+                        })
+                        .map_err(|e| e.chain());
+                    estimates
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .insert(key, r.clone());
+                    r
+                })
+                .await
+                .map_err(|e| LifecycleError::BadSource(e.to_string()))?
+            }
         };
-        self.estimates
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, estimate);
-        Ok(estimate)
+        result.map_err(|message| LifecycleError::LoadFailed {
+            model: path.display().to_string(),
+            message,
+            invalid_file: true,
+        })
     }
 
     /// Footprints (weights + KV reserve) placed on each device index.

@@ -174,6 +174,10 @@ impl Estimate {
     }
 }
 
+/// `inspect()` results (what a file takes once loaded, or why it cannot be
+/// loaded) by (path, size, mtime): the header read is not free.
+type Estimates = Arc<Mutex<HashMap<(PathBuf, u64, SystemTime), Result<Estimate, String>>>>;
+
 /// The model table of one neuron.
 pub struct Registry {
     name: String,
@@ -184,8 +188,8 @@ pub struct Registry {
     metrics: NeuronMetrics,
     slots: Mutex<HashMap<String, Slot>>,
     next_key: AtomicU64,
-    /// `inspect()` results by (path, size, mtime): the header read is not free.
-    estimates: Mutex<HashMap<(PathBuf, u64, SystemTime), Estimate>>,
+    /// What each model file takes (see [`Estimates`]).
+    estimates: Estimates,
 }
 
 enum Next {
@@ -212,7 +216,7 @@ impl Registry {
             metrics,
             slots: Mutex::new(HashMap::new()),
             next_key: AtomicU64::new(1),
-            estimates: Mutex::new(HashMap::new()),
+            estimates: Default::default(),
         })
     }
 
