@@ -526,3 +526,65 @@ fn pins_survive_a_gateway_restart() {
     std::fs::remove_file(&state).unwrap();
     f.gw = spawn_gateway(&dir, &["--config".as_ref(), config.as_os_str()]);
 }
+
+/// Cache-aware routing end to end: the model ready on two real neurons,
+/// four conversations interleaved turn by turn. Every turn after the first
+/// finds its whole previous prompt in the prefix cache (asserted from
+/// `usage.prompt_tokens_details.cached_tokens`; each conversation has its
+/// own system prompt, so a turn sent to the other neuron would find nothing),
+/// and both neurons serve conversations.
+#[test]
+fn conversations_return_to_the_neuron_that_holds_their_prefix() {
+    let Some(f) = Fleet::start(&["nA", "nB"]) else {
+        return;
+    };
+    f.cli(&["load", ALPHA, "--node", "nA"]);
+    f.cli(&["load", ALPHA, "--node", "nB"]);
+    wait_until("alpha ready on both", WAIT, || {
+        (ready_on(&f.view(), ALPHA).len() == 2).then_some(())
+    });
+    let url = format!("{}/v1/chat/completions", f.api());
+    let mut convs: Vec<Vec<Value>> = (0..4)
+        .map(|i| {
+            vec![
+                serde_json::json!({"role": "system", "content": format!(
+                    "You are assistant number {i}. You answer questions about rivers, briefly and politely."
+                )}),
+                serde_json::json!({"role": "user", "content": format!("Conversation {i}: name a river.")}),
+            ]
+        })
+        .collect();
+    let mut last_prompt = [0u64; 4];
+    for turn in 0..3 {
+        for (i, c) in convs.iter_mut().enumerate() {
+            let body = serde_json::json!({"model": ALPHA, "messages": c, "max_tokens": 8, "temperature": 0});
+            let (s, v, _) = post(&url, &body);
+            assert_eq!(s, 200, "{v}");
+            let prompt = v["usage"]["prompt_tokens"].as_u64().unwrap();
+            let cached = v["usage"]["prompt_tokens_details"]["cached_tokens"]
+                .as_u64()
+                .unwrap_or_else(|| panic!("no cached_tokens: {v}"));
+            assert!(cached < prompt, "{v}");
+            if turn > 0 {
+                // The previous prompt's whole blocks, at least.
+                let want = last_prompt[i] / 16 * 16;
+                assert!(
+                    cached >= want,
+                    "conversation {i}, turn {turn}: {cached} cached of {prompt}, the previous prompt had {}",
+                    last_prompt[i]
+                );
+            }
+            last_prompt[i] = prompt;
+            let answer = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
+            c.push(serde_json::json!({"role": "assistant", "content": answer}));
+            c.push(serde_json::json!({"role": "user", "content": "And another one?"}));
+        }
+    }
+    let metrics = f.metrics();
+    for node in ["nA", "nB"] {
+        let served = metric_sum(&metrics, "cortex_requests_total", &[&format!("node=\"{node}\"")]);
+        assert!(served >= 3.0, "{node} served {served} requests:\n{metrics}");
+    }
+    let hits = metric_sum(&metrics, "cortex_routing_decisions_total", &["reason=\"cached_prefix\""]);
+    assert!(hits >= 8.0, "{hits} routed by cached prefix:\n{metrics}");
+}

@@ -216,10 +216,32 @@ pub enum StopReason {
     ToolUse,
 }
 
+/// Anthropic's usage: `input_tokens` are the prompt tokens neither read
+/// from the cache nor written to it, so the whole prompt is
+/// `input_tokens + cache_read_input_tokens + cache_creation_input_tokens`.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
+}
+
+impl Usage {
+    /// From an OpenAI usage: the cached part of the prompt is a cache read;
+    /// cortex's prefix cache has no separate write step (every computed
+    /// block is kept), so nothing counts as a cache creation.
+    pub fn from_openai(u: &crate::openai::Usage) -> Self {
+        let cached = u.cached_tokens().min(u.prompt_tokens);
+        Self {
+            input_tokens: u.prompt_tokens - cached,
+            output_tokens: u.completion_tokens,
+            cache_read_input_tokens: Some(cached),
+            cache_creation_input_tokens: Some(0),
+        }
+    }
 }
 
 /// One server-sent event of a stream; the SSE `event:` name equals `type`.
@@ -286,6 +308,10 @@ pub struct DeltaUsage {
     #[serde(default)]
     pub input_tokens: u64,
     pub output_tokens: u64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_read_input_tokens: Option<u64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache_creation_input_tokens: Option<u64>,
 }
 
 /// `POST /v1/messages/count_tokens` answer.

@@ -26,6 +26,9 @@ pub const N_REQUEST_DURATION: &str = "neuron_request_duration_seconds";
 pub const N_TTFT: &str = "neuron_time_to_first_token_seconds";
 pub const N_PROMPT_TOKENS: &str = "neuron_prompt_tokens";
 pub const N_COMPLETION_TOKENS: &str = "neuron_completion_tokens";
+/// Prompt tokens found in the prefix cache, and those computed.
+pub const N_PREFIX_HIT_TOKENS: &str = "neuron_prefix_cache_hit_tokens";
+pub const N_PREFIX_MISS_TOKENS: &str = "neuron_prefix_cache_miss_tokens";
 pub const N_TOKENS_PER_SECOND: &str = "neuron_tokens_per_second";
 pub const N_IN_FLIGHT: &str = "neuron_requests_in_flight";
 pub const N_MODEL_LOADS: &str = "neuron_model_loads";

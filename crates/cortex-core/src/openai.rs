@@ -282,6 +282,14 @@ impl Usage {
         }
     }
 
+    /// The same, saying that `cached` of the prompt tokens came from a cache.
+    pub fn with_cached(mut self, cached: u64) -> Self {
+        self.prompt_tokens_details = Some(PromptTokensDetails {
+            cached_tokens: Some(cached.min(self.prompt_tokens)),
+        });
+        self
+    }
+
     /// Prompt tokens read from a cache; 0 when the server did not say.
     pub fn cached_tokens(&self) -> u64 {
         self.prompt_tokens_details

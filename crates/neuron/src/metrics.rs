@@ -52,6 +52,8 @@ pub struct NeuronMetrics {
     pub ttft: HistogramFamily<ModelLabel>,
     pub prompt_tokens: Family<ModelLabel, Counter>,
     pub completion_tokens: Family<ModelLabel, Counter>,
+    pub prefix_hit_tokens: Family<ModelLabel, Counter>,
+    pub prefix_miss_tokens: Family<ModelLabel, Counter>,
     pub tokens_per_second: HistogramFamily<ModelLabel>,
     pub in_flight: Family<ModelLabel, Gauge>,
     pub loads: Family<LoadLabels, Counter>,
@@ -77,6 +79,8 @@ impl NeuronMetrics {
             ttft: Family::new_with_constructor(latency),
             prompt_tokens: Family::default(),
             completion_tokens: Family::default(),
+            prefix_hit_tokens: Family::default(),
+            prefix_miss_tokens: Family::default(),
             tokens_per_second: Family::new_with_constructor(tok_per_s),
             in_flight: Family::default(),
             loads: Family::default(),
@@ -110,6 +114,16 @@ impl NeuronMetrics {
             names::N_COMPLETION_TOKENS,
             "Completion tokens generated",
             m.completion_tokens.clone(),
+        );
+        registry.register(
+            names::N_PREFIX_HIT_TOKENS,
+            "Prompt tokens whose K/V came from the prefix cache",
+            m.prefix_hit_tokens.clone(),
+        );
+        registry.register(
+            names::N_PREFIX_MISS_TOKENS,
+            "Prompt tokens computed (not found in the prefix cache)",
+            m.prefix_miss_tokens.clone(),
         );
         registry.register(
             names::N_TOKENS_PER_SECOND,

@@ -34,10 +34,7 @@ pub fn tool_use_id() -> String {
 /// Non-streamed OpenAI answer → Anthropic message. `id` gets a `msg_`
 /// prefix; `model` is the name the client asked for; usage is copied.
 pub fn chat_to_message(resp: ChatCompletion, requested_model: &str) -> MessagesResponse {
-    let usage = Usage {
-        input_tokens: resp.usage.prompt_tokens,
-        output_tokens: resp.usage.completion_tokens,
-    };
+    let usage = Usage::from_openai(&resp.usage);
     let choice = resp
         .choices
         .into_iter()

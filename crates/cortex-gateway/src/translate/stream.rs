@@ -110,7 +110,7 @@ impl AnthropicStream {
                 stop_sequence: None,
                 usage: Usage {
                     input_tokens: self.input_tokens_hint,
-                    output_tokens: 0,
+                    ..Usage::default()
                 },
             },
         }]
@@ -172,13 +172,19 @@ impl AnthropicStream {
         let reason = settle_stop_reason(reason, self.tools.any_started());
         let stop_sequence = stop_sequence.filter(|_| reason == StopReason::StopSequence);
         let usage = match self.usage {
-            Some(u) => DeltaUsage {
-                input_tokens: u.prompt_tokens,
-                output_tokens: u.completion_tokens,
-            },
+            Some(u) => {
+                let a = Usage::from_openai(&u);
+                DeltaUsage {
+                    input_tokens: a.input_tokens,
+                    output_tokens: a.output_tokens,
+                    cache_read_input_tokens: a.cache_read_input_tokens,
+                    cache_creation_input_tokens: a.cache_creation_input_tokens,
+                }
+            }
             None => DeltaUsage {
                 input_tokens: self.input_tokens_hint,
                 output_tokens: self.content_chunks,
+                ..DeltaUsage::default()
             },
         };
         out.push(StreamEvent::MessageDelta {

@@ -193,7 +193,7 @@ proptest! {
         // Full usage, from the last usage chunk when there was one.
         if let Some(StreamEvent::MessageDelta { usage, .. }) = events.iter().rev().nth(1) {
             let last = ops.iter().rev().find_map(|op| match op {
-                Op::Usage(p, c) => Some(DeltaUsage { input_tokens: *p, output_tokens: *c }),
+                Op::Usage(p, c) => Some(DeltaUsage { input_tokens: *p, output_tokens: *c, cache_read_input_tokens: Some(0), cache_creation_input_tokens: Some(0) }),
                 _ => None,
             });
             if let Some(last) = last {

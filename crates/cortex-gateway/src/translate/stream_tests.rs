@@ -266,7 +266,7 @@ fn message_start_is_sent_once_and_first() {
         message.usage,
         Usage {
             input_tokens: 11,
-            output_tokens: 0
+            ..Usage::default()
         }
     );
     assert!(message.content.is_empty() && message.stop_reason.is_none());
@@ -309,7 +309,8 @@ fn without_usage_the_counts_are_estimated() {
         *usage,
         DeltaUsage {
             input_tokens: 11,
-            output_tokens: 2
+            output_tokens: 2,
+            ..DeltaUsage::default()
         }
     );
 }
@@ -322,7 +323,23 @@ fn usage_on_the_finish_chunk_is_used() {
     let wire = serde_json::to_value(&evs[evs.len() - 2]).unwrap();
     assert_eq!(
         wire["usage"],
-        json!({"input_tokens": 5, "output_tokens": 6})
+        json!({"input_tokens": 5, "output_tokens": 6,
+               "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0})
+    );
+}
+
+/// Prompt tokens the neuron found in its prefix cache are Anthropic cache
+/// reads, and `input_tokens` the rest, so their sum is the prompt.
+#[test]
+fn cached_prompt_tokens_are_cache_reads() {
+    let mut last = finish("stop");
+    last.usage = Some(cortex_core::openai::Usage::new(50, 6).with_cached(32));
+    let evs = events(vec![text("a"), last], End::Done);
+    let wire = serde_json::to_value(&evs[evs.len() - 2]).unwrap();
+    assert_eq!(
+        wire["usage"],
+        json!({"input_tokens": 18, "output_tokens": 6,
+               "cache_read_input_tokens": 32, "cache_creation_input_tokens": 0})
     );
 }
 

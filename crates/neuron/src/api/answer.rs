@@ -46,6 +46,8 @@ pub enum AnswerEvent {
 #[derive(Debug, Clone, Copy)]
 pub struct GenStats {
     pub prompt_tokens: u64,
+    /// Of `prompt_tokens`, those found in the prefix cache.
+    pub cached_tokens: u64,
     pub completion_tokens: u64,
     pub started: Instant,
     pub first_token_at: Option<Instant>,
@@ -71,18 +73,21 @@ impl Source {
     }
 
     fn stats(&self, forced: u64) -> GenStats {
-        let (prompt, completion, started, first) = match self {
+        let (prompt, cached, completion, started, first) = match self {
             Source::Live(g) => (
                 g.prompt_tokens,
+                g.cached_tokens,
                 g.completion_tokens,
                 g.started,
                 g.first_token_at,
             ),
             #[cfg(test)]
-            Source::Recorded(r) => (r.prompt_tokens, r.completion_tokens, r.started, None),
+            Source::Recorded(r) => (r.prompt_tokens, 0, r.completion_tokens, r.started, None),
         };
+        let prompt_tokens = prompt.saturating_sub(forced);
         GenStats {
-            prompt_tokens: prompt.saturating_sub(forced),
+            prompt_tokens,
+            cached_tokens: cached.min(prompt_tokens),
             completion_tokens: completion + forced,
             started,
             first_token_at: first,
@@ -250,7 +255,8 @@ impl Answer {
         self.pending.push_back(AnswerEvent::Done {
             finish,
             stop,
-            usage: Usage::new(self.stats.prompt_tokens, self.stats.completion_tokens),
+            usage: Usage::new(self.stats.prompt_tokens, self.stats.completion_tokens)
+                .with_cached(self.stats.cached_tokens),
         });
         self.finished = true;
     }

@@ -274,6 +274,14 @@ impl Recorder {
             .completion_tokens
             .get_or_create(&label)
             .inc_by(gen.completion_tokens);
+        self.metrics
+            .prefix_hit_tokens
+            .get_or_create(&label)
+            .inc_by(gen.cached_tokens);
+        self.metrics
+            .prefix_miss_tokens
+            .get_or_create(&label)
+            .inc_by(gen.prompt_tokens - gen.cached_tokens);
         if let Some(first) = gen.first_token_at {
             self.metrics
                 .ttft
