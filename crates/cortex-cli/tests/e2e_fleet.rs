@@ -575,16 +575,27 @@ fn conversations_return_to_the_neuron_that_holds_their_prefix() {
                 );
             }
             last_prompt[i] = prompt;
-            let answer = v["choices"][0]["message"]["content"].as_str().unwrap_or_default().to_string();
+            let answer = v["choices"][0]["message"]["content"]
+                .as_str()
+                .unwrap_or_default()
+                .to_string();
             c.push(serde_json::json!({"role": "assistant", "content": answer}));
             c.push(serde_json::json!({"role": "user", "content": "And another one?"}));
         }
     }
     let metrics = f.metrics();
     for node in ["nA", "nB"] {
-        let served = metric_sum(&metrics, "cortex_requests_total", &[&format!("node=\"{node}\"")]);
+        let served = metric_sum(
+            &metrics,
+            "cortex_requests_total",
+            &[&format!("node=\"{node}\"")],
+        );
         assert!(served >= 3.0, "{node} served {served} requests:\n{metrics}");
     }
-    let hits = metric_sum(&metrics, "cortex_routing_decisions_total", &["reason=\"cached_prefix\""]);
+    let hits = metric_sum(
+        &metrics,
+        "cortex_routing_decisions_total",
+        &["reason=\"cached_prefix\""],
+    );
     assert!(hits >= 8.0, "{hits} routed by cached prefix:\n{metrics}");
 }

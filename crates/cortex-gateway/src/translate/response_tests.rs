@@ -39,7 +39,8 @@ fn text_answer() {
         "model": "claude-sonnet-4",
         "stop_reason": "end_turn",
         "stop_sequence": null,
-        "usage": {"input_tokens": 12, "output_tokens": 7}
+        "usage": {"input_tokens": 12, "output_tokens": 7,
+                  "cache_read_input_tokens": 0, "cache_creation_input_tokens": 0}
     }));
     assert_eq!(got, want);
     // The wire form, as the SDK reads it.
