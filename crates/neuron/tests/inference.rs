@@ -68,7 +68,23 @@ async fn stream_equals_non_stream_and_follows_the_wire_format() {
     // The usage chunk comes just before [DONE], with no choices; all others carry usage: null.
     let usage = chunks.last().unwrap();
     assert_eq!(usage["choices"], json!([]));
-    assert_eq!(usage["usage"], full["usage"]);
+    for k in ["prompt_tokens", "completion_tokens", "total_tokens"] {
+        assert_eq!(usage["usage"][k], full["usage"][k], "{k}");
+    }
+    // The same prompt again: its whole blocks come from the prefix cache.
+    let cached = |u: &Value| {
+        u["prompt_tokens_details"]["cached_tokens"]
+            .as_u64()
+            .unwrap()
+    };
+    assert_eq!(cached(&full["usage"]), 0, "{}", full["usage"]);
+    let prompt = full["usage"]["prompt_tokens"].as_u64().unwrap();
+    assert_eq!(
+        cached(&usage["usage"]),
+        (prompt - 1) / 16 * 16,
+        "{}",
+        usage["usage"]
+    );
     for c in &chunks[..chunks.len() - 1] {
         assert!(c["usage"].is_null(), "{c}");
     }
