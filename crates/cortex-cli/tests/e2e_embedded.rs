@@ -138,6 +138,10 @@ fn is_age(w: &str) -> bool {
 }
 
 fn mask_cell(cell: &str) -> String {
+    // The CACHED column: conversations and tokens in the prefix cache.
+    if cell.ends_with(" tok") {
+        return "[CACHED]".into();
+    }
     let words: Vec<&str> = cell.split(' ').collect();
     let mut out: Vec<String> = Vec::new();
     let mut i = 0;
@@ -181,6 +185,12 @@ fn cortex_status_shows_the_embedded_fleet() {
     );
     let (s, v) = chat(e.api(), MODEL_ID, "Say hello.", 4);
     assert_eq!(s, 200, "{v}");
+    // The conversation reaches the prefix cache report with the next poll.
+    wait_until("the conversation reported cached", WAIT, || {
+        let json = cortex_ok(&["status", "--json", "--gateway", e.api()]);
+        let view: cortex_core::fleet::FleetView = serde_json::from_str(&json).unwrap();
+        (view.models[0].placements.first()?.cached_conversations == 1).then_some(())
+    });
     let after = mask_status(&cortex_ok(&["status", "--no-color", "--gateway", e.api()]));
     insta::assert_snapshot!("status_after_load", after);
 
