@@ -107,7 +107,10 @@ fn twenty_load_unload_cycles_keep_rss_flat() {
             .unwrap();
         assert_eq!(r["unloaded"], true);
         let unloaded = rss_kib(p.child.id());
-        if i == 0 {
+        // The baseline is the second cycle: the first load runs on a fresh
+        // heap, while later ones reuse what the previous unload freed, so the
+        // allocator settles by then; a leak still grows over the 19 after.
+        if i <= 1 {
             first_loaded = loaded;
             first_unloaded = unloaded;
         }
@@ -118,7 +121,7 @@ fn twenty_load_unload_cycles_keep_rss_flat() {
         );
         assert!(
             (loaded as f64) <= first_loaded as f64 * 1.10,
-            "RSS with the model loaded grew from {first_loaded} KiB in cycle 1 to {loaded} KiB in cycle {}",
+            "RSS with the model loaded grew from {first_loaded} KiB in cycle 2 to {loaded} KiB in cycle {}",
             i + 1
         );
         assert!(
