@@ -12,6 +12,12 @@ import pytest
 
 from conftest import ANSWER, PROMPT, SLOW_TIMEOUT_S
 
+
+def total_in(u) -> int:
+    """The whole prompt, as Anthropic splits it: computed + read from the
+    cache + written to it (cortex's prefix cache makes repeats cache reads)."""
+    return u.input_tokens + (u.cache_read_input_tokens or 0) + (u.cache_creation_input_tokens or 0)
+
 MAX = 10  # enough for ANSWER (7 tokens + end of turn)
 SHORT = 4  # for comparisons that only need a prefix of the answer
 # Every request costs a prefill on a debug build; tests that only check that a
@@ -114,7 +120,7 @@ def test_system_text_blocks_equal_string(client, model_id, with_system):
     )
     _assert_message(b, model_id)
     assert _text(a) == _text(b)
-    assert a.usage.input_tokens == b.usage.input_tokens
+    assert total_in(a.usage) == total_in(b.usage)
 
 
 def test_content_blocks_equal_string(client, model_id, reference):
@@ -123,7 +129,7 @@ def test_content_blocks_equal_string(client, model_id, reference):
         extra_body=GREEDY, max_tokens=SHORT,
     )
     assert _text(m) and _text(reference).startswith(_text(m))
-    assert m.usage.input_tokens == reference.usage.input_tokens
+    assert total_in(m.usage) == total_in(reference.usage)
 
 
 def test_stream_helper(client, model_id, reference):
@@ -136,7 +142,7 @@ def test_stream_helper(client, model_id, reference):
     _assert_message(final, model_id)
     assert _text(final) == text
     assert final.stop_reason == "end_turn"
-    assert final.usage.input_tokens == reference.usage.input_tokens
+    assert total_in(final.usage) == total_in(reference.usage)
     assert final.usage.output_tokens == reference.usage.output_tokens
 
 
@@ -179,7 +185,7 @@ def test_raw_stream_event_order(client, model_id, reference):
     assert start.message.content == []
     assert start.message.role == "assistant"
     assert start.message.usage.input_tokens > 0
-    assert start.message.usage.input_tokens == reference.usage.input_tokens
+    assert total_in(start.message.usage) == total_in(reference.usage)
 
     # Blocks: start, one or more deltas, stop; properly nested and indexed.
     body = [e for e in events if e.type.startswith("content_block_")]
@@ -215,12 +221,12 @@ def test_count_tokens_matches_create(client, model_id, reference):
     r = client.messages.count_tokens(model=model_id, messages=MSGS)
     assert isinstance(r, anthropic.types.MessageTokensCount)
     assert r.input_tokens > 0
-    assert r.input_tokens == reference.usage.input_tokens
+    assert r.input_tokens == total_in(reference.usage)
 
 
 def test_count_tokens_with_system(client, model_id, with_system):
     r = client.messages.count_tokens(model=model_id, system=SYSTEM, messages=MSGS)
-    assert r.input_tokens == with_system.usage.input_tokens
+    assert r.input_tokens == total_in(with_system.usage)
 
 
 def test_count_tokens_with_tools(client, model_id):
@@ -229,7 +235,7 @@ def test_count_tokens_with_tools(client, model_id):
     m = client.messages.create(
         model=model_id, messages=MSGS, tools=TOOLS, extra_body=GREEDY, max_tokens=1
     )
-    assert r.input_tokens == m.usage.input_tokens
+    assert r.input_tokens == total_in(m.usage)
 
 
 def test_models_list(client, model_id):
@@ -348,7 +354,7 @@ def test_beta_messages(client, model_id, reference):
 
 def test_beta_count_tokens(client, model_id, reference):
     r = client.beta.messages.count_tokens(model=model_id, messages=MSGS)
-    assert r.input_tokens == reference.usage.input_tokens
+    assert r.input_tokens == total_in(reference.usage)
 
 
 def test_unknown_beta_header_accepted(client, model_id):
@@ -383,7 +389,7 @@ def test_system_role_messages_fold_into_system(client, model_id, with_system):
     )
     _assert_message(b, model_id)
     assert _text(b) == _text(with_system)
-    assert b.usage.input_tokens == with_system.usage.input_tokens
+    assert total_in(b.usage) == total_in(with_system.usage)
 
 
 def test_tool_choice_and_thinking_accepted(client, model_id):
@@ -478,7 +484,7 @@ def test_forced_tool_count_tokens_matches_usage(slow_client, model_id, weather_u
     r = slow_client.messages.count_tokens(
         model=model_id, messages=WEATHER_Q, tools=TOOLS, tool_choice=USE_WEATHER,
     )
-    assert r.input_tokens == weather_use.usage.input_tokens
+    assert r.input_tokens == total_in(weather_use.usage)
 
 
 def test_forced_tool_streamed_as_input_json_deltas(slow_client, model_id, weather_use):
