@@ -87,7 +87,10 @@ impl Source {
         let prompt_tokens = prompt.saturating_sub(forced);
         GenStats {
             prompt_tokens,
-            cached_tokens: cached.min(prompt_tokens),
+            // A forced call's opening is prompt for the engine but output
+            // for the client; the prompt's last token always counts as
+            // computed, as the engine always computes one.
+            cached_tokens: cached.min(prompt_tokens.saturating_sub(1)),
             completion_tokens: completion + forced,
             started,
             first_token_at: first,
