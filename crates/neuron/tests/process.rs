@@ -217,6 +217,15 @@ fn spawn_with(
     (Proc { child, url }, lines)
 }
 
+/// Sends SIGTERM to the neuron.
+fn sigterm(p: &Proc) {
+    let ok = Command::new("kill")
+        .args(["-TERM", &p.child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(ok.success());
+}
+
 /// Waits for the process to exit, at most `limit`.
 fn exit_within(p: &mut Proc, limit: Duration) -> Option<std::process::ExitStatus> {
     let start = std::time::Instant::now();
@@ -277,11 +286,7 @@ fn sigterm_during_a_long_prefill_exits_within_the_grace() {
     );
     std::thread::sleep(Duration::from_millis(1500));
     let sent = std::time::Instant::now();
-    let ok = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    sigterm(&p);
     let status = exit_within(&mut p, Duration::from_secs(10)).expect("the neuron did not exit");
     // The grace is 4 s; process start-up of `kill` and polling add little.
     assert!(
@@ -314,11 +319,7 @@ fn sigterm_abandons_a_worker_that_cannot_stop() {
     );
     std::thread::sleep(Duration::from_millis(1000));
     let sent = std::time::Instant::now();
-    let ok = Command::new("kill")
-        .args(["-TERM", &p.child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(ok.success());
+    sigterm(&p);
     let status = exit_within(&mut p, Duration::from_secs(10)).expect("the neuron did not exit");
     assert!(
         sent.elapsed() < Duration::from_secs(6),
