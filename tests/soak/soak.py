@@ -425,6 +425,11 @@ min_residency = "2s"
 [limits]
 load_wait = "3m"
 first_byte_timeout = "5m"
+# The gateway's own bound on a request before its answer starts, under
+# the client's hang guard (--deadline): past it the gateway must answer a
+# clean 503/504 in the dialect (which the client retries), never leave
+# the client waiting.
+request_deadline = "{int(args.deadline * 0.8)}s"
 
 [[neurons]]
 name = "n1"
@@ -445,10 +450,14 @@ endpoint = "http://127.0.0.1:{ports['n2']}"
         wait_until(lambda: nodes_up(fleet.gateway, ["n1", "n2"]), 120, "both neurons up in the gateway")
 
         # Warm-up: each model on each node once, then the reference placement.
+        # Twice the concurrency each time, so that the gateway has held as
+        # many connections at once as it will under the soak (RSS "after
+        # warm-up" then includes them).
+        warm = 2 * args.concurrency
         place(fleet.gateway, {list(MODELS)[0]: "n1", list(MODELS)[1]: "n2"})
-        asyncio.run(load_phase(fleet, args, 16, None, None, seed=1))
+        asyncio.run(load_phase(fleet, args, warm, None, None, seed=1))
         place(fleet.gateway, {list(MODELS)[0]: "n2", list(MODELS)[1]: "n1"})
-        asyncio.run(load_phase(fleet, args, 16, None, None, seed=2))
+        asyncio.run(load_phase(fleet, args, warm, None, None, seed=2))
         reference = {list(MODELS)[0]: "n1", list(MODELS)[1]: "n2"}
         place(fleet.gateway, reference)
         time.sleep(1)
