@@ -304,9 +304,11 @@ async def check_stream(dialect: str, resp: httpx.Response, started: float):
 
 
 async def run_request(i: int, client, gw: str, rng: random.Random, args) -> Outcome:
-    _, dialect, stream, body = request_for(i, rng)
+    model, dialect, stream, body = request_for(i, rng)
+    what = f"{model}, {dialect}, {'streamed' if stream else 'not streamed'}"
     for attempt in range(1, args.retries + 2):
         kind, detail, status, ttft, retry = await one_attempt(client, gw, dialect, stream, body, args.deadline)
+        detail = f"{detail} ({what}, attempt {attempt})" if kind != "ok" else detail
         if kind == "ok":
             return Outcome("ok" if attempt == 1 else "ok_after_retry", detail, attempt, ttft, status)
         if retry is None or attempt > args.retries:
@@ -423,13 +425,15 @@ down_after_failures = 2
 min_residency = "2s"
 
 [limits]
-load_wait = "3m"
-first_byte_timeout = "5m"
-# The gateway's own bound on a request before its answer starts, under
-# the client's hang guard (--deadline): past it the gateway must answer a
-# clean 503/504 in the dialect (which the client retries), never leave
-# the client waiting.
-request_deadline = "{int(args.deadline * 0.8)}s"
+# The gateway's own bounds, so that it answers within the client's hang
+# guard (--deadline) whatever happens: a request waits for a load or a
+# swap at most load_wait, gets its answer started within request_deadline
+# (else a clean 503/504 in its dialect, which the client retries), and
+# then its first token within first_byte_timeout (else an error event);
+# request_deadline + first_byte_timeout stay under the guard.
+load_wait = "{int(args.deadline * 0.4)}s"
+request_deadline = "{int(args.deadline * 0.5)}s"
+first_byte_timeout = "{int(args.deadline * 0.4)}s"
 
 [[neurons]]
 name = "n1"
