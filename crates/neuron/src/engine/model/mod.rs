@@ -4,9 +4,9 @@
 //!
 //! One file per family: [`llama`] (SmolLM2, Llama 2/3.x, Mistral) and
 //! [`gemma3`]. A new family (qwen2, qwen3, …) is one more file using the
-//! shared blocks of `engine::layers` and [`Inputs`], and one more arm in
-//! [`load`]. Models hold weights only: no KV, no sequence state, so one
-//! instance serves every sequence of a batch.
+//! shared blocks of `engine::layers`, [`Weights`] and [`Inputs`], and one
+//! more arm in [`load`]. Models hold weights only: no KV, no sequence
+//! state, so one instance serves every sequence of a batch.
 
 pub mod gemma3;
 pub mod llama;
