@@ -263,6 +263,49 @@ impl std::fmt::Debug for ModelAssets {
     }
 }
 
+/// The CPU-side half of any loaded model, by what it serves.
+#[derive(Debug, Clone)]
+pub enum Assets {
+    /// A chat (generative) model: tokenizer, template, metadata.
+    Chat(Arc<ModelAssets>),
+    /// An embedding model: tokenizer and sizes.
+    Embedding(Arc<embed::EmbedAssets>),
+}
+
+impl Assets {
+    /// What the model serves.
+    pub fn kind(&self) -> cortex_core::neuron_api::ModelKind {
+        match self {
+            Assets::Chat(_) => cortex_core::neuron_api::ModelKind::Chat,
+            Assets::Embedding(_) => cortex_core::neuron_api::ModelKind::Embedding,
+        }
+    }
+
+    /// A chat model's assets.
+    pub fn chat(&self) -> Option<&Arc<ModelAssets>> {
+        match self {
+            Assets::Chat(a) => Some(a),
+            Assets::Embedding(_) => None,
+        }
+    }
+
+    /// An embedding model's assets.
+    pub fn embedding(&self) -> Option<&Arc<embed::EmbedAssets>> {
+        match self {
+            Assets::Embedding(a) => Some(a),
+            Assets::Chat(_) => None,
+        }
+    }
+
+    /// Positions one sequence (one input, for an embedding model) may use.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Assets::Chat(a) => a.meta.max_positions(),
+            Assets::Embedding(a) => a.max_positions,
+        }
+    }
+}
+
 /// A loaded model: its weights behind the [`model::Model`] seam and its
 /// CPU-side assets. Owned by a device worker; the KV pool is made beside it.
 pub struct LoadedModel {

@@ -28,10 +28,11 @@ pub const WEIGHTS_FILE: &str = "model.safetensors";
 /// The tokenizer.
 pub const TOKENIZER_FILE: &str = "tokenizer.json";
 
-/// Rows × padded length of one forward pass: a request of many long inputs
-/// runs as several passes so its attention scores stay bounded (at 512
-/// tokens, 16 inputs: 12 heads × 16 × 512² × 4 B = 200 MB).
-const TOKENS_PER_PASS: usize = 8192;
+/// Working memory an embedding model reserves beside its weights (counted
+/// in its footprint like a chat model's KV reserve): the activations of one
+/// forward pass. A request of many or long inputs runs as several passes,
+/// each cut to fit (see [`EmbedModel::pass_bytes`]).
+pub const WORK_BYTES: u64 = 96 << 20;
 
 /// The directory holding the model that `path` names: the directory itself,
 /// or the parent of its `model.safetensors`.
@@ -178,8 +179,8 @@ pub fn load(path: &Path, device: &Device) -> Result<EmbedModel, EngineError> {
 impl EmbedModel {
     /// The unit-length sentence embedding of each token sequence, in order.
     ///
-    /// Sequences run in passes of similar length (sorted, then cut at
-    /// [`TOKENS_PER_PASS`] padded tokens); each pass pads to its longest
+    /// Sequences run in passes of similar length (sorted, then cut where a
+    /// pass would need more than [`WORK_BYTES`]); each pass pads to its longest
     /// sequence under an attention mask, so an input's vector does not
     /// depend on its neighbours (beyond float rounding).
     pub fn embed(&self, inputs: &[Vec<u32>]) -> Result<Vec<Vec<f32>>, EngineError> {
@@ -208,7 +209,8 @@ impl EmbedModel {
         while start < order.len() {
             // Sorted by length: the pass's last row is its longest.
             let mut end = start + 1;
-            while end < order.len() && (end + 1 - start) * inputs[order[end]].len() <= TOKENS_PER_PASS
+            while end < order.len()
+                && self.pass_bytes(end + 1 - start, inputs[order[end]].len()) <= WORK_BYTES
             {
                 end += 1;
             }
@@ -226,6 +228,17 @@ impl EmbedModel {
             start = end;
         }
         Ok(out)
+    }
+
+    /// The largest activations of a pass of `rows` inputs padded to `len`
+    /// tokens, in f32 bytes: per token the residual stream, Q, K, V and the
+    /// feed-forward's two intermediates; per head the scores, scaled and
+    /// softmaxed (three `len × len` tensors alive at once).
+    pub fn pass_bytes(&self, rows: usize, len: usize) -> u64 {
+        let c = self.bert.config();
+        let per_token = 4 * c.hidden_size + 2 * c.intermediate_size;
+        let scores = 3 * c.num_attention_heads * len * len;
+        (4 * rows * (len * per_token + scores)) as u64
     }
 
     /// One padded forward pass over `rows`.

@@ -127,10 +127,12 @@ fn batched_equals_alone_whatever_the_padding() {
 #[test]
 fn many_inputs_run_in_several_passes() {
     let Some(m) = model() else { return };
-    // 30 inputs of ~300 tokens: more than one pass of TOKENS_PER_PASS.
+    // 30 inputs of ~300 tokens: more than one pass of WORK_BYTES.
     let text = "the quick brown fox jumps over the lazy dog ".repeat(33);
     let ids = m.assets.encode(&text).unwrap();
     assert!(ids.len() > 250, "{}", ids.len());
+    assert!(m.pass_bytes(30, ids.len()) > 2 * WORK_BYTES);
+    assert!(m.pass_bytes(1, 512) < WORK_BYTES);
     let mut inputs = vec![ids.clone(); 30];
     inputs.push(m.assets.encode("hello").unwrap());
     let v = m.embed(&inputs).unwrap();
