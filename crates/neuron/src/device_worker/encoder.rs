@@ -14,6 +14,7 @@ use std::sync::Arc;
 
 use tokio::sync::oneshot;
 
+use super::slot::panic_text;
 use super::{FaultKind, Injection, ModelKey};
 use crate::engine::embed::EmbedModel;
 use crate::fault::{ModelHealth, Site};
@@ -42,17 +43,6 @@ pub(super) struct EncoderSlot {
     pub(super) model: EmbedModel,
     /// Why the model was poisoned; it runs nothing more until unloaded.
     pub(super) poisoned: Option<String>,
-}
-
-/// The text of a panic payload.
-fn panic_text(payload: &(dyn std::any::Any + Send)) -> String {
-    if let Some(s) = payload.downcast_ref::<&str>() {
-        (*s).to_string()
-    } else if let Some(s) = payload.downcast_ref::<String>() {
-        s.clone()
-    } else {
-        "a panic with a non-text payload".into()
-    }
 }
 
 impl EncoderSlot {

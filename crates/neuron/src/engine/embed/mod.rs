@@ -71,22 +71,53 @@ fn read(dir: &Path, file: &str) -> Result<String, EngineError> {
     })
 }
 
-/// Reads the config of the model at `path` (no weights).
+/// Reads the config and the safetensors header of the model at `path`
+/// (no weights).
 pub fn inspect(path: &Path) -> Result<Summary, EngineError> {
     let dir = model_dir(path)
         .ok_or_else(|| EngineError::Files(format!("{} is not a model directory", path.display())))?;
     let config = BertConfig::parse(&read(&dir, CONFIG_FILE)?)?;
-    let weights = dir.join(WEIGHTS_FILE);
-    let weights_bytes = std::fs::metadata(&weights)
-        .map_err(|source| EngineError::Io {
-            path: weights.display().to_string(),
-            source,
-        })?
-        .len();
     Ok(Summary {
-        weights_bytes,
+        weights_bytes: f32_bytes(&dir.join(WEIGHTS_FILE))?,
         dims: config.hidden_size,
     })
+}
+
+/// What the tensors of a safetensors file take as f32 (how [`load`] keeps
+/// them), from its header: an 8-byte little-endian length, then JSON
+/// `{name: {"dtype", "shape", "data_offsets"}}`.
+fn f32_bytes(path: &Path) -> Result<u64, EngineError> {
+    use std::io::Read;
+    let bad = |why: String| EngineError::Files(format!("{WEIGHTS_FILE}: {why}"));
+    let io = |source| EngineError::Io {
+        path: path.display().to_string(),
+        source,
+    };
+    let mut f = std::fs::File::open(path).map_err(io)?;
+    let mut len = [0u8; 8];
+    f.read_exact(&mut len).map_err(io)?;
+    let len = u64::from_le_bytes(len);
+    // The format caps the header at 100 MB.
+    if len > 100_000_000 {
+        return Err(bad(format!("a header of {len} bytes")));
+    }
+    let mut header = vec![0u8; len as usize];
+    f.read_exact(&mut header).map_err(io)?;
+    let header: std::collections::HashMap<String, serde_json::Value> =
+        serde_json::from_slice(&header).map_err(|e| bad(e.to_string()))?;
+    let mut total = 0u64;
+    for (name, info) in header.iter().filter(|(k, _)| *k != "__metadata__") {
+        let shape = info["shape"]
+            .as_array()
+            .ok_or_else(|| bad(format!("tensor {name} has no shape")))?;
+        let elems = shape.iter().try_fold(1u64, |acc, d| {
+            d.as_u64()
+                .and_then(|d| acc.checked_mul(d))
+                .ok_or_else(|| bad(format!("tensor {name} has a bad shape")))
+        })?;
+        total = total.saturating_add(elems.saturating_mul(4));
+    }
+    Ok(total)
 }
 
 /// The CPU-side half of an embedding model, shared by async handlers.

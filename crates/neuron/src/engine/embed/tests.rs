@@ -172,7 +172,10 @@ fn inspect_reads_the_config_only() {
     };
     let s = inspect(&dir).unwrap();
     assert_eq!(s.dims, 384);
-    assert_eq!(s.weights_bytes, 90_868_376);
+    // Every tensor as f32 (the file's int64 position ids take half).
+    assert_eq!(s.weights_bytes, 90_854_912);
+    let m = load(&dir, &Device::Cpu).unwrap();
+    assert_eq!(m.weights_bytes, s.weights_bytes);
     assert_eq!(inspect(&dir.join(WEIGHTS_FILE)).unwrap(), s);
     assert!(inspect(&dir.join(CONFIG_FILE)).is_err());
 }
@@ -209,4 +212,16 @@ fn a_directory_without_weights_is_not_a_model() {
     assert!(is_model_dir(t.path()));
     let err = load(t.path(), &Device::Cpu).unwrap_err();
     assert!(matches!(err, EngineError::Files(_)), "{err:?}");
+    assert!(inspect(t.path()).is_err());
+    // A header that claims more than the file holds.
+    let mut bytes = 1_000u64.to_le_bytes().to_vec();
+    bytes.extend_from_slice(b"{}");
+    std::fs::write(t.path().join(WEIGHTS_FILE), bytes).unwrap();
+    std::fs::write(
+        t.path().join(CONFIG_FILE),
+        r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
+            "intermediate_size":16,"max_position_embeddings":4}"#,
+    )
+    .unwrap();
+    assert!(inspect(t.path()).is_err());
 }
