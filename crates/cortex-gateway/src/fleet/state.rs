@@ -513,7 +513,7 @@ impl FleetState {
                     configured: m.configured,
                     placements,
                     loadable_on: m.loadable.iter().map(|(n, _, _)| n.clone()).collect(),
-                    kind: self.kind_of(m),
+                    kind: self.kind_of(&m),
                 }
             })
             .collect();

@@ -268,6 +268,11 @@ impl Recorder {
         }
     }
 
+    /// The status the request is counted under (without token counts).
+    pub(super) fn set_status(&mut self, status: u16) {
+        self.status = status;
+    }
+
     pub(super) fn finish(&mut self, gen: &GenStats, status: u16) {
         self.status = status;
         let label = NeuronMetrics::model(&self.model);

@@ -20,41 +20,15 @@ use tokio::sync::oneshot;
 
 use super::error::ApiError;
 use super::extract::ApiJson;
+use super::chat::Recorder;
 use super::AppState;
 use crate::device_worker::{EmbedRequest, FaultKind};
 use crate::fault::Site;
-use crate::metrics::{NeuronMetrics, RequestLabels};
+use crate::metrics::NeuronMetrics;
 
 impl From<RequestError> for ApiError {
     fn from(e: RequestError) -> Self {
         ApiError::bad_param(e.param, e.message)
-    }
-}
-
-/// Records the request's metrics when it ends, however it ends.
-struct Recorder {
-    metrics: NeuronMetrics,
-    model: String,
-    started: Instant,
-    /// 499 until answered: a request dropped before is a client gone.
-    status: u16,
-}
-
-impl Drop for Recorder {
-    fn drop(&mut self) {
-        let label = NeuronMetrics::model(&self.model);
-        self.metrics
-            .request_duration
-            .get_or_create(&label)
-            .observe(self.started.elapsed().as_secs_f64());
-        self.metrics
-            .requests
-            .get_or_create(&RequestLabels {
-                model: self.model.clone(),
-                status: self.status,
-                stream: false,
-            })
-            .inc();
     }
 }
 
@@ -128,12 +102,8 @@ pub async fn embeddings(
     }
     let prompt_tokens: u64 = inputs.iter().map(|v| v.len() as u64).sum();
 
-    let mut rec = Recorder {
-        metrics: state.metrics.clone(),
-        model: req.model.clone(),
-        started,
-        status: 499,
-    };
+    // Counts the request (499 until answered) and its duration when dropped.
+    let mut rec = Recorder::new(state.metrics.clone(), &req.model, false, started);
     let (reply, rx) = oneshot::channel();
     model
         .worker
@@ -148,7 +118,7 @@ pub async fn embeddings(
     let vectors = match rx.await {
         Ok(Ok(v)) => v,
         Ok(Err(f)) => {
-            rec.status = 500;
+            rec.set_status(500);
             return Err(if f.device_fault {
                 ApiError::internal(format!(
                     "embedding failed with a device fault; the model is marked poisoned and must be reloaded: {}",
@@ -160,7 +130,7 @@ pub async fn embeddings(
             });
         }
         Err(_) => {
-            rec.status = 500;
+            rec.set_status(500);
             return Err(ApiError::internal("the device worker dropped the request").code("worker_gone"));
         }
     };
@@ -182,7 +152,7 @@ pub async fn embeddings(
             },
         })
         .collect();
-    rec.status = 200;
+    rec.set_status(200);
     Ok((
         StatusCode::OK,
         Json(EmbeddingsResponse {
