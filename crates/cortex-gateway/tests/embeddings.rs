@@ -34,7 +34,10 @@ async fn embeddings_cold_load_and_pass_through() {
     assert_eq!(ids, ["e", "m"], "{v}");
 
     let resp = gw
-        .post("/v1/embeddings", &json!({"model": "minilm", "input": ["ab", "c"]}))
+        .post(
+            "/v1/embeddings",
+            &json!({"model": "minilm", "input": ["ab", "c"]}),
+        )
         .await;
     assert_eq!(resp.status(), 200);
     assert!(resp.headers()["content-type"]
@@ -101,7 +104,10 @@ async fn a_request_of_the_other_kind_is_a_400_in_dialect() {
     assert_eq!(resp.status(), 400);
     let v: Value = resp.json().await.unwrap();
     assert!(
-        v["error"]["message"].as_str().unwrap().contains("`m` is a chat model"),
+        v["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("`m` is a chat model"),
         "{v}"
     );
     let resp = gw

@@ -242,7 +242,10 @@ mod tests {
         let dirs = vec![models.clone()];
         let found = scan(&dirs);
         let ids: Vec<_> = found.iter().map(|m| m.id.as_str()).collect();
-        assert_eq!(ids, vec!["minilm-l6", "a", "inside", "sub-b-q4", "sub-e5-small"]);
+        assert_eq!(
+            ids,
+            vec!["minilm-l6", "a", "inside", "sub-b-q4", "sub-e5-small"]
+        );
         assert_eq!(found[0].source, "MiniLM-L6");
         assert_eq!(found[0].size, 2);
         assert!(resolve(&dirs, "MiniLM-L6").is_ok());

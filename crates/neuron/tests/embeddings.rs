@@ -71,7 +71,11 @@ async fn embeddings_match_the_reference_over_http() {
     );
     let data = b["data"].as_array().unwrap();
     assert_eq!(data.len(), 3);
-    for (i, (d, want)) in data.iter().zip(r["sentences"].as_array().unwrap()).enumerate() {
+    for (i, (d, want)) in data
+        .iter()
+        .zip(r["sentences"].as_array().unwrap())
+        .enumerate()
+    {
         assert_eq!(d["object"], "embedding");
         assert_eq!(d["index"], i);
         let v = floats(&d["embedding"]);
@@ -84,7 +88,10 @@ async fn embeddings_match_the_reference_over_http() {
     // One string: the same vector as in the list; base64 decodes to the
     // same floats; `dimensions` equal to the model's width is accepted.
     let (s, one) = n
-        .post("/v1/embeddings", json!({"model": EMBED_ID, "input": texts[1]}))
+        .post(
+            "/v1/embeddings",
+            json!({"model": EMBED_ID, "input": texts[1]}),
+        )
         .await;
     assert_eq!(s, 200, "{one}");
     assert_eq!(one["data"].as_array().unwrap().len(), 1);
@@ -219,7 +226,10 @@ async fn bad_embedding_requests_are_refused_clearly() {
     assert_eq!(s, 400, "{b}");
     // Both models still serve.
     let (s, b) = n
-        .post("/v1/embeddings", json!({"model": EMBED_ID, "input": "still here"}))
+        .post(
+            "/v1/embeddings",
+            json!({"model": EMBED_ID, "input": "still here"}),
+        )
         .await;
     assert_eq!(s, 200, "{b}");
     let (s, b) = n

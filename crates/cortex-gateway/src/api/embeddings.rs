@@ -108,7 +108,8 @@ mod tests {
 
     #[test]
     fn usage_is_read_from_an_embeddings_answer() {
-        let answer = br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],
+        let answer =
+            br#"{"object":"list","data":[{"object":"embedding","index":0,"embedding":[0.1]}],
             "model":"m","usage":{"prompt_tokens":7,"total_tokens":7}}"#;
         let u = usage_of(answer).unwrap();
         assert_eq!((u.prompt_tokens, u.completion_tokens), (7, 0));

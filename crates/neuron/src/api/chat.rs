@@ -108,7 +108,10 @@ fn check(req: &ChatCompletionRequest) -> Result<Checked, ApiError> {
     })
 }
 
-pub(super) fn injection(state: &AppState, headers: &HeaderMap) -> Result<Option<Injection>, ApiError> {
+pub(super) fn injection(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Injection>, ApiError> {
     if !state.fault_injection {
         return Ok(None);
     }

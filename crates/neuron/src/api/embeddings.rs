@@ -18,9 +18,9 @@ use cortex_core::embeddings::{
 };
 use tokio::sync::oneshot;
 
+use super::chat::Recorder;
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::chat::Recorder;
 use super::AppState;
 use crate::device_worker::{EmbedRequest, FaultKind};
 use crate::fault::Site;
@@ -49,7 +49,9 @@ pub async fn embeddings(
     let format = req.format()?;
     let inject = super::chat::injection(&state, &headers)?;
     if inject.is_some_and(|i| i.kind == FaultKind::Hang) {
-        return Err(ApiError::bad_request("hang faults are not injected into embeddings"));
+        return Err(ApiError::bad_request(
+            "hang faults are not injected into embeddings",
+        ));
     }
     if !cortex_core::model_id::is_valid_model_id(&req.model) {
         return Err(ApiError::model_not_found(&req.model));
@@ -131,7 +133,9 @@ pub async fn embeddings(
         }
         Err(_) => {
             rec.set_status(500);
-            return Err(ApiError::internal("the device worker dropped the request").code("worker_gone"));
+            return Err(
+                ApiError::internal("the device worker dropped the request").code("worker_gone")
+            );
         }
     };
     drop(guard);

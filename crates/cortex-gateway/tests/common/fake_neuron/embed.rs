@@ -33,7 +33,10 @@ pub(super) async fn embeddings(State(s): State<Arc<Shared>>, Json(req): Json<Val
     }
     let texts: Vec<String> = match &req["input"] {
         Value::String(t) => vec![t.clone()],
-        Value::Array(a) => a.iter().filter_map(|v| v.as_str().map(String::from)).collect(),
+        Value::Array(a) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
         _ => return error(400, "bad input (fake)", "invalid_input"),
     };
     let tokens: usize = texts.iter().map(|t| t.chars().count()).sum();

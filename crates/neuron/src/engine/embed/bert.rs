@@ -126,10 +126,9 @@ struct Weights {
 impl Weights {
     fn get(&mut self, name: &str, shape: &[usize]) -> Result<Tensor, EngineError> {
         let key = format!("{}{name}", self.prefix);
-        let t = self
-            .map
-            .remove(&key)
-            .ok_or_else(|| EngineError::Files(format!("model.safetensors: missing tensor {key}")))?;
+        let t = self.map.remove(&key).ok_or_else(|| {
+            EngineError::Files(format!("model.safetensors: missing tensor {key}"))
+        })?;
         if t.dims() != shape {
             return Err(EngineError::Files(format!(
                 "model.safetensors: tensor {key} has shape {:?}, the config says {shape:?}",
@@ -230,9 +229,9 @@ impl Bert {
                 out_norm: w.norm(&format!("{p}.output.LayerNorm"), h, eps)?,
             });
         }
-        let act = config
-            .activation()
-            .ok_or_else(|| EngineError::Unsupported(format!("hidden_act {:?}", config.hidden_act)))?;
+        let act = config.activation().ok_or_else(|| {
+            EngineError::Unsupported(format!("hidden_act {:?}", config.hidden_act))
+        })?;
         Ok(Self {
             config,
             act,
@@ -271,12 +270,8 @@ impl Bert {
         let mut x = self.norm.forward(&x)?;
         // 0 on real keys, a large negative number on padding, added to the
         // scores before the softmax (as transformers' extended mask does).
-        let bias = ((mask.ones_like()? - mask)? * f64::from(f32::MIN / 2.0))?.reshape((
-            batch,
-            1,
-            1,
-            len,
-        ))?;
+        let bias = ((mask.ones_like()? - mask)? * f64::from(f32::MIN / 2.0))?
+            .reshape((batch, 1, 1, len))?;
         for layer in &self.layers {
             x = self.layer(layer, &x, &bias)?;
         }
@@ -288,7 +283,9 @@ impl Bert {
         let heads = self.config.num_attention_heads;
         let d = self.config.head_dim();
         let split = |t: Tensor| -> candle_core::Result<Tensor> {
-            t.reshape((batch, len, heads, d))?.transpose(1, 2)?.contiguous()
+            t.reshape((batch, len, heads, d))?
+                .transpose(1, 2)?
+                .contiguous()
         };
         let q = split(l.query.forward(x)?)?;
         let k = split(l.key.forward(x)?)?;

@@ -74,8 +74,9 @@ fn read(dir: &Path, file: &str) -> Result<String, EngineError> {
 /// Reads the config and the safetensors header of the model at `path`
 /// (no weights).
 pub fn inspect(path: &Path) -> Result<Summary, EngineError> {
-    let dir = model_dir(path)
-        .ok_or_else(|| EngineError::Files(format!("{} is not a model directory", path.display())))?;
+    let dir = model_dir(path).ok_or_else(|| {
+        EngineError::Files(format!("{} is not a model directory", path.display()))
+    })?;
     let config = BertConfig::parse(&read(&dir, CONFIG_FILE)?)?;
     Ok(Summary {
         weights_bytes: f32_bytes(&dir.join(WEIGHTS_FILE))?,
@@ -177,8 +178,9 @@ impl std::fmt::Debug for EmbedModel {
 /// Loads the model directory `path` (or its `model.safetensors`) onto
 /// `device`.
 pub fn load(path: &Path, device: &Device) -> Result<EmbedModel, EngineError> {
-    let dir = model_dir(path)
-        .ok_or_else(|| EngineError::Files(format!("{} is not a model directory", path.display())))?;
+    let dir = model_dir(path).ok_or_else(|| {
+        EngineError::Files(format!("{} is not a model directory", path.display()))
+    })?;
     let config = BertConfig::parse(&read(&dir, CONFIG_FILE)?)?;
     let mut tokenizer = tokenizers::Tokenizer::from_file(dir.join(TOKENIZER_FILE))
         .map_err(|e| EngineError::Files(format!("{TOKENIZER_FILE}: {e}")))?;

@@ -78,7 +78,12 @@ fn vectors_match_reference() {
             );
         }
         let sum: f32 = e.iter().sum();
-        assert!((sum - s.sum).abs() < 1e-3, "{:?} sum {sum} vs {}", s.text, s.sum);
+        assert!(
+            (sum - s.sum).abs() < 1e-3,
+            "{:?} sum {sum} vs {}",
+            s.text,
+            s.sum
+        );
     }
     for i in 0..3 {
         for j in 0..3 {
@@ -112,7 +117,12 @@ fn similar_sentences_are_closer() {
 fn batched_equals_alone_whatever_the_padding() {
     let Some(m) = model() else { return };
     let long = "word ".repeat(200);
-    let texts = ["short", long.as_str(), "a little longer sentence here", "short"];
+    let texts = [
+        "short",
+        long.as_str(),
+        "a little longer sentence here",
+        "short",
+    ];
     let ids: Vec<Vec<u32>> = texts.iter().map(|t| m.assets.encode(t).unwrap()).collect();
     let together = m.embed(&ids).unwrap();
     for (i, one) in ids.iter().enumerate() {
@@ -151,7 +161,13 @@ fn bad_inputs_are_host_side_errors() {
     let too_long = vec![101u32; 513];
     let err = m.embed(&[too_long]).unwrap_err();
     assert!(
-        matches!(err, EngineError::ContextOverflow { needed: 513, max: 512 }),
+        matches!(
+            err,
+            EngineError::ContextOverflow {
+                needed: 513,
+                max: 512
+            }
+        ),
         "{err:?}"
     );
     assert!(!crate::fault::is_device_fault(&err.chain()));
@@ -198,7 +214,10 @@ fn config_errors_name_the_field() {
     assert!(with("model_type", "llama".into()).contains("model_type"));
     assert!(with("position_embedding_type", "relative_key".into()).contains("relative_key"));
     assert!(with("num_hidden_layers", 0.into()).contains("num_hidden_layers is 0"));
-    assert!(BertConfig::parse("{").unwrap_err().to_string().contains("config.json"));
+    assert!(BertConfig::parse("{")
+        .unwrap_err()
+        .to_string()
+        .contains("config.json"));
 }
 
 #[test]
