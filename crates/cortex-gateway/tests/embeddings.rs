@@ -148,3 +148,53 @@ async fn an_embedding_model_evicts_and_is_evicted_like_any_model() {
     assert_eq!(a.loaded(), ["m"]);
     assert_eq!(a.over_budget(), 0);
 }
+
+#[tokio::test]
+async fn ollama_embed_goes_the_embeddings_way() {
+    let a = FakeNeuron::builder("a")
+        .file("m", 100)
+        .embedding_model("e", 100)
+        .start()
+        .await;
+    let gw = TestGateway::start(settings(&[&a])).await;
+    gw.wait_for("both listed", |v| v.models.len() == 2).await;
+
+    let resp = gw
+        .post(
+            "/api/embed",
+            &json!({"model": "e:latest", "input": ["ab", "c"]}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v["model"], "e");
+    assert_eq!(v["embeddings"], json!([[2.0, 0.0, 1.0], [1.0, 1.0, 1.0]]));
+    assert_eq!(v["prompt_eval_count"], 3);
+    assert!(v["total_duration"].as_u64().unwrap() > 0, "{v}");
+    let v: Value = gw
+        .post("/api/embed", &json!({"model": "e", "input": "abc"}))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["embeddings"], json!([[3.0, 0.0, 1.0]]));
+    assert_eq!(
+        a.calls("/v1/embeddings")[1].body,
+        json!({"model": "e", "input": ["abc"]})
+    );
+    let m = gw.metrics_text().await;
+    assert!(m.contains("api=\"ollama\""), "{m}");
+
+    // Ollama's error shape: {"error": message} with the status.
+    for (body, status, says) in [
+        (json!({"model": "m", "input": "x"}), 400, "chat model"),
+        (json!({"model": "nope", "input": "x"}), 404, "nope"),
+        (json!({"model": "e", "input": 5}), 400, "input"),
+    ] {
+        let resp = gw.post("/api/embed", &body).await;
+        assert_eq!(resp.status(), status, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert_eq!(v.as_object().unwrap().len(), 1, "{v}");
+        assert!(v["error"].as_str().unwrap().contains(says), "{v}");
+    }
+}

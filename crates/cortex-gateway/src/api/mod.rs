@@ -1,5 +1,6 @@
 //! The gateway's HTTP API: OpenAI routes ([`openai`]), the Responses API
-//! ([`responses`]), embeddings ([`embeddings`]), Anthropic routes ([`anthropic`]), the fleet page
+//! ([`responses`]), embeddings ([`embeddings`], and Ollama's `/api/embed`
+//! in [`ollama_embed`]), Anthropic routes ([`anthropic`]), the fleet page
 //! ([`ui`]), the admin API ([`admin`]), authentication and path
 //! normalisation ([`guard`]), and errors in each dialect ([`error`]).
 
@@ -8,6 +9,7 @@ pub mod anthropic;
 pub mod embeddings;
 pub mod error;
 pub mod guard;
+pub mod ollama_embed;
 pub mod openai;
 pub mod responses;
 pub mod ui;
@@ -45,6 +47,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(responses::create))
         .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/api/embed", post(ollama_embed::embed))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/ui", get(ui::page))
