@@ -19,7 +19,7 @@ mod q8_0;
 mod x8;
 
 pub use kquants::rows_q8k;
-pub use q8_0::rows_q8;
+pub use q8_0::rows_q8_0;
 pub use x8::rows_x8;
 
 use std::arch::x86_64::*;
