@@ -177,3 +177,26 @@ def cortex_url():
 @pytest.fixture(scope="session")
 def model_id() -> str:
     return MODEL_ID
+
+
+EMBED_DIR = "all-MiniLM-L6-v2"
+EMBED_ID = "all-minilm-l6-v2"
+
+
+@pytest.fixture(scope="session")
+def embed_model_id(cortex_url) -> str:
+    """The embedding model's id, once the running cortex lists it."""
+    models_dir = Path(os.environ.get("CORTEX_MODELS_DIR") or REPO / "models").resolve()
+    if not (models_dir / EMBED_DIR / "model.safetensors").is_file():
+        _missing(
+            f"embedding model {EMBED_DIR}/ not found in {models_dir}; "
+            f"run scripts/fetch-model --embed (or set CORTEX_MODELS_DIR)"
+        )
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while True:
+        ids = [m.get("id") for m in _get_json(cortex_url + "/v1/models").get("data", [])]
+        if EMBED_ID in ids:
+            return EMBED_ID
+        if time.monotonic() > deadline:
+            pytest.fail(f"{EMBED_ID} never listed by /v1/models ({ids})", pytrace=False)
+        time.sleep(0.2)

@@ -288,6 +288,7 @@ mod tests {
         loadable: &[&str],
     ) -> CatalogEntry {
         CatalogEntry {
+            kind: Default::default(),
             id: id.into(),
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
             pinned: false,

@@ -35,6 +35,7 @@ fn placement(node: &str, device: u32, state: ModelState, weights: u64) -> Placem
 
 fn entry(id: &str, placements: Vec<Placement>, loadable_on: &[&str]) -> CatalogEntry {
     CatalogEntry {
+        kind: Default::default(),
         id: id.into(),
         aliases: Vec::new(),
         pinned: false,

@@ -151,6 +151,7 @@ fn fleet() -> FleetView {
         }],
         models: vec![
             CatalogEntry {
+                kind: Default::default(),
                 id: "smollm2-135m".into(),
                 aliases: vec!["smol".into()],
                 pinned: true,
@@ -171,6 +172,7 @@ fn fleet() -> FleetView {
                 loadable_on: vec!["beast".into()],
             },
             CatalogEntry {
+                kind: Default::default(),
                 id: "phi-3-mini".into(),
                 aliases: Vec::new(),
                 pinned: false,

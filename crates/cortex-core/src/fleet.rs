@@ -35,6 +35,9 @@ pub struct CatalogEntry {
     pub placements: Vec<Placement>,
     /// Healthy nodes that could load it.
     pub loadable_on: Vec<String>,
+    /// Chat or embedding, as its neurons report it.
+    #[serde(default)]
+    pub kind: crate::neuron_api::ModelKind,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -14,6 +14,7 @@
 
 pub mod anthropic;
 pub mod config;
+pub mod embeddings;
 pub mod fleet;
 pub mod metrics;
 pub mod model_id;

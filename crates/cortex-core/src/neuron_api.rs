@@ -74,6 +74,9 @@ impl ModelState {
 pub struct ModelStatus {
     pub id: String,
     pub state: ModelState,
+    /// What the model serves (chat when a neuron does not say).
+    #[serde(default)]
+    pub kind: ModelKind,
     pub device: u32,
     /// Weights as loaded.
     pub memory_bytes: u64,
@@ -92,6 +95,40 @@ pub struct ModelStatus {
     /// recently used first (see `cortex_core::prefix`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub cached_prefixes: Vec<CachedPrefix>,
+}
+
+/// What a model serves: chat (`/v1/chat/completions` and the APIs
+/// translated onto it) or embeddings (`/v1/embeddings`). A request of one
+/// kind to a model of the other is a 400.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ModelKind {
+    #[default]
+    Chat,
+    Embedding,
+}
+
+impl ModelKind {
+    /// `"chat"` or `"embedding"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ModelKind::Chat => "chat",
+            ModelKind::Embedding => "embedding",
+        }
+    }
+
+    /// What a client is told when it sends a request of the other kind to
+    /// `model`, a model of this kind.
+    pub fn wrong_api_message(self, model: &str) -> String {
+        match self {
+            ModelKind::Embedding => format!(
+                "The model `{model}` is an embedding model: it serves /v1/embeddings, not chat or completions."
+            ),
+            ModelKind::Chat => format!(
+                "The model `{model}` is a chat model: it does not serve embeddings; use an embedding model."
+            ),
+        }
+    }
 }
 
 /// A conversation prefix a neuron holds KV for.
@@ -117,6 +154,9 @@ impl ModelStatus {
 pub struct AvailableModel {
     /// The id it is served under by default (from its file name).
     pub id: String,
+    /// What it serves once loaded (chat when a neuron does not say).
+    #[serde(default)]
+    pub kind: ModelKind,
     /// Path relative to the models dir.
     pub source: String,
     pub size_bytes: u64,

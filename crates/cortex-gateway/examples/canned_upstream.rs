@@ -103,6 +103,7 @@ impl Canned {
                 memory_used_bytes: 100 << 20,
             }],
             models: vec![ModelStatus {
+                kind: Default::default(),
                 id: MODEL.into(),
                 state: ModelState::Ready,
                 device: 0,
@@ -117,6 +118,7 @@ impl Canned {
                 cached_prefixes: Vec::new(),
             }],
             available: vec![AvailableModel {
+                kind: Default::default(),
                 id: MODEL.into(),
                 source: "bench.gguf".into(),
                 size_bytes: 90 << 20,

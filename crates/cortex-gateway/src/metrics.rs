@@ -231,6 +231,7 @@ pub enum Api {
     CountTokens,
     Responses,
     Ollama,
+    Embeddings,
 }
 
 impl Api {
@@ -242,6 +243,7 @@ impl Api {
             Api::CountTokens => "count_tokens",
             Api::Responses => "responses",
             Api::Ollama => "ollama",
+            Api::Embeddings => "embeddings",
         }
     }
 }

@@ -39,6 +39,7 @@ pub fn status(
         models: models
             .iter()
             .map(|(id, state)| ModelStatus {
+                kind: Default::default(),
                 id: id.to_string(),
                 state: *state,
                 device: 0,
@@ -56,6 +57,7 @@ pub fn status(
         available: available
             .iter()
             .map(|(id, source, bytes)| AvailableModel {
+                kind: Default::default(),
                 id: id.to_string(),
                 source: source.to_string(),
                 size_bytes: *bytes,

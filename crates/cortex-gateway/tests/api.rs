@@ -319,6 +319,7 @@ async fn admin_fleet_has_the_documented_shape() {
         "configured",
         "placements",
         "loadable_on",
+        "kind",
     ] {
         assert!(model.get(key).is_some(), "models[0].{key} missing: {v}");
     }

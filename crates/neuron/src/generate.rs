@@ -78,6 +78,13 @@ impl Generation {
     /// Queue `prompt` on the model's device worker.
     pub fn start(guard: InFlight, prompt: Vec<u32>, p: GenParams) -> Result<Self, GenEvent> {
         let model = guard.model().clone();
+        let Some(assets) = model.assets.chat().cloned() else {
+            return Err(GenEvent::Failed {
+                site: Site::Prefill,
+                chain: format!("missing handle: model {} is not a chat model", model.id),
+                device_fault: false,
+            });
+        };
         let (tx, rx) = mpsc::unbounded_channel();
         let prompt_tokens = prompt.len() as u64;
         model
@@ -102,7 +109,7 @@ impl Generation {
             })?;
         Ok(Self {
             rx,
-            decoder: IncrementalDecoder::keeping(model.assets.clone(), p.keep_special),
+            decoder: IncrementalDecoder::keeping(assets, p.keep_special),
             stop: StopMatcher::new(p.stops),
             health: model.health.clone(),
             stream: p.stream,

@@ -4,6 +4,10 @@
 //! cache). A requested `source` is a relative path; `..`, absolute paths and
 //! symlinks that lead outside a models directory are refused. This module
 //! owns that rule and the scan behind `/status`'s `available` list.
+//!
+//! A model is a `.gguf` file (chat) or a model directory holding
+//! `config.json`, `model.safetensors` and `tokenizer.json` (an embedding
+//! model, see `engine::embed`), named by its path like a file.
 
 use std::path::{Component, Path, PathBuf};
 
@@ -55,15 +59,29 @@ pub fn resolve(dirs: &[PathBuf], source: &str) -> Result<PathBuf, PathError> {
         if !real.starts_with(&root) {
             return Err(refused("it leads outside the models directory (symlink)"));
         }
-        if !real.is_file() {
-            return Err(refused("not a regular file"));
+        if !real.is_file() && !model_dir_inside(&real, &root) {
+            return Err(refused(
+                "not a regular file, nor a model directory (config.json, model.safetensors, tokenizer.json)",
+            ));
         }
         return Ok(real);
     }
     Err(PathError::NotFound(source.to_string()))
 }
 
-/// A `.gguf` file found in a models directory.
+/// Whether `dir` is a model directory whose files (after symlinks) all lie
+/// inside `root`.
+fn model_dir_inside(dir: &Path, root: &Path) -> bool {
+    use crate::engine::embed::{is_model_dir, CONFIG_FILE, TOKENIZER_FILE, WEIGHTS_FILE};
+    is_model_dir(dir)
+        && [CONFIG_FILE, WEIGHTS_FILE, TOKENIZER_FILE].iter().all(|f| {
+            dir.join(f)
+                .canonicalize()
+                .is_ok_and(|p| p.starts_with(root))
+        })
+}
+
+/// A `.gguf` file or a model directory found in a models directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct FoundModel {
     /// The id derived from its file name.
@@ -74,9 +92,9 @@ pub struct FoundModel {
     pub size: u64,
 }
 
-/// All `.gguf` files in `dirs` (two levels deep), first directory first; a
-/// file whose id was already seen is skipped. Symlinks leading out of the
-/// directory are skipped too.
+/// All `.gguf` files and model directories in `dirs` (two levels deep),
+/// first directory first; a model whose id was already seen is skipped.
+/// Symlinks leading out of the directory are skipped too.
 pub fn scan(dirs: &[PathBuf]) -> Vec<FoundModel> {
     let mut out: Vec<FoundModel> = Vec::new();
     for dir in dirs {
@@ -95,7 +113,8 @@ pub fn scan(dirs: &[PathBuf]) -> Vec<FoundModel> {
                 if !real.starts_with(&root) {
                     continue;
                 }
-                if real.is_dir() {
+                let model_dir = real.is_dir() && model_dir_inside(&real, &root);
+                if real.is_dir() && !model_dir {
                     if depth < 1 {
                         stack.push((p, depth + 1));
                     }
@@ -104,7 +123,7 @@ pub fn scan(dirs: &[PathBuf]) -> Vec<FoundModel> {
                 let is_gguf = p
                     .extension()
                     .is_some_and(|e| e.eq_ignore_ascii_case("gguf"));
-                if !is_gguf {
+                if !is_gguf && !model_dir {
                     continue;
                 }
                 let Ok(rel) = p.strip_prefix(&root) else {
@@ -115,7 +134,13 @@ pub fn scan(dirs: &[PathBuf]) -> Vec<FoundModel> {
                 if out.iter().any(|m| m.id == id) {
                     continue;
                 }
-                let size = real.metadata().map_or(0, |m| m.len());
+                let size = if model_dir {
+                    real.join(crate::engine::embed::WEIGHTS_FILE)
+                        .metadata()
+                        .map_or(0, |m| m.len())
+                } else {
+                    real.metadata().map_or(0, |m| m.len())
+                };
                 out.push(FoundModel {
                     id,
                     source,
@@ -188,6 +213,49 @@ mod tests {
         assert_eq!(ids, vec!["a", "inside", "sub-b-q4"]);
         assert_eq!(found[2].source, "sub/B.Q4.gguf");
         assert_eq!(found[2].size, 2);
+    }
+
+    fn model_dir(at: &Path) {
+        std::fs::create_dir_all(at).unwrap();
+        for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+            std::fs::write(at.join(f), b"{}").unwrap();
+        }
+    }
+
+    #[test]
+    fn model_directories_are_models() {
+        let (t, models) = setup();
+        model_dir(&models.join("MiniLM-L6"));
+        model_dir(&models.join("sub/e5.small"));
+        // Half a model directory is a directory, not a model.
+        std::fs::create_dir_all(models.join("half")).unwrap();
+        std::fs::write(models.join("half/config.json"), b"{}").unwrap();
+        // Weights that lead outside the models directory.
+        model_dir(&models.join("leaky"));
+        std::fs::remove_file(models.join("leaky/model.safetensors")).unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink(
+            t.path().join("secret.gguf"),
+            models.join("leaky/model.safetensors"),
+        )
+        .unwrap();
+        let dirs = vec![models.clone()];
+        let found = scan(&dirs);
+        let ids: Vec<_> = found.iter().map(|m| m.id.as_str()).collect();
+        assert_eq!(
+            ids,
+            vec!["minilm-l6", "a", "inside", "sub-b-q4", "sub-e5-small"]
+        );
+        assert_eq!(found[0].source, "MiniLM-L6");
+        assert_eq!(found[0].size, 2);
+        assert!(resolve(&dirs, "MiniLM-L6").is_ok());
+        assert!(resolve(&dirs, "sub/e5.small/").is_ok());
+        for bad in ["half", "leaky", "sub"] {
+            assert!(
+                matches!(resolve(&dirs, bad), Err(PathError::Refused(..))),
+                "{bad}"
+            );
+        }
     }
 
     proptest! {

@@ -13,11 +13,11 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use cortex_core::anthropic::{CountTokensResponse, MessagesRequest};
-use cortex_core::neuron_api::{TokenizeRequest, TokenizeResponse, PROMPT_TOKENS_HEADER};
+use cortex_core::neuron_api::{ModelKind, TokenizeRequest, TokenizeResponse, PROMPT_TOKENS_HEADER};
 use cortex_core::openai::ChatCompletion;
 
 use super::error::Anthropic;
-use super::{admit, body_or_error, event_stream, parse, resolve};
+use super::{admit, body_or_error, event_stream, parse, resolve_for};
 use crate::error::GatewayError;
 use crate::metrics::Api;
 use crate::proxy::stats::Stats;
@@ -43,7 +43,7 @@ async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
     let body = body?;
     let req: MessagesRequest = parse(&body)?;
     let requested = req.model.clone();
-    let resolved = resolve(s, &requested)?;
+    let resolved = resolve_for(s, &requested, ModelKind::Chat)?;
     let stream = req.stream.unwrap_or(false);
     let mut chat = messages_to_chat(req)?;
     chat.model = resolved.id.to_string();
@@ -102,7 +102,7 @@ async fn count(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respon
     let started = Instant::now();
     let body = body?;
     let req: MessagesRequest = parse(&body)?;
-    let resolved = resolve(s, &req.model)?;
+    let resolved = resolve_for(s, &req.model, ModelKind::Chat)?;
     let _permit = admit(s, &resolved.id).await?;
     let chat = messages_to_chat_for_count(req)?;
     let tok = TokenizeRequest {

@@ -1,12 +1,15 @@
 //! The gateway's HTTP API: OpenAI routes ([`openai`]), the Responses API
-//! ([`responses`]), Anthropic routes ([`anthropic`]), the fleet page
+//! ([`responses`]), embeddings ([`embeddings`], and Ollama's `/api/embed`
+//! in [`ollama_embed`]), Anthropic routes ([`anthropic`]), the fleet page
 //! ([`ui`]), the admin API ([`admin`]), authentication and path
 //! normalisation ([`guard`]), and errors in each dialect ([`error`]).
 
 pub mod admin;
 pub mod anthropic;
+pub mod embeddings;
 pub mod error;
 pub mod guard;
+pub mod ollama_embed;
 pub mod openai;
 pub mod responses;
 pub mod ui;
@@ -43,6 +46,8 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/models/{id}", get(openai::model))
         .route("/v1/chat/completions", post(openai::chat_completions))
         .route("/v1/responses", post(responses::create))
+        .route("/v1/embeddings", post(embeddings::embeddings))
+        .route("/api/embed", post(ollama_embed::embed))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/ui", get(ui::page))
@@ -158,6 +163,24 @@ pub fn resolve(state: &AppState, name: &str) -> Result<Resolved, GatewayError> {
         return Err(GatewayError::Unavailable {
             message: format!("no healthy neuron can serve `{name}` right now"),
             retry_after_s: 5,
+        });
+    }
+    Ok(r)
+}
+
+/// [`resolve`] for an API of `kind`: a model of the other kind (an
+/// embedding model asked to chat, a chat model asked for embeddings) is a
+/// 400 naming `model`, before anything is loaded.
+pub fn resolve_for(
+    state: &AppState,
+    name: &str,
+    kind: cortex_core::neuron_api::ModelKind,
+) -> Result<Resolved, GatewayError> {
+    let r = resolve(state, name)?;
+    if r.kind != kind {
+        return Err(GatewayError::BadRequest {
+            message: r.kind.wrong_api_message(name),
+            param: Some("model".into()),
         });
     }
     Ok(r)

@@ -11,11 +11,14 @@ use axum::http::{header, HeaderMap, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
+use cortex_core::neuron_api::ModelKind;
 use cortex_core::openai::{ModelList, ModelObject, Stop};
 use serde::Deserialize;
 
 use super::error::OpenAi;
-use super::{admit, body_or_error, event_stream, in_dialect, parse, resolve, wants_anthropic};
+use super::{
+    admit, body_or_error, event_stream, in_dialect, parse, resolve, resolve_for, wants_anthropic,
+};
 use crate::error::GatewayError;
 use crate::metrics::Api;
 use crate::proxy::stats::{usage_of, Stats};
@@ -67,7 +70,7 @@ async fn chat(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respons
             });
         }
     }
-    let resolved = resolve(s, &probe.model)?;
+    let resolved = resolve_for(s, &probe.model, ModelKind::Chat)?;
     let stream = probe.stream.unwrap_or(false);
     let wants_usage = probe
         .stream_options
@@ -128,7 +131,7 @@ fn passthrough(
 }
 
 /// Set `model` to the canonical id and, for streams, ask for usage.
-fn rewrite(body: &Bytes, id: &str, stream: bool) -> Result<Bytes, GatewayError> {
+pub(super) fn rewrite(body: &Bytes, id: &str, stream: bool) -> Result<Bytes, GatewayError> {
     let mut v: serde_json::Map<String, serde_json::Value> = parse(body)?;
     v.insert("model".into(), serde_json::Value::String(id.to_string()));
     if stream {

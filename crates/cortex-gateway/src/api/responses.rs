@@ -14,12 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use cortex_core::neuron_api::PROMPT_TOKENS_HEADER;
+use cortex_core::neuron_api::{ModelKind, PROMPT_TOKENS_HEADER};
 use cortex_core::openai::{ChatCompletion, ChatCompletionChunk};
 use cortex_core::responses::{InputItem, OutputItem, ResponsesRequest};
 
 use super::error::OpenAi;
-use super::{admit, body_or_error, event_stream, parse, resolve};
+use super::{admit, body_or_error, event_stream, parse, resolve_for};
 use crate::error::GatewayError;
 use crate::metrics::Api;
 use crate::proxy::dispatch;
@@ -57,7 +57,7 @@ async fn handle(
             Err(e) => return Ok((StatusCode::NOT_FOUND, Json(e.to_openai())).into_response()),
         },
     };
-    let resolved = resolve(s, &req.model)?;
+    let resolved = resolve_for(s, &req.model, ModelKind::Chat)?;
     let mut chat = responses_to_chat(&req, &history)?;
     chat.model = resolved.id.to_string();
     let stream = req.stream.unwrap_or(false);

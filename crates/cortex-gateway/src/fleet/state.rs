@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use cortex_core::config::ModelSource;
 use cortex_core::fleet::{CatalogEntry, FleetView, NodeView, Placement};
-use cortex_core::neuron_api::{ModelState, ModelStatus, NodeStatus};
+use cortex_core::neuron_api::{ModelKind, ModelState, ModelStatus, NodeStatus};
 use cortex_core::now_unix_ms;
 
 use super::table::{Counters, Replica, Resolved, RoutingTable};
@@ -316,6 +316,24 @@ impl FleetState {
             .collect()
     }
 
+    /// What `m` serves: what a neuron holding it says, else what the file
+    /// a neuron could load it from is (chat when no neuron says).
+    fn kind_of(&self, m: &ModelInfo) -> ModelKind {
+        if let Some((_, s)) = self.residents_of(&m.id).first() {
+            return s.kind;
+        }
+        m.loadable
+            .iter()
+            .find_map(|(node, source, _)| {
+                let st = self.node(node)?.status.as_ref()?;
+                st.available
+                    .iter()
+                    .find(|a| &a.source == source)
+                    .map(|a| a.kind)
+            })
+            .unwrap_or_default()
+    }
+
     /// The snapshot the request path reads.
     pub fn table(&mut self) -> RoutingTable {
         let models = self.models();
@@ -341,6 +359,7 @@ impl FleetState {
             let resolved = Resolved {
                 id: m.id.as_str().into(),
                 servable: !ready.is_empty() || !m.loadable.is_empty(),
+                kind: self.kind_of(m),
             };
             for name in std::iter::once(&m.id).chain(&m.aliases) {
                 t.names.insert(name.clone(), resolved.clone());
@@ -494,6 +513,7 @@ impl FleetState {
                     configured: m.configured,
                     placements,
                     loadable_on: m.loadable.iter().map(|(n, _, _)| n.clone()).collect(),
+                    kind: self.kind_of(&m),
                 }
             })
             .collect();

@@ -155,6 +155,8 @@ pub struct Resolved {
     pub id: Arc<str>,
     /// Some healthy neuron can serve it (ready or loadable).
     pub servable: bool,
+    /// Chat or embedding, as its neurons report it.
+    pub kind: cortex_core::neuron_api::ModelKind,
 }
 
 /// One published snapshot.

@@ -1,6 +1,6 @@
 //! A deterministic fake neuron: a small axum app that speaks the neuron API
 //! (`/status`, `/models/load`, `/models/unload`, `/v1/chat/completions`,
-//! `/tokenize`, `/health`) well enough for the gateway, with behaviour that
+//! `/v1/embeddings`, `/tokenize`, `/health`) well enough for the gateway, with behaviour that
 //! tests switch at runtime (slow or failing loads, slow, cut, stalled or
 //! over-long streams, poisoned models, error statuses, failing polls).
 //!
@@ -11,6 +11,7 @@
 //! connections are refused.
 
 mod chat;
+mod embed;
 
 use std::collections::HashSet;
 use std::net::SocketAddr;
@@ -129,9 +130,19 @@ impl FakeBuilder {
         self.file_source(id, &source, bytes)
     }
 
+    /// A loadable embedding model directory `{id}`, of `bytes` once loaded.
+    pub fn embedding_model(mut self, id: &str, bytes: u64) -> Self {
+        self = self.file_source(id, id, bytes);
+        if let Some(a) = self.available.last_mut() {
+            a.kind = cortex_core::neuron_api::ModelKind::Embedding;
+        }
+        self
+    }
+
     /// A loadable file with an explicit source path.
     pub fn file_source(mut self, id: &str, source: &str, bytes: u64) -> Self {
         self.available.push(AvailableModel {
+            kind: Default::default(),
             id: id.to_string(),
             source: source.to_string(),
             size_bytes: bytes,
@@ -385,6 +396,7 @@ fn now_ms() -> u64 {
 
 fn model_status(id: &str, a: &AvailableModel, state: ModelState) -> ModelStatus {
     ModelStatus {
+        kind: a.kind,
         id: id.to_string(),
         state,
         device: 0,
@@ -432,6 +444,7 @@ fn app(shared: Arc<Shared>) -> Router {
         .route("/models/unload", post(unload))
         .route("/tokenize", post(tokenize))
         .route("/v1/chat/completions", post(chat::chat))
+        .route("/v1/embeddings", post(embed::embeddings))
         .fallback(|| async { error(404, "no such route", "not_found") })
         .layer(axum::middleware::from_fn_with_state(shared.clone(), record))
         .with_state(shared)

@@ -49,6 +49,7 @@ fn status(name: &str) -> Vec<u8> {
             memory_used_bytes: 100,
         }],
         models: vec![ModelStatus {
+            kind: Default::default(),
             id: "m".into(),
             state: ModelState::Ready,
             device: 0,
@@ -63,6 +64,7 @@ fn status(name: &str) -> Vec<u8> {
             cached_prefixes: Vec::new(),
         }],
         available: vec![AvailableModel {
+            kind: Default::default(),
             id: "m".into(),
             source: "m.gguf".into(),
             size_bytes: 100,

@@ -78,7 +78,11 @@ pub async fn tokenize(
         return Err(ApiError::model_not_found(&req.model));
     }
     let guard = state.registry.acquire(&req.model)?;
-    let assets = &guard.model().assets;
+    let model = guard.model();
+    let assets = model
+        .assets
+        .chat()
+        .ok_or_else(|| ApiError::wrong_kind(&req.model, model.assets.kind()))?;
     let invalid = |e: crate::engine::EngineError| {
         ApiError::bad_request(format!("cannot build the prompt: {}", e.chain()))
             .code("invalid_prompt")

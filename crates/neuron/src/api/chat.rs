@@ -108,7 +108,10 @@ fn check(req: &ChatCompletionRequest) -> Result<Checked, ApiError> {
     })
 }
 
-fn injection(state: &AppState, headers: &HeaderMap) -> Result<Option<Injection>, ApiError> {
+pub(super) fn injection(
+    state: &AppState,
+    headers: &HeaderMap,
+) -> Result<Option<Injection>, ApiError> {
     if !state.fault_injection {
         return Ok(None);
     }
@@ -133,6 +136,11 @@ pub async fn chat_completions(
     }
     let guard = state.registry.acquire(&req.model)?;
     let model = guard.model().clone();
+    let assets = model
+        .assets
+        .chat()
+        .cloned()
+        .ok_or_else(|| ApiError::wrong_kind(&req.model, model.assets.kind()))?;
     let stream = req.is_stream();
 
     let input = PromptInput {
@@ -143,7 +151,7 @@ pub async fn chat_completions(
     };
     let prompt = match inject.filter(|i| i.site == Site::Tokenize) {
         Some(i) => Err(i.message()),
-        None => match prompt::build(&model.assets, input, state.prompt) {
+        None => match prompt::build(&assets, input, state.prompt) {
             Ok(p) => Ok(p),
             Err(PromptError::Request(e)) => return Err(e),
             Err(PromptError::Engine(e)) => Err(e.chain()),
@@ -165,7 +173,7 @@ pub async fn chat_completions(
         }
     };
     let prompt_len = prompt.ids.len();
-    let ctx = model.assets.meta.max_positions();
+    let ctx = assets.meta.max_positions();
     if prompt_len >= ctx {
         return Err(ApiError::bad_param(
             "messages",
@@ -261,6 +269,11 @@ impl Recorder {
             // before that is a client that went away (nginx's 499).
             status: 499,
         }
+    }
+
+    /// The status the request is counted under (without token counts).
+    pub(super) fn set_status(&mut self, status: u16) {
+        self.status = status;
     }
 
     pub(super) fn finish(&mut self, gen: &GenStats, status: u16) {

@@ -65,6 +65,11 @@ impl ApiError {
         .code("model_not_found")
     }
 
+    /// 400: `model` is of `kind`, which this route does not serve.
+    pub fn wrong_kind(model: &str, kind: cortex_core::neuron_api::ModelKind) -> Self {
+        Self::bad_param("model", kind.wrong_api_message(model)).code("model_kind_mismatch")
+    }
+
     pub fn unauthorized() -> Self {
         Self::new(
             StatusCode::UNAUTHORIZED,

@@ -1,5 +1,5 @@
 //! The neuron HTTP API (see DESIGN.md, "Neuron HTTP API"). One small
-//! [`AppState`]; handlers in [`chat`] and [`admin`]; a request's prompt in
+//! [`AppState`]; handlers in [`chat`], [`embeddings`] and [`admin`]; a request's prompt in
 //! [`prompt`], its answer (text and tool calls) in [`answer`], streamed by
 //! [`stream`]; errors become responses only in [`error`].
 
@@ -7,6 +7,7 @@ pub mod admin;
 pub mod answer;
 pub mod chat;
 mod checks;
+pub mod embeddings;
 pub mod error;
 pub mod extract;
 pub mod prompt;
@@ -51,6 +52,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/status", get(admin::status))
         .route("/v1/models", get(admin::models))
         .route("/v1/chat/completions", post(chat::chat_completions))
+        .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/tokenize", post(admin::tokenize))
         .route("/metrics", get(admin::metrics))
         .merge(lifecycle)

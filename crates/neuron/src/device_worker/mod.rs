@@ -10,10 +10,14 @@
 //! turns. A client that goes away closes its event channel, and its
 //! sequence is dropped (its blocks returned) at the model's next tick.
 //!
+//! Embedding models live beside the chat models ([`encoder`]): an
+//! embedding request runs whole, as one job, between two ticks.
+//!
 //! Faults are classified here, on the thread where they happen (see
-//! [`slot`]); a panic in a model's tick is caught and poisons that model
-//! only.
+//! [`slot`] and [`encoder`]); a panic in a model's tick is caught and
+//! poisons that model only.
 
+mod encoder;
 mod injection;
 mod slot;
 
@@ -27,14 +31,16 @@ use std::thread::JoinHandle;
 use tokio::sync::{mpsc, oneshot};
 
 pub use crate::engine::scheduler::SchedulerConfig;
+pub use encoder::{EmbedFailure, EmbedRequest};
 pub use injection::{FaultKind, Injection};
 
 use crate::device::DeviceInfo;
 use crate::engine::kv::{KvCache, KvGeometry};
 use crate::engine::sampling::SamplingParams;
 use crate::engine::scheduler::Scheduler;
-use crate::engine::{Device, EngineError, ModelAssets};
+use crate::engine::{embed, Assets, Device, EngineError};
 use crate::fault::{ModelHealth, Site};
+use encoder::EncoderSlot;
 use slot::ModelSlot;
 
 /// Identifies a loaded model inside a worker.
@@ -85,7 +91,7 @@ pub struct GenerateRequest {
 /// What a successful load hands back to async code.
 #[derive(Clone)]
 pub struct Loaded {
-    pub assets: Arc<ModelAssets>,
+    pub assets: Assets,
     pub weights_bytes: u64,
     /// Bytes of the model's KV pool (allocated at load).
     pub kv_bytes: u64,
@@ -133,7 +139,14 @@ enum Job {
         reply: oneshot::Sender<bool>,
     },
     Generate(Box<GenerateRequest>),
+    Embed(Box<EmbedRequest>),
     Shutdown,
+}
+
+/// A model as the worker holds it.
+enum Resident {
+    Chat(ModelSlot),
+    Embedding(EncoderSlot),
 }
 
 /// Handle to a device's worker thread.
@@ -180,6 +193,7 @@ impl DeviceWorker {
                     label,
                     batching,
                     models: BTreeMap::new(),
+                    encoders: BTreeMap::new(),
                     active_count: thread_active,
                 }
                 .run(rx);
@@ -249,6 +263,13 @@ impl DeviceWorker {
             .map_err(|_| self.gone())
     }
 
+    /// Embed `req.inputs` on this device; the answer arrives on `req.reply`.
+    pub fn embed(&self, req: EmbedRequest) -> Result<(), WorkerError> {
+        self.tx
+            .send(Job::Embed(Box::new(req)))
+            .map_err(|_| self.gone())
+    }
+
     /// Stop the thread after the jobs already queued, and wait for it.
     pub fn shutdown(&self) {
         let _ = self.tx.send(Job::Shutdown);
@@ -284,6 +305,8 @@ struct Worker {
     batching: SchedulerConfig,
     /// By key: ticks go round the models in key order.
     models: BTreeMap<ModelKey, ModelSlot>,
+    /// Embedding models, by key.
+    encoders: BTreeMap<ModelKey, EncoderSlot>,
     active_count: Arc<AtomicUsize>,
 }
 
@@ -347,17 +370,30 @@ impl Worker {
                         "the loader panicked on this file".into(),
                     )),
                 };
-                let result = result.map(|slot| {
-                    let geometry = slot.kv.geometry();
-                    let loaded = Loaded {
-                        assets: slot.loaded.assets.clone(),
-                        weights_bytes: slot.loaded.weights_bytes,
-                        kv_bytes: geometry.bytes(),
-                        kv_tokens: geometry.tokens(),
-                        cache: slot.cache.clone(),
-                    };
-                    self.models.insert(key, slot);
-                    loaded
+                let result = result.map(|resident| match resident {
+                    Resident::Chat(slot) => {
+                        let geometry = slot.kv.geometry();
+                        let loaded = Loaded {
+                            assets: Assets::Chat(slot.loaded.assets.clone()),
+                            weights_bytes: slot.loaded.weights_bytes,
+                            kv_bytes: geometry.bytes(),
+                            kv_tokens: geometry.tokens(),
+                            cache: slot.cache.clone(),
+                        };
+                        self.models.insert(key, slot);
+                        loaded
+                    }
+                    Resident::Embedding(slot) => {
+                        let loaded = Loaded {
+                            assets: Assets::Embedding(slot.model.assets.clone()),
+                            weights_bytes: slot.model.weights_bytes,
+                            kv_bytes: embed::WORK_BYTES,
+                            kv_tokens: 0,
+                            cache: Default::default(),
+                        };
+                        self.encoders.insert(key, slot);
+                        loaded
+                    }
                 });
                 match &result {
                     Ok(l) => {
@@ -384,7 +420,7 @@ impl Worker {
                         );
                         true
                     }
-                    None => false,
+                    None => self.encoders.remove(&key).is_some(),
                 };
                 tracing::info!(device = %self.label, key, existed, "model unloaded");
                 let _ = reply.send(existed);
@@ -399,13 +435,37 @@ impl Worker {
                     slot::fail(&req, Site::Prefill, chain);
                 }
             },
+            Job::Embed(req) => match self.encoders.get_mut(&req.key) {
+                Some(slot) => slot.run(*req, &self.label),
+                None => {
+                    let _ = req.reply.send(Err(EmbedFailure {
+                        chain: format!(
+                            "missing handle: embedding model {} is not loaded on {}",
+                            req.key, self.label
+                        ),
+                        device_fault: false,
+                    }));
+                }
+            },
             Job::Shutdown => return false,
         }
         true
     }
 
-    /// Loads a model and allocates its KV pool from `kv_reserve` bytes.
-    fn load(&self, path: &std::path::Path, kv_reserve: u64) -> Result<ModelSlot, EngineError> {
+    /// Loads a model: an embedding model directory, or a GGUF chat model
+    /// with a KV pool of `kv_reserve` bytes.
+    fn load(&self, path: &std::path::Path, kv_reserve: u64) -> Result<Resident, EngineError> {
+        if embed::model_dir(path).is_some() {
+            return Ok(Resident::Embedding(EncoderSlot {
+                model: embed::load(path, &self.device)?,
+                poisoned: None,
+            }));
+        }
+        self.load_chat(path, kv_reserve).map(Resident::Chat)
+    }
+
+    /// Loads a GGUF model and allocates its KV pool from `kv_reserve` bytes.
+    fn load_chat(&self, path: &std::path::Path, kv_reserve: u64) -> Result<ModelSlot, EngineError> {
         let loaded = crate::engine::gguf::load(path, &self.device)?;
         let config = loaded.model.config().clone();
         let geometry = KvGeometry::from_budget(config.layers, config.kv_dim(), kv_reserve);

@@ -32,6 +32,7 @@ pub mod attention;
 pub mod batch;
 pub mod conversations;
 pub mod detok;
+pub mod embed;
 pub mod gguf;
 pub mod kernels;
 pub mod kv;
@@ -68,6 +69,10 @@ pub enum EngineError {
     /// The file is not a GGUF file, or its metadata is inconsistent.
     #[error("invalid GGUF file: {0}")]
     Gguf(String),
+    /// A model directory (config, safetensors, tokenizer.json) that cannot
+    /// be read as a model.
+    #[error("invalid model files: {0}")]
+    Files(String),
     /// A valid GGUF file of an architecture or tokenizer the engine cannot run.
     #[error("unsupported model: {0}")]
     Unsupported(String),
@@ -89,6 +94,10 @@ pub enum EngineError {
     /// The model produced NaN logits; the value is the sequence position.
     #[error("NaN logits at position {0}")]
     NanLogits(usize),
+    /// An embedding came out NaN or infinite (the value is the input's
+    /// index); host-side like [`EngineError::NanLogits`].
+    #[error("NaN logits in the embedding of input {0}")]
+    NanEmbedding(usize),
     /// The sequence would need more positions than the model supports.
     /// Checked before any forward pass, so it is never a device fault.
     #[error("context length exceeded: {needed} positions needed, the model supports {max}")]
@@ -254,6 +263,49 @@ impl std::fmt::Debug for ModelAssets {
     }
 }
 
+/// The CPU-side half of any loaded model, by what it serves.
+#[derive(Debug, Clone)]
+pub enum Assets {
+    /// A chat (generative) model: tokenizer, template, metadata.
+    Chat(Arc<ModelAssets>),
+    /// An embedding model: tokenizer and sizes.
+    Embedding(Arc<embed::EmbedAssets>),
+}
+
+impl Assets {
+    /// What the model serves.
+    pub fn kind(&self) -> cortex_core::neuron_api::ModelKind {
+        match self {
+            Assets::Chat(_) => cortex_core::neuron_api::ModelKind::Chat,
+            Assets::Embedding(_) => cortex_core::neuron_api::ModelKind::Embedding,
+        }
+    }
+
+    /// A chat model's assets.
+    pub fn chat(&self) -> Option<&Arc<ModelAssets>> {
+        match self {
+            Assets::Chat(a) => Some(a),
+            Assets::Embedding(_) => None,
+        }
+    }
+
+    /// An embedding model's assets.
+    pub fn embedding(&self) -> Option<&Arc<embed::EmbedAssets>> {
+        match self {
+            Assets::Embedding(a) => Some(a),
+            Assets::Chat(_) => None,
+        }
+    }
+
+    /// Positions one sequence (one input, for an embedding model) may use.
+    pub fn max_positions(&self) -> usize {
+        match self {
+            Assets::Chat(a) => a.meta.max_positions(),
+            Assets::Embedding(a) => a.max_positions,
+        }
+    }
+}
+
 /// A loaded model: its weights behind the [`model::Model`] seam and its
 /// CPU-side assets. Owned by a device worker; the KV pool is made beside it.
 pub struct LoadedModel {
@@ -291,6 +343,14 @@ pub(crate) mod test_model {
     /// The second real model (`scripts/fetch-model --gemma3`).
     pub const GEMMA3_FILE: &str = "gemma-3-270m-q4_k_m.gguf";
 
+    /// The embedding model's directory (`scripts/fetch-model --embed`).
+    pub const EMBED_DIR: &str = "all-MiniLM-L6-v2";
+
+    /// The embedding model's directory; `None` or a panic as [`path`].
+    pub fn embed_path() -> Option<PathBuf> {
+        path_of(EMBED_DIR, "scripts/fetch-model --embed")
+    }
+
     /// The default model's path, or `None` (after a skip message) when it is
     /// absent. Panics when absent and `CI` is set.
     pub fn path() -> Option<PathBuf> {
@@ -307,7 +367,7 @@ pub(crate) mod test_model {
             .map(PathBuf::from)
             .unwrap_or_else(|| PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../models")));
         let path = dir.join(file);
-        if path.is_file() {
+        if path.is_file() || super::embed::is_model_dir(&path) {
             return Some(path);
         }
         if std::env::var_os("CI").is_some() {

@@ -113,6 +113,7 @@ impl Registry {
                 estimated_bytes: weights_estimate,
                 kv_reserve,
                 started: now_unix_ms(),
+                kind: estimate.kind,
             }),
         );
         drop(slots);
@@ -194,6 +195,7 @@ impl Registry {
                     &e,
                     crate::device_worker::WorkerError::Engine(
                         crate::engine::EngineError::Gguf(_)
+                            | crate::engine::EngineError::Files(_)
                             | crate::engine::EngineError::Unsupported(_)
                     )
                 );
@@ -274,12 +276,7 @@ impl Registry {
                 let estimates = self.estimates.clone();
                 let p = path.to_path_buf();
                 tokio::task::spawn_blocking(move || {
-                    let r = crate::engine::gguf::inspect(&p)
-                        .map(|s| Estimate {
-                            weights: s.weights_bytes,
-                            kv_block: s.kv_block_bytes,
-                        })
-                        .map_err(|e| e.chain());
+                    let r = inspect(&p).map_err(|e| e.chain());
                     estimates
                         .lock()
                         .unwrap_or_else(|e| e.into_inner())
@@ -405,4 +402,22 @@ impl Registry {
             }
         }
     }
+}
+
+/// What the model at `path` takes: an embedding model directory (or its
+/// `model.safetensors`), else a GGUF file.
+fn inspect(path: &Path) -> Result<Estimate, crate::engine::EngineError> {
+    use crate::engine::{embed, gguf};
+    if embed::model_dir(path).is_some() {
+        return embed::inspect(path).map(|s| Estimate {
+            weights: s.weights_bytes,
+            kv_block: 0,
+            kind: cortex_core::neuron_api::ModelKind::Embedding,
+        });
+    }
+    gguf::inspect(path).map(|s| Estimate {
+        weights: s.weights_bytes,
+        kv_block: s.kv_block_bytes,
+        kind: cortex_core::neuron_api::ModelKind::Chat,
+    })
 }

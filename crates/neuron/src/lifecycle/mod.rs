@@ -15,13 +15,15 @@ use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
 use cortex_core::config::NeuronConfig;
-use cortex_core::neuron_api::{AvailableModel, DeviceStatus, ModelState, ModelStatus, NodeStatus};
+use cortex_core::neuron_api::{
+    AvailableModel, DeviceStatus, ModelKind, ModelState, ModelStatus, NodeStatus,
+};
 use cortex_core::now_unix_ms;
 use tokio::sync::{watch, Notify};
 
 use crate::device::memory_free;
 use crate::device_worker::{DeviceWorker, ModelKey};
-use crate::engine::ModelAssets;
+use crate::engine::Assets;
 use crate::fault::ModelHealth;
 use crate::metrics::NeuronMetrics;
 use crate::paths::{self, PathError};
@@ -68,7 +70,8 @@ pub struct Model {
     pub source: String,
     pub key: ModelKey,
     pub worker: Arc<DeviceWorker>,
-    pub assets: Arc<ModelAssets>,
+    /// Chat or embedding, with its tokenizer.
+    pub assets: Assets,
     pub weights_bytes: u64,
     pub kv_reserve: u64,
     pub loaded_at: u64,
@@ -87,6 +90,7 @@ impl Model {
         let poisoned = self.health.poisoned();
         ModelStatus {
             id: self.id.clone(),
+            kind: self.assets.kind(),
             state: if poisoned.is_some() {
                 ModelState::Poisoned
             } else {
@@ -99,7 +103,7 @@ impl Model {
             last_used_at: self.last_used.load(Ordering::Relaxed),
             in_flight: self.in_flight.load(Ordering::Relaxed),
             source: self.source.clone(),
-            context_length: self.assets.meta.max_positions() as u64,
+            context_length: self.assets.max_positions() as u64,
             error: poisoned,
             cached_prefixes: self.cache_report().prefixes,
         }
@@ -149,6 +153,7 @@ struct LoadingSlot {
     estimated_bytes: u64,
     kv_reserve: u64,
     started: u64,
+    kind: ModelKind,
 }
 
 enum Slot {
@@ -163,15 +168,19 @@ pub(crate) struct Estimate {
     weights: u64,
     /// One KV block.
     kv_block: u64,
+    /// Chat or embedding.
+    kind: ModelKind,
 }
 
 impl Estimate {
     /// The bytes of the KV pool a reserve of `reserve` bytes makes: whole
-    /// blocks, as the device worker allocates it.
+    /// blocks, as the device worker allocates it. An embedding model has no
+    /// KV: it reserves its fixed working memory instead.
     fn kv_pool(&self, reserve: u64) -> u64 {
-        match self.kv_block {
-            0 => reserve,
-            b => reserve / b * b,
+        match (self.kind, self.kv_block) {
+            (ModelKind::Embedding, _) => crate::engine::embed::WORK_BYTES,
+            (ModelKind::Chat, 0) => reserve,
+            (ModelKind::Chat, b) => reserve / b * b,
         }
     }
 }
@@ -353,6 +362,7 @@ impl Registry {
                 Slot::Ready(m) => m.status(),
                 Slot::Loading(l) => ModelStatus {
                     id: id.clone(),
+                    kind: l.kind,
                     state: ModelState::Loading,
                     device: l.device,
                     memory_bytes: l.estimated_bytes,
@@ -375,6 +385,7 @@ impl Registry {
             match self.estimate(&f.path).await {
                 Ok(e) => available.push(AvailableModel {
                     id: f.id,
+                    kind: e.kind,
                     source: f.source,
                     size_bytes: f.size,
                     estimated_bytes: e.weights + e.kv_pool(reserve),

@@ -35,6 +35,28 @@ pub fn models_dir() -> Option<PathBuf> {
     None
 }
 
+/// The embedding model's directory name and id (`scripts/fetch-model --embed`).
+pub const EMBED_DIR: &str = "all-MiniLM-L6-v2";
+pub const EMBED_ID: &str = "all-minilm-l6-v2";
+
+/// The models directory when it holds the default model and the embedding
+/// model; `None` (after saying why) or a panic in CI as [`models_dir`].
+pub fn embed_models_dir() -> Option<PathBuf> {
+    let dir = models_dir()?;
+    if dir.join(EMBED_DIR).join("model.safetensors").is_file() {
+        return Some(dir);
+    }
+    let msg = format!(
+        "the embedding model {EMBED_DIR}/ is missing from {}; run scripts/fetch-model --embed",
+        dir.display()
+    );
+    if std::env::var_os("CI").is_some() {
+        panic!("{msg}");
+    }
+    eprintln!("SKIPPED: {msg}");
+    None
+}
+
 /// A neuron running in this process.
 pub struct TestNeuron {
     pub url: String,

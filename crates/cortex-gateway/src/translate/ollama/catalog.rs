@@ -188,7 +188,7 @@ pub fn facts_from_fleet(
                     .unwrap_or(0),
                 architecture: None,
                 context_length: None,
-                embedding: false,
+                embedding: entry.kind == cortex_core::neuron_api::ModelKind::Embedding,
                 modified_ms,
                 loaded,
             }
