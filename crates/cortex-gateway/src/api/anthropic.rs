@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use cortex_core::anthropic::{CountTokensResponse, MessagesRequest};
-use cortex_core::neuron_api::{TokenizeRequest, TokenizeResponse, PROMPT_TOKENS_HEADER};
+use cortex_core::neuron_api::{TokenizeRequest, TokenizeResponse};
 use cortex_core::openai::ChatCompletion;
 
 use super::error::Anthropic;
@@ -71,13 +71,7 @@ async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
         stats.usage = Some(answer.usage);
         return Ok(Json(chat_to_message(answer, &requested)).into_response());
     }
-    let hint = d
-        .resp
-        .headers()
-        .get(PROMPT_TOKENS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hint = d.prompt_tokens_hint();
     let id = format!(
         "msg_{:016x}{:08x}",
         rand::random::<u64>(),

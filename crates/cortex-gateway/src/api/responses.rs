@@ -14,7 +14,6 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use cortex_core::neuron_api::PROMPT_TOKENS_HEADER;
 use cortex_core::openai::{ChatCompletion, ChatCompletionChunk};
 use cortex_core::responses::{InputItem, OutputItem, ResponsesRequest};
 
@@ -95,13 +94,7 @@ async fn handle(
         }
         return Ok(Json(response).into_response());
     }
-    let hint = d
-        .resp
-        .headers()
-        .get(PROMPT_TOKENS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hint = d.prompt_tokens_hint();
     let tr = Streaming {
         tr: ResponsesStream::new(seed, hint),
         keep,

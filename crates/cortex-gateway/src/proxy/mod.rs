@@ -54,6 +54,18 @@ impl Dispatched {
         Ok(bytes)
     }
 
+    /// The prompt's token count the neuron sent in its answer's head
+    /// (`PROMPT_TOKENS_HEADER`), or 0; translated streams report it when
+    /// upstream sends no usage.
+    pub fn prompt_tokens_hint(&self) -> u64 {
+        self.resp
+            .headers()
+            .get(cortex_core::neuron_api::PROMPT_TOKENS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The answer as an event stream, under the stream limits; the guard
     /// keeps the request counted until the stream is dropped.
     pub fn into_sse(self, limits: &LimitsConfig) -> (UpstreamSse, InFlightGuard) {

@@ -278,6 +278,8 @@ impl Registry {
                         .map(|s| Estimate {
                             weights: s.weights_bytes,
                             kv_block: s.kv_block_bytes,
+                            context_length: s.meta.max_positions() as u64,
+                            architecture: s.meta.architecture.clone(),
                         })
                         .map_err(|e| e.chain());
                     estimates

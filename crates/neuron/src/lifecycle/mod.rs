@@ -161,6 +161,10 @@ pub(crate) struct Estimate {
     weights: u64,
     /// One KV block.
     kv_block: u64,
+    /// `<arch>.context_length` (what the gateway advertises before a load).
+    context_length: u64,
+    /// `general.architecture`.
+    architecture: String,
 }
 
 impl Estimate {
@@ -352,6 +356,8 @@ impl Registry {
                     source: f.source,
                     size_bytes: f.size,
                     estimated_bytes: e.weights + e.kv_pool(reserve),
+                    context_length: Some(e.context_length),
+                    architecture: Some(e.architecture),
                 }),
                 Err(e) => {
                     tracing::debug!(file = %f.path.display(), error = %e, "not a loadable model; skipped")

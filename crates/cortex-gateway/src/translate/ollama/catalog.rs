@@ -134,15 +134,17 @@ pub fn show(m: &ModelFacts) -> ShowResponse {
 /// kinds from the nodes) and their expiry; `size_bytes` is the weights as
 /// loaded (0 when loaded nowhere). Files, architectures and context
 /// lengths are not in the view; the caller may fill them in.
-/// `idle_unload_after` is the evictor's setting (`None`: off).
+/// `idle_of(id)` is how long the model may sit idle (`None`: idleness
+/// never unloads it; see `FleetHandle::idle_limit`).
 pub fn facts_from_fleet(
     view: &FleetView,
-    idle_unload_after: Option<Duration>,
+    idle_of: impl Fn(&str) -> Option<Duration>,
     now_ms: u64,
 ) -> Vec<ModelFacts> {
     view.models
         .iter()
         .map(|entry| {
+            let idle_unload_after = idle_of(&entry.id);
             let loaded: Vec<Loaded> = entry
                 .placements
                 .iter()
