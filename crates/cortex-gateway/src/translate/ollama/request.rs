@@ -9,15 +9,16 @@
 //!   ids in conversation order, and each `tool` message answers the oldest
 //!   unanswered call of the same `tool_name` (or, without a name, the
 //!   oldest unanswered call);
-//! - neurons are text-only: `images` become a short note the model can
-//!   see, as in the other translations;
+//! - neurons are text-only: `images` of chat messages become a short note
+//!   the model can see, as in the other translations; `/api/generate` with
+//!   `images` (a one-shot vision request, nothing to note) is refused;
 //! - `options.num_predict` `-1` (no limit) and `-2` (fill the context) send
 //!   no `max_tokens`; other values below 1 are refused; a negative `seed`
 //!   (Ollama's "random") sends none; `num_ctx` is ignored: a model's window
 //!   is fixed when it is loaded;
 //! - `format: "json"` or a schema becomes `response_format`;
-//! - `/api/generate` with `raw`, `suffix` (fill-in-the-middle) or
-//!   `template` is refused: the neuron always applies the model's own chat
+//! - `/api/generate` with `raw`, `suffix` (fill-in-the-middle),
+//!   `template` or `images` is refused: the neuron always applies the model's own chat
 //!   template. The deprecated `context` is ignored (cortex never returns
 //!   one);
 //! - `think` is ignored.
@@ -101,8 +102,14 @@ pub fn generate_request(req: GenerateRequest) -> Result<Translated, TranslateErr
             "template: cortex always applies the model's own chat template; it cannot be replaced per request",
         ));
     }
+    if req.images.as_ref().is_some_and(|i| !i.is_empty()) {
+        return Err(TranslateError::invalid(
+            "images",
+            "images: cortex serves text-only models; /api/generate cannot take images",
+        ));
+    }
     let prompt = req.prompt.unwrap_or_default();
-    if prompt.is_empty() && req.images.as_ref().is_none_or(Vec::is_empty) {
+    if prompt.is_empty() {
         return Ok(bare(model, req.keep_alive, stream));
     }
     let mut chat = sampling(req.options.as_ref(), req.format.as_ref(), stream)?;
@@ -110,10 +117,7 @@ pub fn generate_request(req: GenerateRequest) -> Result<Translated, TranslateErr
     if let Some(system) = req.system.filter(|s| !s.is_empty()) {
         chat.messages.push(ChatMessage::text(ORole::System, system));
     }
-    chat.messages.push(ChatMessage::text(
-        ORole::User,
-        with_image_notes(prompt, req.images.as_deref()),
-    ));
+    chat.messages.push(ChatMessage::text(ORole::User, prompt));
     Ok(Translated {
         model,
         intent: Intent::Generate(Box::new(chat)),
