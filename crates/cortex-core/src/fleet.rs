@@ -35,6 +35,10 @@ pub struct CatalogEntry {
     pub placements: Vec<Placement>,
     /// Healthy nodes that could load it.
     pub loadable_on: Vec<String>,
+    /// Its context window in tokens, when a neuron reported it (loaded, or
+    /// read from the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

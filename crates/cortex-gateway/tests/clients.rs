@@ -198,3 +198,34 @@ async fn the_fleet_page_is_served_without_a_key() {
     // What the page reads stays guarded.
     assert_eq!(gw.get("/admin/fleet").await.status(), 401);
 }
+
+#[tokio::test]
+async fn model_entries_carry_the_context_length() {
+    // `m` is loaded (the neuron reports its window); `cold` is a file only
+    // (its header's window, from the neuron's `available` list).
+    let a = FakeNeuron::builder("a")
+        .file("m", 100)
+        .file("cold", 100)
+        .loaded("m")
+        .start()
+        .await;
+    let gw = TestGateway::start(settings(&[&a])).await;
+    gw.wait_ready("m", "a").await;
+    let list: Value = gw.get("/v1/models").await.json().await.unwrap();
+    let by_id = |id: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id("m")["context_length"], 2048, "{list}");
+    assert_eq!(by_id("cold")["context_length"], 2048, "{list}");
+    let one: Value = gw.get("/v1/models/cold").await.json().await.unwrap();
+    assert_eq!(one["context_length"], 2048, "{one}");
+    // The admin view (what `cortex models` prints) has it too.
+    let view = gw.view().await;
+    assert!(view.models.iter().all(|m| m.context_length == Some(2048)));
+}

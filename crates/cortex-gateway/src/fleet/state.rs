@@ -530,6 +530,7 @@ impl FleetState {
                     configured: m.configured,
                     placements,
                     loadable_on: m.loadable.iter().map(|(n, _, _)| n.clone()).collect(),
+                    context_length: self.file_facts(&m).context_length,
                 }
             })
             .collect();

@@ -155,7 +155,7 @@ enum Slot {
 }
 
 /// What a model file takes once loaded, from its header.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Estimate {
     /// The weights.
     weights: u64,
