@@ -11,17 +11,6 @@ use common::*;
 use cortex_core::neuron_api::ModelState;
 use serde_json::{json, Value};
 
-async fn one_fake() -> (FakeNeuron, TestGateway) {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_ready("m", "a").await;
-    (a, gw)
-}
-
 /// The NDJSON lines of a streamed answer.
 async fn lines(resp: reqwest::Response) -> Vec<Value> {
     assert_eq!(resp.status(), 200);
@@ -93,7 +82,7 @@ async fn tags_ps_show_and_version_describe_the_fleet() {
 
 #[tokio::test]
 async fn chat_unstreamed_forwards_options_and_answers_one_object() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     let resp = gw
         .post(
             "/api/chat",
@@ -133,11 +122,23 @@ async fn chat_unstreamed_forwards_options_and_answers_one_object() {
     assert_eq!(sent["messages"][0]["role"], "system");
     let m = gw.metrics_text().await;
     assert!(m.contains("api=\"ollama\""), "{m}");
+    // A translated answer's tokens are counted too.
+    let labels = ["model=\"m\"", "node=\"a\""];
+    assert_eq!(
+        metric(&m, "cortex_prompt_tokens_total", &labels),
+        Some(20.0),
+        "{m}"
+    );
+    assert_eq!(
+        metric(&m, "cortex_completion_tokens_total", &labels),
+        Some(3.0),
+        "{m}"
+    );
 }
 
 #[tokio::test]
 async fn chat_streams_ndjson_by_default_equal_to_the_unstreamed_answer() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     let body = json!({"model": "m", "messages": [{"role": "user", "content": "Hi"}]});
     let got = lines(gw.post("/api/chat", &body).await).await;
     let (last, fragments) = got.split_last().unwrap();
@@ -166,7 +167,7 @@ async fn chat_streams_ndjson_by_default_equal_to_the_unstreamed_answer() {
 
 #[tokio::test]
 async fn generate_streamed_and_not() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     let v: Value = gw
         .post(
             "/api/generate",
@@ -198,7 +199,7 @@ async fn generate_streamed_and_not() {
 
 #[tokio::test]
 async fn bad_input_and_unknown_models_are_ollama_errors() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     for (path, body, status, says) in [
         (
             "/api/chat",
@@ -302,7 +303,7 @@ async fn bare_requests_load_and_unload() {
 
 #[tokio::test]
 async fn keep_alive_zero_unloads_after_the_request() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     // Streamed: unloaded once the stream is over.
     let got = lines(
         gw.post(

@@ -14,7 +14,6 @@ use axum::Json;
 use bytes::Bytes;
 use cortex_core::anthropic::{CountTokensResponse, MessagesRequest};
 use cortex_core::neuron_api::{TokenizeRequest, TokenizeResponse};
-use cortex_core::openai::ChatCompletion;
 
 use super::error::Anthropic;
 use super::{admit, body_or_error, event_stream, parse, resolve};
@@ -61,14 +60,7 @@ async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Anthropic, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
-        let bytes = d.read_all(s).await?;
-        stats.finish(status.as_u16());
-        if status != StatusCode::OK {
-            return Err(GatewayError::from_answer(status.as_u16(), &bytes));
-        }
-        let answer: ChatCompletion =
-            serde_json::from_slice(&bytes).map_err(GatewayError::InvalidAnswer)?;
-        stats.usage = Some(answer.usage);
+        let answer = d.completion(s, &mut stats).await?;
         return Ok(Json(chat_to_message(answer, &requested)).into_response());
     }
     let hint = d.prompt_tokens_hint();

@@ -23,7 +23,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use cortex_core::ollama::{ChatRequest, GenerateRequest, KeepAlive, ShowRequest, VersionResponse};
-use cortex_core::openai::{ChatCompletion, ChatCompletionChunk, ChatCompletionRequest};
+use cortex_core::openai::{ChatCompletionChunk, ChatCompletionRequest};
 use serde::Serialize;
 
 use super::error::Ollama;
@@ -203,14 +203,7 @@ async fn forward(
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Ollama, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !t.stream {
-        let bytes = d.read_all(s).await?;
-        stats.finish(status.as_u16());
-        if status != StatusCode::OK {
-            return Err(GatewayError::from_answer(status.as_u16(), &bytes));
-        }
-        let answer: ChatCompletion =
-            serde_json::from_slice(&bytes).map_err(GatewayError::InvalidAnswer)?;
-        stats.usage = Some(answer.usage);
+        let answer = d.completion(s, &mut stats).await?;
         let timings = Timings {
             load,
             prompt_eval: Duration::ZERO,
