@@ -14,9 +14,9 @@
 //!   time of the answer (cortex does not track file times);
 //! - `/api/ps` lists each loaded placement; `size` is its footprint (weights
 //!   and KV reserve), `size_vram` the same on a GPU and 0 on the CPU;
-//!   `expires_at` is when idleness would unload it (`last_used +
-//!   idle_unload_after`), or far in the future for pinned models and when
-//!   idle unloading is off;
+//!   `expires_at` is when idleness would unload it (`last_used +` its idle
+//!   limit: a client's `keep_alive`, else `idle_unload_after`), or far in
+//!   the future for pinned models and when idleness never unloads it;
 //! - `/api/show` reports `capabilities` `completion` and `tools` (cortex
 //!   accepts tools for every chat model) or `embedding`, and the context
 //!   length under `<architecture>.context_length`, where Zed and Continue

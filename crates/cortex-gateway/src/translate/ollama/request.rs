@@ -25,7 +25,7 @@
 
 use std::collections::VecDeque;
 
-use cortex_core::ollama::{ChatRequest, GenerateRequest, KeepAlive, Message, Options, Role};
+use cortex_core::ollama::{ChatRequest, GenerateRequest, Generation, KeepAlive, Message, Role};
 use cortex_core::openai::{
     ChatCompletionRequest, ChatMessage, FunctionCall, MessageContent, Role as ORole, Stop,
     StreamOptions, ToolCall,
@@ -62,26 +62,28 @@ pub struct Translated {
 
 /// `POST /api/chat` → what to do.
 pub fn chat_request(req: ChatRequest) -> Result<Translated, TranslateError> {
-    let stream = req.is_stream();
+    let g = req.generation;
+    let stream = g.is_stream();
     let model = model_name(&req.model).to_string();
     if req.messages.is_empty() {
-        return Ok(bare(model, req.keep_alive, stream));
+        return Ok(bare(model, g.keep_alive, stream));
     }
-    let mut chat = sampling(req.options.as_ref(), req.format.as_ref(), stream)?;
+    let mut chat = sampling(&g)?;
     chat.model = model.clone();
     chat.messages = convert_messages(req.messages);
     chat.tools = req.tools.filter(|t| !t.is_empty());
     Ok(Translated {
         model,
         intent: Intent::Generate(Box::new(chat)),
-        keep_alive: req.keep_alive,
+        keep_alive: g.keep_alive,
         stream,
     })
 }
 
 /// `POST /api/generate` → what to do.
 pub fn generate_request(req: GenerateRequest) -> Result<Translated, TranslateError> {
-    let stream = req.is_stream();
+    let g = req.generation;
+    let stream = g.is_stream();
     let model = model_name(&req.model).to_string();
     if req.raw == Some(true) {
         return Err(TranslateError::invalid(
@@ -110,9 +112,9 @@ pub fn generate_request(req: GenerateRequest) -> Result<Translated, TranslateErr
     }
     let prompt = req.prompt.unwrap_or_default();
     if prompt.is_empty() {
-        return Ok(bare(model, req.keep_alive, stream));
+        return Ok(bare(model, g.keep_alive, stream));
     }
-    let mut chat = sampling(req.options.as_ref(), req.format.as_ref(), stream)?;
+    let mut chat = sampling(&g)?;
     chat.model = model.clone();
     if let Some(system) = req.system.filter(|s| !s.is_empty()) {
         chat.messages.push(ChatMessage::text(ORole::System, system));
@@ -121,7 +123,7 @@ pub fn generate_request(req: GenerateRequest) -> Result<Translated, TranslateErr
     Ok(Translated {
         model,
         intent: Intent::Generate(Box::new(chat)),
-        keep_alive: req.keep_alive,
+        keep_alive: g.keep_alive,
         stream,
     })
 }
@@ -141,12 +143,9 @@ fn bare(model: String, keep_alive: Option<KeepAlive>, stream: bool) -> Translate
 }
 
 /// The sampling part of the chat request: options, format, streaming.
-fn sampling(
-    options: Option<&Options>,
-    format: Option<&Value>,
-    stream: bool,
-) -> Result<ChatCompletionRequest, TranslateError> {
-    let o = options.cloned().unwrap_or_default();
+fn sampling(g: &Generation) -> Result<ChatCompletionRequest, TranslateError> {
+    let stream = g.is_stream();
+    let o = g.options.clone().unwrap_or_default();
     let max_tokens = match o.num_predict {
         None | Some(-1) | Some(-2) => None,
         Some(n) if n >= 1 => Some(n),
@@ -181,7 +180,7 @@ fn sampling(
         stop,
         presence_penalty: o.presence_penalty,
         frequency_penalty: o.frequency_penalty,
-        response_format: format.and_then(response_format),
+        response_format: g.format.as_ref().and_then(response_format),
         stream: Some(stream),
         stream_options: stream.then_some(StreamOptions {
             include_usage: Some(true),
