@@ -134,12 +134,12 @@ async fn handle(
 ) -> Result<Response, GatewayError> {
     let started = Instant::now();
     let body = body?;
-    let t = match endpoint {
+    let mut t = match endpoint {
         Endpoint::Chat => chat_request(parse::<ChatRequest>(&body)?)?,
         Endpoint::Generate => generate_request(parse::<GenerateRequest>(&body)?)?,
     };
     let id = resolve(s, &t.model)?.id.to_string();
-    match t.intent {
+    match std::mem::replace(&mut t.intent, Intent::Load) {
         Intent::Load => {
             s.fleet.ensure_ready(&id, Vec::new(), None).await?;
             s.fleet.keep_alive(&id, t.keep_alive);
@@ -149,8 +149,8 @@ async fn handle(
             s.fleet.unload(&id, None).await?;
             Ok(lifecycle(endpoint, &t, true))
         }
-        Intent::Generate(ref chat) => {
-            let mut chat: ChatCompletionRequest = (**chat).clone();
+        Intent::Generate(chat) => {
+            let mut chat: ChatCompletionRequest = *chat;
             chat.model = id.clone();
             forward(s, &t, chat, id, started, endpoint).await
         }
