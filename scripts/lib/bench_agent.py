@@ -12,7 +12,7 @@ which cortex drops) to PROMPTS for llama.cpp's side to replay.
 usage: bench_agent.py URL MODEL TURNS GEN PROMPTS [LABEL]
 """
 import json
-import random
+import os
 import sys
 import time
 
@@ -21,30 +21,8 @@ import anthropic
 url, model, turns, gen, prompts_path = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4]), sys.argv[5]
 label = sys.argv[6] if len(sys.argv) > 6 else "cortex"
 
-RULES = [
-    "read the file before you edit it", "keep changes small and focused", "run the tests after each change",
-    "never commit secrets", "prefer the standard library", "explain what you changed and why",
-    "ask before deleting files", "match the existing code style", "write tests for new behaviour",
-    "keep functions short", "name things for what they mean", "handle every error explicitly",
-]
-SYSTEM = "You are a coding agent working in the user's repository.\n" + "".join(
-    f"Rule {i + 1}: {RULES[i % len(RULES)]}, and say so in one sentence when it matters ({i}).\n"
-    for i in range(75)
-)
-QUESTIONS = [
-    "List three things to check before editing a file.",
-    "Why keep changes small?",
-    "What should a commit message say?",
-    "How do you name a test?",
-    "When do you ask the user first?",
-    "What do you do when a test fails?",
-]
-
-
-def billing():
-    v = "".join(random.choices("0123456789abcdef", k=3))
-    h = "".join(random.choices("0123456789abcdef", k=5))
-    return f"x-anthropic-billing-header: cc_version=2.1.37.{v}; cc_entrypoint=cli; cch={h};"
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_agent_prompts import QUESTIONS, SYSTEM, billing  # noqa: E402
 
 
 def chatml(history):
@@ -65,7 +43,7 @@ for turn in range(turns):
     with client.messages.stream(
         model=model,
         max_tokens=gen,
-        temperature=0,
+        extra_body={"temperature": 0},  # this SDK has no temperature argument
         system=[{"type": "text", "text": billing()}, {"type": "text", "text": SYSTEM}],
         messages=history,
     ) as stream:

@@ -8,7 +8,8 @@ Starts `neuron serve --threads T`, loads the model, then measures:
     recorded for ALONE tokens (median = the gap alone); then a request with a
     ~LONG-token prompt arrives, and the worst gap of the first stream from
     then until that request's first token is recorded.
-Prints one JSON line per figure. Used by scripts/bench-neuron.
+Prints one JSON line per figure. Used by scripts/bench-neuron. PREFILL_CHUNK
+(env) sets the neuron's `prefill_chunk`; the gap line carries it.
 
 usage: bench_batching.py NEURON_BIN MODEL.gguf THREADS GEN "1 4 8" LONG
 """
@@ -24,8 +25,15 @@ TOPICS = ["the sea", "the moon", "mountains", "rivers", "forests", "cities", "de
 
 def start():
     log = tempfile.NamedTemporaryFile(prefix="neuron-bench-", suffix=".log", delete=False)
+    extra = []
+    if os.environ.get("PREFILL_CHUNK"):
+        # A neuron.toml with only the chunk size (flags give the rest).
+        cfg = tempfile.NamedTemporaryFile("w", prefix="neuron-bench-", suffix=".toml", delete=False)
+        cfg.write(f"prefill_chunk = {int(os.environ['PREFILL_CHUNK'])}\n")
+        cfg.close()
+        extra = ["--config", cfg.name]
     proc = subprocess.Popen(
-        [neuron_bin, "serve", "--listen", "127.0.0.1:0", "--log-format", "json",
+        [neuron_bin, "serve", "--listen", "127.0.0.1:0", "--log-format", "json", *extra,
          "--threads", str(threads), "--models-dir", os.path.dirname(os.path.abspath(model_path))],
         stdout=log, stderr=subprocess.STDOUT)
     for _ in range(400):
@@ -145,6 +153,7 @@ try:
     median = statistics.median(alone)
     worst = max(during) if during else float("nan")
     print(json.dumps({"kind": "gap", "engine": "cortex", "threads": threads,
+                      "prefill_chunk": int(os.environ.get("PREFILL_CHUNK") or 0) or None,
                       "prefill_tokens": long_count, "prefill_s": t_first - t_sent,
                       "median_gap_ms": median * 1e3, "worst_gap_ms": worst * 1e3,
                       "ratio": worst / median, "gaps_during": len(during)}), flush=True)
