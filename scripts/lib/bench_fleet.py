@@ -6,13 +6,15 @@ every neuron, then runs CONVS Claude Code-like conversations at once with the
 official `anthropic` SDK. Each conversation's system prompt is the shared
 coding-agent rules (as bench_agent.py) followed by its own environment block
 (project, files), after a billing header whose hash changes every request;
-its first user message carries a file the agent read (its own ~1,000
+its first user message carries a file the agent read (its own ~600
 tokens), and each of TURNS turns re-sends the whole history. Counts, from the answers'
 usage, the prompt tokens served from a prefix cache, and from the gateway's
 `cortex_requests_total{node}` the requests each node served.
 
 Prints one JSON line: {"neurons", "affinity", "requests", "prompt_tokens",
 "cached_tokens", "per_node": {node: requests}, "wall_s"}.
+
+env: KV_RESERVE (each neuron's default_kv_reserve, 1GiB).
 
 usage: bench_fleet.py CORTEX_BIN NEURON_BIN MODEL.gguf NEURONS THREADS CONVS TURNS GEN AFFINITY(true|false)
 """
@@ -32,6 +34,9 @@ import anthropic
 (cortex_bin, neuron_bin, model_path, neurons, threads, convs, turns, gen,
  affinity) = sys.argv[1:10]
 neurons, threads, convs, turns, gen = int(neurons), int(threads), int(convs), int(turns), int(gen)
+# Each neuron's KV pool: 8 conversations of ~3,000 tokens need ~24k positions
+# (the default 384 MiB holds 8,736 of the default model's).
+kv_reserve = os.environ.get("KV_RESERVE", "1GiB")
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from bench_agent_prompts import QUESTIONS, SYSTEM, billing  # noqa: E402
@@ -53,7 +58,7 @@ def opened_file(i):
     project = PROJECTS[i % len(PROJECTS)]
     body = "".join(
         f"fn step_{j}(state: &mut State) -> Result<(), Error> {{ state.{project.replace('-', '_')}_{j} += {j}; Ok(()) }}\n"
-        for j in range(40))
+        for j in range(25))
     return f"Here is src/{project}/main.rs:\n```rust\n{body}```\n"
 
 
@@ -101,7 +106,11 @@ try:
     for n in range(neurons):
         name, port = f"n{n}", free_port()
         log = os.path.join(work, f"{name}.log")
-        p = subprocess.Popen([neuron_bin, "serve", "--name", name, "--listen", f"127.0.0.1:{port}",
+        ncfg = os.path.join(work, f"{name}.toml")
+        with open(ncfg, "w") as f:
+            f.write(f'default_kv_reserve = "{kv_reserve}"\n')
+        p = subprocess.Popen([neuron_bin, "serve", "--config", ncfg, "--name", name,
+                              "--listen", f"127.0.0.1:{port}",
                               "--models-dir", models, "--threads", str(threads)],
                              stdout=open(log, "w"), stderr=subprocess.STDOUT)
         procs.append(p)

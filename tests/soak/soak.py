@@ -3,9 +3,11 @@ them SIGKILLed in the middle and restarted (issue 18, item 7).
 
 Every request must end in success or a clean error in its dialect; none may
 hang past its deadline; a request a client would retry (429/5xx before the
-answer began, as the official SDKs do) must succeed within its retries; RSS at
-the end must be within 10 % of after warm-up (same models loaded); no model
-may be left poisoned. Prints the figures and writes them as JSON.
+answer began, waiting as `Retry-After` says, as the official SDKs do) must
+succeed within its retries; RSS at the end must be within 10 % of after
+warm-up (same models loaded); no model may be left poisoned; afterwards the
+gateway must answer each model in both dialects, streamed and not. Prints the
+figures, writes them as JSON, and exits 1 naming each check that failed.
 
 Run through scripts/soak (it builds the binaries and the Python environment).
 """
@@ -133,7 +135,7 @@ def wait_until(pred, timeout: float, what: str) -> None:
 
 
 def fleet_json(gw: str) -> dict:
-    return httpx.get(f"{gw}/admin/fleet", timeout=10).json()
+    return httpx.get(f"{gw}/admin/fleet", timeout=60).json()
 
 
 def nodes_up(gw: str, names: list[str]) -> bool:
@@ -168,32 +170,36 @@ def check_error_body(dialect: str, body: bytes) -> str | None:
     return None
 
 
-def request_for(i: int, rng: random.Random) -> tuple[str, str, bool, dict]:
-    model = list(MODELS)[0] if i % 10 < 7 else list(MODELS)[1]
-    dialect = "openai" if i % 2 == 0 else "anthropic"
-    stream = (i // 2) % 2 == 1
-    prompt = rng.choice(PROMPTS)
-    max_tokens = rng.randint(4, 24)
+def body_for(model: str, dialect: str, stream: bool, prompt: str, max_tokens: int) -> dict:
     if dialect == "openai":
-        body = {
+        return {
             "model": model,
             "messages": [{"role": "user", "content": prompt}],
             "max_tokens": max_tokens,
             "temperature": 0,
             "stream": stream,
         }
-    else:
-        body = {
-            "model": model,
-            "max_tokens": max_tokens,
-            "messages": [{"role": "user", "content": prompt}],
-            "stream": stream,
-        }
-    return model, dialect, stream, body
+    return {
+        "model": model,
+        "max_tokens": max_tokens,
+        "messages": [{"role": "user", "content": prompt}],
+        "stream": stream,
+    }
+
+
+def request_for(i: int, rng: random.Random) -> tuple[str, str, bool, dict]:
+    model = list(MODELS)[0] if i % 10 < 7 else list(MODELS)[1]
+    dialect = "openai" if i % 2 == 0 else "anthropic"
+    stream = (i // 2) % 2 == 1
+    prompt = rng.choice(PROMPTS)
+    max_tokens = rng.randint(4, 24)
+    return model, dialect, stream, body_for(model, dialect, stream, prompt, max_tokens)
 
 
 async def one_attempt(client: httpx.AsyncClient, gw: str, dialect: str, stream: bool, body: dict, deadline: float):
-    """Returns (outcome kind, detail, status, ttft, retryable)."""
+    """Returns (outcome kind, detail, status, ttft, retry): `retry` is None
+    when a client would not retry, else the wait the server asked for (0.0
+    when it named none)."""
     url = f"{gw}/v1/chat/completions" if dialect == "openai" else f"{gw}/v1/messages"
     headers = {"anthropic-version": "2023-06-01"} if dialect == "anthropic" else {}
     started = time.monotonic()
@@ -204,19 +210,40 @@ async def one_attempt(client: httpx.AsyncClient, gw: str, dialect: str, stream: 
                     data = await resp.aread()
                     why = check_error_body(dialect, data)
                     if why:
-                        return "failed", f"{resp.status_code}: {why}", resp.status_code, None, False
-                    retry = resp.status_code in RETRY_STATUSES
-                    return "clean_error", f"{resp.status_code}", resp.status_code, None, retry
+                        return "failed", f"{resp.status_code}: {why}", resp.status_code, None, None
+                    retry = retry_after(resp) if resp.status_code in RETRY_STATUSES else None
+                    return "clean_error", f"{resp.status_code} {error_message(data)}", resp.status_code, None, retry
                 if not stream:
                     data = await resp.aread()
-                    return check_whole(dialect, data) + (200, None, False)
-                return await check_stream(dialect, resp, started) + (False,)
+                    return check_whole(dialect, data) + (200, None, None)
+                return await check_stream(dialect, resp, started) + (None,)
     except TimeoutError:
-        return "failed", f"hung past its {deadline}s deadline", None, None, False
+        return "failed", f"hung past its {deadline}s deadline", None, None, None
     except httpx.HTTPError as e:
         # Connection trouble between the client and the gateway: the gateway
         # itself never goes down in this soak, so this is a failure.
-        return "failed", f"transport: {e!r}", None, None, False
+        return "failed", f"transport: {e!r}", None, None, None
+
+
+def retry_after(resp: httpx.Response) -> float:
+    """The wait the server asks for, read as the official SDKs read it
+    (`retry-after-ms`, else `retry-after` in seconds; only up to 60 s);
+    0.0 when it names none."""
+    for name, scale in (("retry-after-ms", 0.001), ("retry-after", 1.0)):
+        try:
+            wait = float(resp.headers.get(name, "")) * scale
+        except ValueError:
+            continue
+        if 0 < wait <= 60:
+            return wait
+    return 0.0
+
+
+def error_message(data: bytes) -> str:
+    try:
+        return str(json.loads(data)["error"]["message"])[:160]
+    except (ValueError, KeyError, TypeError):
+        return ""
 
 
 def check_whole(dialect: str, data: bytes) -> tuple[str, str]:
@@ -277,17 +304,36 @@ async def check_stream(dialect: str, resp: httpx.Response, started: float):
 
 
 async def run_request(i: int, client, gw: str, rng: random.Random, args) -> Outcome:
-    _, dialect, stream, body = request_for(i, rng)
+    model, dialect, stream, body = request_for(i, rng)
+    what = f"{model}, {dialect}, {'streamed' if stream else 'not streamed'}"
     for attempt in range(1, args.retries + 2):
         kind, detail, status, ttft, retry = await one_attempt(client, gw, dialect, stream, body, args.deadline)
+        detail = f"{detail} ({what}, attempt {attempt})" if kind != "ok" else detail
         if kind == "ok":
             return Outcome("ok" if attempt == 1 else "ok_after_retry", detail, attempt, ttft, status)
-        if not retry or attempt > args.retries:
-            if retry:
+        if retry is None or attempt > args.retries:
+            if retry is not None:
                 return Outcome("failed", f"still {detail} after {attempt} attempts", attempt, None, status)
             return Outcome(kind, detail, attempt, ttft, status)
-        await asyncio.sleep(min(8.0, 0.5 * 2 ** (attempt - 1)))
+        # As the SDKs: the server's Retry-After, else exponential backoff.
+        await asyncio.sleep(retry or min(8.0, 0.5 * 2 ** (attempt - 1)))
     raise AssertionError("unreachable")
+
+
+async def still_serving(gw: str, args) -> list[str]:
+    """After the soak: each model answers in both dialects, streamed and not,
+    at the first try (the gateway kept serving; nothing is left broken)."""
+    problems = []
+    async with httpx.AsyncClient(timeout=httpx.Timeout(args.deadline), trust_env=False) as client:
+        for model in MODELS:
+            for dialect in ("openai", "anthropic"):
+                for stream in (False, True):
+                    body = body_for(model, dialect, stream, PROMPTS[0], 8)
+                    kind, detail, status, _, _ = await one_attempt(client, gw, dialect, stream, body, args.deadline)
+                    if kind != "ok":
+                        how = "streamed" if stream else "not streamed"
+                        problems.append(f"after the soak, {model} in {dialect} ({how}): {kind} {status} {detail}")
+    return problems
 
 
 async def load_phase(fleet: Fleet, args, n: int, kill_at: int | None, restart_at: int | None, seed: int) -> list[Outcome]:
@@ -350,7 +396,9 @@ def main() -> int:
     probe.start()
     try:
         wait_until(lambda: httpx.get(f"http://127.0.0.1:{probe_port}/health", timeout=2).status_code == 200, 60, "probe neuron")
-        avail = httpx.get(f"http://127.0.0.1:{probe_port}/status", timeout=10).json()["available"]
+        # The first /status reads both files' headers (Gemma's holds a
+        # 262k-token vocabulary): seconds on a loaded machine. A hang guard.
+        avail = httpx.get(f"http://127.0.0.1:{probe_port}/status", timeout=120).json()["available"]
     finally:
         probe.stop()
     foot = sorted(a["estimated_bytes"] for a in avail if a["id"] in MODELS)
@@ -377,8 +425,15 @@ down_after_failures = 2
 min_residency = "2s"
 
 [limits]
-load_wait = "3m"
-first_byte_timeout = "5m"
+# The gateway's own bounds, so that it answers within the client's hang
+# guard (--deadline) whatever happens: a request waits for a load or a
+# swap at most load_wait, gets its answer started within request_deadline
+# (else a clean 503/504 in its dialect, which the client retries), and
+# then its first token within first_byte_timeout (else an error event);
+# request_deadline + first_byte_timeout stay under the guard.
+load_wait = "{int(args.deadline * 0.4)}s"
+request_deadline = "{int(args.deadline * 0.5)}s"
+first_byte_timeout = "{int(args.deadline * 0.4)}s"
 
 [[neurons]]
 name = "n1"
@@ -399,10 +454,14 @@ endpoint = "http://127.0.0.1:{ports['n2']}"
         wait_until(lambda: nodes_up(fleet.gateway, ["n1", "n2"]), 120, "both neurons up in the gateway")
 
         # Warm-up: each model on each node once, then the reference placement.
+        # Twice the concurrency each time, so that the gateway has held as
+        # many connections at once as it will under the soak (RSS "after
+        # warm-up" then includes them).
+        warm = 2 * args.concurrency
         place(fleet.gateway, {list(MODELS)[0]: "n1", list(MODELS)[1]: "n2"})
-        asyncio.run(load_phase(fleet, args, 16, None, None, seed=1))
+        asyncio.run(load_phase(fleet, args, warm, None, None, seed=1))
         place(fleet.gateway, {list(MODELS)[0]: "n2", list(MODELS)[1]: "n1"})
-        asyncio.run(load_phase(fleet, args, 16, None, None, seed=2))
+        asyncio.run(load_phase(fleet, args, warm, None, None, seed=2))
         reference = {list(MODELS)[0]: "n1", list(MODELS)[1]: "n2"}
         place(fleet.gateway, reference)
         time.sleep(1)
@@ -434,6 +493,7 @@ endpoint = "http://127.0.0.1:{ports['n2']}"
             "n1": rss_bytes(fleet.neurons["n1"].pid),
             "n2": rss_bytes(fleet.neurons["n2"].pid),
         }
+        serving_problems = asyncio.run(still_serving(fleet.gateway, args))
     finally:
         if fleet.cortex:
             fleet.cortex.stop()
@@ -454,6 +514,7 @@ endpoint = "http://127.0.0.1:{ports['n2']}"
         rss_after_warmup=rss_before,
         rss_end=rss_after,
         poisoned=poisoned,
+        after_the_soak=serving_problems or "every model answers in both dialects, streamed and not",
         failures=[f"{o.status}: {o.detail}" for o in failures[:20]],
     )
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
@@ -478,6 +539,9 @@ endpoint = "http://127.0.0.1:{ports['n2']}"
         problems.append(f"{len(failures)} requests failed, e.g. {[f'{o.status}: {o.detail}' for o in failures[:5]]}")
     if poisoned:
         problems.append(f"models left poisoned: {poisoned}")
+    problems.extend(serving_problems)
+    if not serving_problems:
+        print("  after the soak: every model answers in both dialects, streamed and not")
     if problems:
         for p in problems:
             print(f"soak: FAIL: {p}")

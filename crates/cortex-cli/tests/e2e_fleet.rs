@@ -1,156 +1,18 @@
-//! End to end through real binaries and real HTTP: `neuron` processes behind
-//! a `cortex serve --config cortex.toml` process, driven over HTTP and with
-//! the `cortex` command line. Cold loads, LRU eviction under
-//! `--memory-budget`, pinning, a SIGKILLed neuron, re-admission after a
-//! restart on the same port, a client that leaves a stream stopping the
-//! neuron's generation, and `cortex status` / `cortex models`.
-//!
-//! Two models without downloading anything: each neuron's models dir holds
-//! the default GGUF under two names, `alpha.gguf` and `beta.gguf`. Budgets
-//! are 1.5 footprints (read from a neuron's `/status`), so a neuron holds
-//! one model and never two.
+//! End to end through real binaries and real HTTP (a fleet of
+//! `e2e_common::fleet`), driven over HTTP and with the `cortex` command
+//! line: cold loads, LRU eviction under `--memory-budget`, pinning (kept
+//! across a gateway restart), `cortex status` / `cortex models`, and
+//! conversations routed back to the neuron that holds their prefix. Faults
+//! (a SIGKILLed neuron, a restart, a client that leaves) are in
+//! `e2e_faults.rs`.
 
 #![allow(clippy::unwrap_used)]
 
 mod e2e_common;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
-
+use e2e_common::fleet::*;
 use e2e_common::*;
 use serde_json::Value;
-
-const ALPHA: &str = "alpha";
-const BETA: &str = "beta";
-
-/// Neurons behind one gateway, all killed on drop (gateway first).
-struct Fleet {
-    gw: Gateway,
-    neurons: Vec<Neuron>,
-    models: Vec<PathBuf>,
-    budget: u64,
-    _tmp: tempfile::TempDir,
-}
-
-impl Fleet {
-    /// Neurons named `names`, each with `alpha` and `beta` and a budget
-    /// that fits one of them; `None` when the model is missing.
-    fn start(names: &[&str]) -> Option<Self> {
-        let source = models_dir()?;
-        let tmp = tempdir();
-        let budget = footprint(&source) * 3 / 2;
-        let mut neurons = Vec::new();
-        let mut models = Vec::new();
-        for name in names {
-            let dir = tmp.path().join(format!("models-{name}"));
-            model_links(&source, &dir, &[ALPHA, BETA]);
-            neurons.push(spawn_neuron(name, &dir, Some(budget)));
-            models.push(dir);
-        }
-        let endpoints: Vec<(&str, &str)> = neurons
-            .iter()
-            .map(|n| (n.name.as_str(), n.url.as_str()))
-            .collect();
-        let config = write_gateway_config(tmp.path(), &endpoints);
-        let gw = spawn_gateway(tmp.path(), &["--config".as_ref(), config.as_os_str()]);
-        let fleet = Self {
-            gw,
-            neurons,
-            models,
-            budget,
-            _tmp: tmp,
-        };
-        wait_until("every neuron up and both models listed", WAIT, || {
-            let f = fleet.view();
-            let up = names.iter().all(|n| node_up(&f, n) == Some(true));
-            let ids = model_ids(&fleet.gw.api);
-            (up && ids.iter().any(|i| i == ALPHA) && ids.iter().any(|i| i == BETA)).then_some(())
-        });
-        Some(fleet)
-    }
-
-    fn api(&self) -> &str {
-        &self.gw.api
-    }
-
-    fn view(&self) -> Value {
-        fleet(&self.gw.api)
-    }
-
-    fn neuron(&mut self, name: &str) -> &mut Neuron {
-        self.neurons.iter_mut().find(|n| n.name == name).unwrap()
-    }
-
-    /// `cortex ARGS… --gateway URL`, which must succeed.
-    fn cli(&self, args: &[&str]) -> String {
-        let mut all = args.to_vec();
-        all.extend(["--gateway", self.api()]);
-        cortex_ok(&all)
-    }
-
-    fn chat_ok(&self, model: &str) -> Value {
-        let (s, v) = chat(self.api(), model, "Say hello.", 4);
-        assert_eq!(s, 200, "chat for {model}: {v}");
-        v
-    }
-
-    fn metrics(&self) -> String {
-        get_text(&format!("{}/metrics", self.gw.metrics))
-    }
-}
-
-/// The footprint (weights estimate + KV reserve) of the default model, as
-/// a neuron reports it in `available[].estimated_bytes`; probed once.
-fn footprint(source: &std::path::Path) -> u64 {
-    static BYTES: OnceLock<u64> = OnceLock::new();
-    *BYTES.get_or_init(|| {
-        let tmp = tempdir();
-        let dir = tmp.path().join("models");
-        model_links(source, &dir, &[ALPHA]);
-        let n = spawn_neuron("probe", &dir, None);
-        let (s, status) = get(&format!("{}/status", n.url));
-        assert_eq!(s, 200, "{status}");
-        let a = status["available"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .find(|m| m["id"] == ALPHA)
-            .unwrap_or_else(|| panic!("alpha not available: {status}"));
-        let bytes = a["estimated_bytes"].as_u64().unwrap();
-        assert!(bytes > a["size_bytes"].as_u64().unwrap(), "{a}");
-        bytes
-    })
-}
-
-/// Ids of the models a neuron reports in its own `/status`, with states.
-fn neuron_models(n: &Neuron) -> Vec<(String, String)> {
-    let (s, v) = get(&format!("{}/status", n.url));
-    assert_eq!(s, 200, "{v}");
-    v["models"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|m| {
-            (
-                m["id"].as_str().unwrap().to_string(),
-                m["state"].as_str().unwrap().to_string(),
-            )
-        })
-        .collect()
-}
-
-/// The in-flight count the fleet view reports for `model` (one placement).
-fn in_flight(view: &Value, model: &str) -> Option<u64> {
-    view["models"]
-        .as_array()?
-        .iter()
-        .find(|m| m["id"] == model)?["placements"][0]["in_flight"]
-        .as_u64()
-}
-
-fn pair(id: &str, state: &str) -> (String, String) {
-    (id.to_string(), state.to_string())
-}
 
 #[test]
 fn the_first_request_loads_the_model_cold() {
@@ -274,148 +136,6 @@ fn a_pinned_model_stays_until_unpinned() {
     assert!(placements(&view, ALPHA).is_empty(), "{view}");
 }
 
-/// A client that closes its stream after the first chunk: the gateway
-/// closes its connection to the neuron, and the neuron stops generating
-/// (it records the request as 499, and nothing stays in flight) long before
-/// the 2,000 tokens asked for could have been generated.
-#[test]
-fn a_client_that_leaves_a_stream_stops_the_generation_on_the_neuron() {
-    use std::io::{BufRead, BufReader};
-    let Some(f) = Fleet::start(&["nA"]) else {
-        return;
-    };
-    f.chat_ok(ALPHA);
-    let neuron_metrics = format!("{}/metrics", f.neurons[0].url);
-    let gone = |text: &str| {
-        metric_sum(
-            text,
-            "neuron_requests_total",
-            &["model=\"alpha\"", "status=\"499\""],
-        )
-    };
-    assert_eq!(gone(&get_text(&neuron_metrics)), 0.0);
-
-    let mut body = chat_body(
-        ALPHA,
-        "Count from 1 to 1000, separated by commas, without stopping.",
-        2000,
-    );
-    body["stream"] = serde_json::json!(true);
-    let r = client()
-        .post(format!("{}/v1/chat/completions", f.api()))
-        .json(&body)
-        .send()
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let mut lines = BufReader::new(r).lines();
-    let first = lines.next().unwrap().unwrap();
-    assert!(first.starts_with("data: "), "{first}");
-    drop(lines);
-
-    // 2,000 tokens take well over a minute here; the cancel takes one step.
-    let text = wait_until(
-        "the neuron records the stream as abandoned",
-        std::time::Duration::from_secs(20),
-        || {
-            let text = get_text(&neuron_metrics);
-            (gone(&text) == 1.0).then_some(text)
-        },
-    );
-    assert_eq!(
-        metric_sum(&text, "neuron_requests_in_flight", &["model=\"alpha\""]),
-        0.0,
-        "{text}"
-    );
-    assert_eq!(
-        metric_sum(
-            &text,
-            "neuron_requests_total",
-            &["model=\"alpha\"", "status=\"200\"", "stream=\"true\""]
-        ),
-        0.0,
-        "the stream never ran to its end: {text}"
-    );
-}
-
-#[test]
-fn requests_survive_a_sigkilled_neuron() {
-    let Some(mut f) = Fleet::start(&["nA", "nB"]) else {
-        return;
-    };
-    let out = f.cli(&["load", ALPHA, "--node", "nA"]);
-    assert!(out.starts_with("loaded alpha on nA in "), "{out}");
-    let out = f.cli(&["load", ALPHA, "--node", "nB"]);
-    assert!(out.starts_with("loaded alpha on nB in "), "{out}");
-    let mut both = ready_on(&f.view(), ALPHA);
-    both.sort();
-    assert_eq!(both, ["nA", "nB"]);
-
-    let status = f.neuron("nA").proc.kill_hard();
-    assert!(!status.success());
-    for i in 0..5 {
-        let (s, v) = chat(f.api(), ALPHA, "Say hello.", 4);
-        assert_eq!(s, 200, "request {i} after the kill: {v}");
-    }
-    wait_until("nA marked down", WAIT, || {
-        (node_up(&f.view(), "nA") == Some(false)).then_some(())
-    });
-    let view = f.view();
-    assert_eq!(node_up(&view, "nB"), Some(true), "{view}");
-    assert!(ready_on(&view, ALPHA).contains(&"nB".to_string()), "{view}");
-    let metrics = f.metrics();
-    assert_eq!(
-        metric_sum(&metrics, "cortex_neuron_up", &["node=\"nA\""]),
-        0.0,
-        "{metrics}"
-    );
-    // Every answer after the kill came from nB.
-    assert!(
-        metric_sum(
-            &metrics,
-            "cortex_requests_total",
-            &["node=\"nB\"", "status=\"200\""]
-        ) >= 5.0,
-        "{metrics}"
-    );
-}
-
-#[test]
-fn a_restarted_neuron_is_admitted_again() {
-    let Some(mut f) = Fleet::start(&["nA", "nB"]) else {
-        return;
-    };
-    let addr = f.neuron("nA").addr.clone();
-    f.neuron("nA").proc.kill_hard();
-    wait_until("nA marked down", WAIT, || {
-        (node_up(&f.view(), "nA") == Some(false)).then_some(())
-    });
-
-    let dir = f.models[0].clone();
-    let budget = f.budget;
-    let again = respawn_neuron("nA", &dir, Some(budget), &addr);
-    assert_eq!(again.addr, addr);
-    *f.neuron("nA") = again;
-    wait_until("nA up again", WAIT, || {
-        (node_up(&f.view(), "nA") == Some(true)).then_some(())
-    });
-
-    let out = f.cli(&["load", ALPHA, "--node", "nA"]);
-    assert!(out.starts_with("loaded alpha on nA in "), "{out}");
-    // alpha lives on nA only, so this request can only be served there.
-    f.chat_ok(ALPHA);
-    assert_eq!(ready_on(&f.view(), ALPHA), ["nA"]);
-    let metrics = f.metrics();
-    assert!(
-        metric_sum(
-            &metrics,
-            "cortex_requests_total",
-            &["model=\"alpha\"", "node=\"nA\"", "status=\"200\""]
-        ) >= 1.0,
-        "{metrics}"
-    );
-    assert_eq!(neuron_models(&f.neurons[0]), [pair(ALPHA, "ready")]);
-}
-
 #[test]
 fn status_and_models_show_the_live_fleet() {
     let Some(f) = Fleet::start(&["nA", "nB"]) else {
@@ -478,7 +198,7 @@ fn pins_survive_a_gateway_restart() {
     let Some(mut f) = Fleet::start(&["nA"]) else {
         return;
     };
-    let dir = f._tmp.path().to_path_buf();
+    let dir = f.tmp.path().to_path_buf();
     let config = dir.join("cortex.toml");
     let state = dir.join("cortex-state.json");
     let restart = |f: &mut Fleet| {

@@ -29,6 +29,9 @@ pub const N_COMPLETION_TOKENS: &str = "neuron_completion_tokens";
 /// Prompt tokens found in the prefix cache, and those computed.
 pub const N_PREFIX_HIT_TOKENS: &str = "neuron_prefix_cache_hit_tokens";
 pub const N_PREFIX_MISS_TOKENS: &str = "neuron_prefix_cache_miss_tokens";
+pub const N_PREFIX_CACHE_TOKENS: &str = "neuron_prefix_cache_tokens";
+pub const N_KV_CAPACITY_TOKENS: &str = "neuron_kv_capacity_tokens";
+pub const N_KV_USED_TOKENS: &str = "neuron_kv_used_tokens";
 pub const N_TOKENS_PER_SECOND: &str = "neuron_tokens_per_second";
 pub const N_IN_FLIGHT: &str = "neuron_requests_in_flight";
 pub const N_MODEL_LOADS: &str = "neuron_model_loads";

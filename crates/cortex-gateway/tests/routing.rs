@@ -39,6 +39,16 @@ async fn two_of_three_fit() -> FakeNeuron {
         .await
 }
 
+/// Node `a` with `m1` and `m2` (100 each) and room for one.
+async fn one_of_two_fits() -> FakeNeuron {
+    FakeNeuron::builder("a")
+        .budget(100)
+        .file("m1", 100)
+        .file("m2", 100)
+        .start()
+        .await
+}
+
 #[tokio::test]
 async fn cold_model_is_loaded_on_first_request() {
     let a = FakeNeuron::builder("a").file("m", 100).start().await;
@@ -275,12 +285,7 @@ async fn a_runtime_pin_protects_from_eviction_and_unload() {
 /// `Retry-After`, and nothing evicted.
 #[tokio::test]
 async fn thrash_guard_refuses_to_evict_a_model_just_loaded() {
-    let a = FakeNeuron::builder("a")
-        .budget(100)
-        .file("m1", 100)
-        .file("m2", 100)
-        .start()
-        .await;
+    let a = one_of_two_fits().await;
     let mut s = settings(&[&a]);
     s.config.eviction.min_residency = ms(60_000);
     s.config.limits.load_wait = ms(2_000);
@@ -303,12 +308,7 @@ async fn thrash_guard_refuses_to_evict_a_model_just_loaded() {
 /// swap per request).
 #[tokio::test]
 async fn a_request_held_by_the_thrash_guard_waits_and_is_served() {
-    let a = FakeNeuron::builder("a")
-        .budget(100)
-        .file("m1", 100)
-        .file("m2", 100)
-        .start()
-        .await;
+    let a = one_of_two_fits().await;
     let mut s = settings(&[&a]);
     s.config.eviction.min_residency = ms(1_500);
     s.config.limits.load_wait = ms(10_000);
@@ -330,6 +330,44 @@ async fn a_request_held_by_the_thrash_guard_waits_and_is_served() {
     assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     assert!(started.elapsed() >= Duration::from_millis(1_000));
     assert_eq!(a.unload_calls(), ["m1", "m2"]);
+}
+
+/// The only room is held by a model with a request in flight: a request
+/// for another model waits for it to end (within `load_wait`), then the
+/// idle model is evicted and the request answered; the stream that held
+/// the room runs to its end. With the stream longer than `load_wait`: 503
+/// with `Retry-After`, and nothing evicted.
+#[tokio::test]
+async fn a_request_for_room_held_by_a_busy_model_waits_for_it() {
+    let a = one_of_two_fits().await;
+    let mut s = settings(&[&a]);
+    s.config.limits.load_wait = ms(10_000);
+    let gw = TestGateway::start_up(s).await;
+    ask_ok(&gw, "m1").await;
+    a.set(|b| {
+        b.chunk_delay = Duration::from_millis(50);
+        b.extra_chunks = 20;
+    });
+    let held = gw.post("/v1/chat/completions", &chat("m1", true)).await;
+    assert_eq!(held.status(), 200);
+    let body = chat("m2", false);
+    let (r, text) = tokio::join!(gw.post("/v1/chat/completions", &body), held.text());
+    let text = text.unwrap();
+    assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    assert_eq!(a.unload_calls(), ["m1"]);
+    assert_eq!(a.loaded(), ["m2"]);
+
+    let mut s = settings(&[&a]);
+    s.config.limits.load_wait = ms(300);
+    let gw = TestGateway::start_up(s).await;
+    a.set(|b| b.extra_chunks = 200);
+    let held = gw.post("/v1/chat/completions", &chat("m2", true)).await;
+    assert_eq!(held.status(), 200);
+    let r = no_hang(gw.post("/v1/messages", &messages("m1", false))).await;
+    assert_eq!(r.status(), 529);
+    assert!(r.headers().contains_key("retry-after"));
+    assert_eq!(a.unload_calls(), ["m1"], "nothing more evicted");
 }
 
 #[tokio::test]

@@ -54,6 +54,9 @@ pub struct NeuronMetrics {
     pub completion_tokens: Family<ModelLabel, Counter>,
     pub prefix_hit_tokens: Family<ModelLabel, Counter>,
     pub prefix_miss_tokens: Family<ModelLabel, Counter>,
+    pub prefix_cache_tokens: Family<ModelLabel, Gauge>,
+    pub kv_capacity_tokens: Family<ModelLabel, Gauge>,
+    pub kv_used_tokens: Family<ModelLabel, Gauge>,
     pub tokens_per_second: HistogramFamily<ModelLabel>,
     pub in_flight: Family<ModelLabel, Gauge>,
     pub loads: Family<LoadLabels, Counter>,
@@ -81,6 +84,9 @@ impl NeuronMetrics {
             completion_tokens: Family::default(),
             prefix_hit_tokens: Family::default(),
             prefix_miss_tokens: Family::default(),
+            prefix_cache_tokens: Family::default(),
+            kv_capacity_tokens: Family::default(),
+            kv_used_tokens: Family::default(),
             tokens_per_second: Family::new_with_constructor(tok_per_s),
             in_flight: Family::default(),
             loads: Family::default(),
@@ -124,6 +130,21 @@ impl NeuronMetrics {
             names::N_PREFIX_MISS_TOKENS,
             "Prompt tokens computed (not found in the prefix cache)",
             m.prefix_miss_tokens.clone(),
+        );
+        registry.register(
+            names::N_PREFIX_CACHE_TOKENS,
+            "Token positions in KV blocks the prefix cache holds (in use or idle and reusable)",
+            m.prefix_cache_tokens.clone(),
+        );
+        registry.register(
+            names::N_KV_CAPACITY_TOKENS,
+            "Token positions the model's KV pool holds",
+            m.kv_capacity_tokens.clone(),
+        );
+        registry.register(
+            names::N_KV_USED_TOKENS,
+            "Token positions in KV blocks running sequences hold",
+            m.kv_used_tokens.clone(),
         );
         registry.register(
             names::N_TOKENS_PER_SECOND,

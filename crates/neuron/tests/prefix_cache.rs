@@ -1,7 +1,7 @@
 //! The prefix cache as the gateway sees it, with the real default model:
 //! a finished conversation is reported in `/status` under the id the
 //! gateway computes for its next turn (`cortex_core::prefix`), with the
-//! tokens its KV still holds.
+//! tokens its KV still holds, and the KV pool's gauges count them.
 
 #![allow(clippy::unwrap_used)]
 
@@ -87,5 +87,23 @@ async fn a_finished_conversation_is_reported_for_its_next_turn() {
     let all = reported(conversation_id(&turn2)).await;
     let reported: Vec<u64> = all.iter().map(|p| p["hash"].as_u64().unwrap()).collect();
     assert!(reported.contains(&id));
+
+    // The gauges: the pool's size, and the cached blocks that hold at least
+    // turn 1's reported prefix; nothing runs now, so nothing is in use.
+    let (_, m) = n.get("/metrics").await;
+    let m = m.as_str().unwrap().to_string();
+    let gauge = |name: &str| -> u64 {
+        let prefix = format!("{name}{{model=\"{MODEL_ID}\"}} ");
+        m.lines()
+            .find_map(|l| l.strip_prefix(prefix.as_str()))
+            .unwrap_or_else(|| panic!("no {name} in:\n{m}"))
+            .parse()
+            .unwrap()
+    };
+    let capacity = gauge("neuron_kv_capacity_tokens");
+    let cached = gauge("neuron_prefix_cache_tokens");
+    assert!(capacity >= 8192, "{capacity}");
+    assert!(cached >= tokens && cached <= capacity, "{cached} of {capacity}");
+    assert_eq!(gauge("neuron_kv_used_tokens"), 0);
     n.stop().await;
 }

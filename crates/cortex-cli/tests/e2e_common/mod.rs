@@ -1,7 +1,8 @@
 //! Shared helpers of the end-to-end tests: the real `cortex` and `neuron`
 //! binaries as child processes on `127.0.0.1:0`, their addresses read from
 //! their JSON log lines, process guards that always kill and reap, bounded
-//! waits, and a blocking HTTP client.
+//! waits, and a blocking HTTP client; [`fleet`]: neurons behind a gateway,
+//! as the fleet and fault tests use them.
 //!
 //! `cargo test --workspace` builds the `neuron` binary; `cargo test -p
 //! cortex-cli` does not, so [`neuron_bin`] runs `cargo build -p neuron --bin
@@ -10,6 +11,8 @@
 //! Every wait here is a hang guard, never a performance assertion.
 
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod fleet;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};

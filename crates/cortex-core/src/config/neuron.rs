@@ -17,7 +17,7 @@ pub const DEFAULT_KV_RESERVE_MIB: u64 = 384;
 /// Default tokens per forward pass.
 pub const DEFAULT_MAX_BATCH_TOKENS: usize = 256;
 /// Default prompt chunk.
-pub const DEFAULT_PREFILL_CHUNK: usize = 128;
+pub const DEFAULT_PREFILL_CHUNK: usize = 32;
 
 /// The whole of `neuron.toml`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

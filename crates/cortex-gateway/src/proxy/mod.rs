@@ -255,11 +255,18 @@ fn pick(
     Some(replica)
 }
 
+/// How often a request that waits for busy models to make room asks again.
+const BUSY_RECHECK: Duration = Duration::from_millis(200);
+
 /// A replica of `model` once it is loaded (a cold load waited for), by
 /// `until`. A load the swap-thrashing guard holds back is asked for again
 /// when the guard would let it happen, as llama-swap queues a swap: the
 /// request waits instead of failing, and gets 503 only when `until` comes
-/// first.
+/// first. So does a load with no room but what busy models hold (the
+/// other model of a node that holds one of two): their requests end, and
+/// then it can evict them, as Ollama waits for a runner to go idle before
+/// a swap; meanwhile the model may also turn up ready elsewhere (a
+/// restarted neuron).
 async fn ready_replica(
     state: &AppState,
     model: &str,
@@ -284,6 +291,10 @@ async fn ready_replica(
                 // A little past the moment the guard names, so that the
                 // next plan sees the resident old enough.
                 tokio::time::sleep(Duration::from_millis(retry_after_ms + 10)).await;
+            }
+            Ok(Err(FleetError::Busy { reason, .. })) if Instant::now() + BUSY_RECHECK < until => {
+                tracing::debug!(%model, %reason, "waiting for busy models to make room");
+                tokio::time::sleep(BUSY_RECHECK).await;
             }
             Ok(r) => return Ok(r?.replica),
         }

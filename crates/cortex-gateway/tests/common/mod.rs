@@ -413,3 +413,28 @@ pub async fn ask(gw: &TestGateway, model: &str) -> (u16, Value) {
     let st = r.status().as_u16();
     (st, r.json().await.unwrap_or(Value::Null))
 }
+
+/// `v` is an OpenAI error of type `kind` (and `code`, when given) with
+/// every field of the envelope present.
+pub fn assert_openai_error(v: &Value, kind: &str, code: Option<&str>) {
+    let e = &v["error"];
+    assert_eq!(e["type"], kind, "{v}");
+    assert!(!e["message"].as_str().unwrap().is_empty(), "{v}");
+    assert!(e.get("param").is_some() && e.get("code").is_some(), "{v}");
+    if let Some(c) = code {
+        assert_eq!(e["code"], c, "{v}");
+    }
+}
+
+/// `v` is an Anthropic error of type `kind` with a message.
+pub fn assert_anthropic_error(v: &Value, kind: &str) {
+    assert_eq!(v["type"], "error", "{v}");
+    assert_eq!(v["error"]["type"], kind, "{v}");
+    assert!(!v["error"]["message"].as_str().unwrap().is_empty(), "{v}");
+}
+
+/// A fake's behaviour for a stream that lasts: 200 more chunks, 50 ms apart.
+pub fn slow(b: &mut fake_neuron::Behaviour) {
+    b.chunk_delay = Duration::from_millis(50);
+    b.extra_chunks = 200;
+}

@@ -110,8 +110,9 @@ pub async fn tokenize(
 }
 
 pub async fn metrics(State(state): State<Arc<AppState>>) -> Response {
-    // Refreshes the device memory gauges.
+    // Refreshes the device memory and KV cache gauges.
     let _ = state.registry.devices();
+    state.registry.refresh_cache_gauges();
     let mut text = String::new();
     if prometheus_client::encoding::text::encode(&mut text, &state.prometheus).is_err() {
         return ApiError::internal("cannot encode metrics").into_response();

@@ -91,13 +91,27 @@ pub struct Loaded {
     pub kv_bytes: u64,
     /// Token positions the pool holds.
     pub kv_tokens: usize,
-    /// The conversations its prefix cache holds, as last reported by the
-    /// worker (read by `/status`).
-    pub cached_prefixes: SharedPrefixes,
+    /// Its KV pool and prefix cache as last reported by the worker (read by
+    /// `/status` and `/metrics`).
+    pub cache: SharedCacheReport,
 }
 
-/// A model's cached conversations, written by its worker, read by `/status`.
-pub type SharedPrefixes = Arc<std::sync::Mutex<Vec<cortex_core::neuron_api::CachedPrefix>>>;
+/// A model's KV pool as its worker last saw it.
+#[derive(Clone, Debug, Default)]
+pub struct CacheReport {
+    /// The conversations whose KV the prefix cache holds, most recent first.
+    pub prefixes: Vec<cortex_core::neuron_api::CachedPrefix>,
+    /// Token positions the pool holds.
+    pub capacity_tokens: u64,
+    /// Positions in blocks that running sequences hold.
+    pub used_tokens: u64,
+    /// Positions in full blocks registered in the prefix cache (held by a
+    /// running sequence or idle and reusable).
+    pub cached_tokens: u64,
+}
+
+/// Written by a model's worker, read by `/status` and `/metrics`.
+pub type SharedCacheReport = Arc<std::sync::Mutex<CacheReport>>;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WorkerError {
@@ -340,7 +354,7 @@ impl Worker {
                         weights_bytes: slot.loaded.weights_bytes,
                         kv_bytes: geometry.bytes(),
                         kv_tokens: geometry.tokens(),
-                        cached_prefixes: slot.cached_prefixes.clone(),
+                        cache: slot.cache.clone(),
                     };
                     self.models.insert(key, slot);
                     loaded
@@ -408,7 +422,10 @@ impl Worker {
             poisoned: None,
             label: self.label.clone(),
             conversations: Default::default(),
-            cached_prefixes: Default::default(),
+            cache: Arc::new(std::sync::Mutex::new(CacheReport {
+                capacity_tokens: geometry.tokens() as u64,
+                ..CacheReport::default()
+            })),
             ticks: 0,
         })
     }

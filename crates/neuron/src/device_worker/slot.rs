@@ -19,7 +19,7 @@ use crate::engine::scheduler::{Scheduler, SeqId, Sequence, Tick};
 use crate::engine::{EngineError, LoadedModel};
 use crate::fault::Site;
 
-use super::{FaultKind, GenerateRequest, SharedPrefixes, StopKind, TokenEvent};
+use super::{CacheReport, FaultKind, GenerateRequest, SharedCacheReport, StopKind, TokenEvent};
 use crate::engine::conversations::Conversations;
 
 /// A request being generated.
@@ -36,10 +36,10 @@ pub(super) struct ModelSlot {
     /// Why the model was poisoned; it runs nothing more until unloaded.
     pub(super) poisoned: Option<String>,
     pub(super) label: String,
-    /// The conversations whose KV the prefix cache holds, and their last
-    /// report for `/status`.
+    /// The conversations whose KV the prefix cache holds, and the pool's
+    /// last report for `/status` and `/metrics`.
     pub(super) conversations: Conversations,
-    pub(super) cached_prefixes: SharedPrefixes,
+    pub(super) cache: SharedCacheReport,
     /// Ticks run (the report is refreshed every [`REPORT_EVERY`] of them).
     pub(super) ticks: u64,
 }
@@ -310,10 +310,14 @@ impl ModelSlot {
 
     /// Rewrites the report `/status` reads.
     fn refresh_report(&mut self) {
-        let report = self.conversations.report(self.sched.pool());
-        *self
-            .cached_prefixes
-            .lock()
-            .unwrap_or_else(|e| e.into_inner()) = report;
+        let pool = self.sched.pool();
+        let block = crate::engine::kv::BLOCK_SIZE as u64;
+        let report = CacheReport {
+            prefixes: self.conversations.report(pool),
+            capacity_tokens: pool.capacity() as u64 * block,
+            used_tokens: pool.used() as u64 * block,
+            cached_tokens: pool.cached_blocks() as u64 * block,
+        };
+        *self.cache.lock().unwrap_or_else(|e| e.into_inner()) = report;
     }
 }

@@ -3,10 +3,13 @@
 //!
 //! Each tick carries the decode token of every running sequence that has one
 //! (all at their own positions) and, within the tick's token budget
-//! (`max_batch_tokens`), chunks of at most `prefill_chunk` prompt tokens of
-//! sequences still prefilling, oldest first — so a long prompt never stalls
-//! the others for its whole prefill. Sequences join (up to `max_sequences`)
-//! and leave between ticks.
+//! (`max_batch_tokens`), chunks of prompt tokens of sequences still
+//! prefilling, oldest first, each at most `prefill_chunk` tokens per tick — so
+//! a long prompt never stalls the others' next token for its whole prefill
+//! (each of their tokens waits for one tick), nor a short prompt that
+//! arrives after it. A prompt with the tick to itself (nobody generating, no
+//! other prompt) fills the budget, as nobody waits on it.
+//! Sequences join (up to `max_sequences`) and leave between ticks.
 //!
 //! KV blocks: a sequence is admitted only when the pool can hold its whole
 //! prompt (plus the first generated token), taking the longest cached prefix
@@ -35,7 +38,8 @@ pub struct SchedulerConfig {
     pub max_sequences: usize,
     /// Tokens per forward pass: decode tokens first, prompt chunks in the rest.
     pub max_batch_tokens: usize,
-    /// Most prompt tokens of one sequence in one forward pass.
+    /// Most prompt tokens of one sequence in one forward pass, unless it has
+    /// the pass to itself (then it may fill it).
     pub prefill_chunk: usize,
 }
 
@@ -332,6 +336,18 @@ impl<S> Scheduler<S> {
         }
         let mut budget = self.config.max_batch_tokens.saturating_sub(decoders).max(1);
         self.admit();
+        // A prompt with the pass to itself (nobody generating, no other
+        // prompt waiting) fills it; otherwise each gets at most a chunk.
+        let prompts = self
+            .running
+            .iter()
+            .filter(|s| s.pending() > 0 && !entries.iter().any(|e: &Entry| e.id == s.id))
+            .count();
+        let chunk = if decoders == 0 && prompts == 1 {
+            self.config.max_batch_tokens
+        } else {
+            self.config.prefill_chunk
+        };
         for s in &mut self.running {
             if budget == 0 {
                 break;
@@ -340,7 +356,7 @@ impl<S> Scheduler<S> {
             if pending == 0 || entries.iter().any(|e: &Entry| e.id == s.id) {
                 continue;
             }
-            let n = pending.min(self.config.prefill_chunk).min(budget);
+            let n = pending.min(chunk).min(budget);
             let logits = n == pending;
             batch.push(
                 &s.tokens[s.computed..s.computed + n],

@@ -170,7 +170,7 @@ impl Registry {
                     weights_bytes: loaded.weights_bytes,
                     // What the pool really takes (whole blocks of the reserve).
                     kv_reserve: loaded.kv_bytes,
-                    cached_prefixes: loaded.cached_prefixes,
+                    cache: loaded.cache,
                     loaded_at: now,
                     last_used: AtomicU64::new(now),
                     in_flight: AtomicU64::new(0),

@@ -73,8 +73,9 @@ pub struct Model {
     pub kv_reserve: u64,
     pub loaded_at: u64,
     pub health: Arc<ModelHealth>,
-    /// Conversations its prefix cache holds (written by its worker).
-    pub cached_prefixes: crate::device_worker::SharedPrefixes,
+    /// Its KV pool and the conversations its prefix cache holds (written by
+    /// its worker).
+    pub cache: crate::device_worker::SharedCacheReport,
     last_used: AtomicU64,
     in_flight: AtomicU64,
     closing: AtomicBool,
@@ -100,12 +101,13 @@ impl Model {
             source: self.source.clone(),
             context_length: self.assets.meta.max_positions() as u64,
             error: poisoned,
-            cached_prefixes: self
-                .cached_prefixes
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .clone(),
+            cached_prefixes: self.cache_report().prefixes,
         }
+    }
+
+    /// The worker's last report on the model's KV pool.
+    pub fn cache_report(&self) -> crate::device_worker::CacheReport {
+        self.cache.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn in_flight(&self) -> u64 {
@@ -320,6 +322,30 @@ impl Registry {
                 }
             })
             .collect()
+    }
+
+    /// Refreshes the KV pool and prefix-cache gauges from each ready model's
+    /// last report (models gone since the last scrape drop out).
+    pub fn refresh_cache_gauges(&self) {
+        let m = &self.metrics;
+        m.prefix_cache_tokens.clear();
+        m.kv_capacity_tokens.clear();
+        m.kv_used_tokens.clear();
+        for (id, slot) in self.slots().iter() {
+            if let Slot::Ready(model) = slot {
+                let r = model.cache_report();
+                let label = crate::metrics::NeuronMetrics::model(id);
+                m.prefix_cache_tokens
+                    .get_or_create(&label)
+                    .set(r.cached_tokens as i64);
+                m.kv_capacity_tokens
+                    .get_or_create(&label)
+                    .set(r.capacity_tokens as i64);
+                m.kv_used_tokens
+                    .get_or_create(&label)
+                    .set(r.used_tokens as i64);
+            }
+        }
     }
 
     /// The node's `/status`.

@@ -1,8 +1,20 @@
 //! The CPU attention kernel: a candle `CustomOp3` over `(q, k_pool, v_pool)`
 //! that reads each sequence's K/V rows where they lie in the pool (through
-//! its block table) instead of gathering them into new tensors, and runs the
-//! (token, head) pairs in parallel on rayon's pool. f32 only; safe code.
+//! its block table) instead of gathering them into new tensors. f32 only;
+//! safe code.
+//!
+//! Work items are tiles: up to [`TILE_ROWS`] rows of one chunk times the
+//! query heads that share one K/V head, run in parallel on rayon's pool.
+//! A tile walks the sequence's K/V one 16-position block at a time and uses
+//! each block for all its queries while it is in the L1 cache, so a prompt
+//! chunk reads its context once per tile instead of once per (row, head):
+//! at 2,000 positions that is what made long prompts slow. Each query's own
+//! arithmetic (scores in position order, the maximum, the exponentials and
+//! their sum, then the weighted values in position order) is the same
+//! sequence of float operations whatever the tiling, so a row's output does
+//! not depend on what else is in the batch.
 
+use std::ops::Range;
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;
@@ -67,6 +79,148 @@ fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, what: &str) -> candle_core::Res
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&data[a..b]),
         None => candle_core::bail!("paged attention: {what} is not contiguous"),
+    }
+}
+
+/// Rows of one chunk in a work item.
+const TILE_ROWS: usize = 16;
+
+/// One work item: consecutive rows of one chunk, and query heads that share
+/// one K/V head.
+#[derive(Debug)]
+struct Tile {
+    chunk: usize,
+    /// Rows of the batch (all in `chunk`).
+    rows: Range<usize>,
+    heads: Range<usize>,
+    kv_head: usize,
+}
+
+/// What every tile reads.
+struct Ctx<'a> {
+    q: &'a [f32],
+    k: &'a [f32],
+    v: &'a [f32],
+    rows: usize,
+    d: usize,
+    kv_dim: usize,
+    scale: f32,
+    window: Option<usize>,
+}
+
+impl Ctx<'_> {
+    /// The tile's output, `[row][head][d]`.
+    fn tile(&self, meta: &Meta, t: &Tile) -> Vec<f32> {
+        let d = self.d;
+        let c = &meta.chunks[t.chunk];
+        let kv_off = t.kv_head * d;
+        // Each query: its offset in `q`, its position, its lowest visible
+        // position; (row, head) order, as the output.
+        let queries: Vec<(usize, usize, usize)> = t
+            .rows
+            .clone()
+            .flat_map(|row| {
+                let pos = c.pos + meta.rows[row].1 as usize;
+                let lo = self.window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                t.heads
+                    .clone()
+                    .map(move |h| ((h * self.rows + row) * d, pos, lo))
+            })
+            .collect();
+        let (Some(lo_min), Some(hi)) = (
+            queries.iter().map(|q| q.2).min(),
+            queries.iter().map(|q| q.1).max(),
+        ) else {
+            return Vec::new();
+        };
+        let span = hi + 1 - lo_min;
+        let slot = |p: usize| {
+            (c.blocks[p / BLOCK_SIZE] as usize * BLOCK_SIZE + p % BLOCK_SIZE) * self.kv_dim + kv_off
+        };
+        // The positions lo_min..=hi cut at block boundaries.
+        let blocks = || {
+            (lo_min / BLOCK_SIZE..=hi / BLOCK_SIZE).map(move |b| {
+                (b * BLOCK_SIZE).max(lo_min)..((b + 1) * BLOCK_SIZE).min(hi + 1)
+            })
+        };
+        // Scores, one block of keys at a time for every query.
+        let mut scores = vec![0f32; queries.len() * span];
+        for block in blocks() {
+            for (qi, &(qo, pos, lo)) in queries.iter().enumerate() {
+                let qv = &self.q[qo..][..d];
+                let row = &mut scores[qi * span..][..span];
+                for p in block.start.max(lo)..block.end.min(pos + 1) {
+                    row[p - lo_min] = dot(qv, &self.k[slot(p)..][..d]) * self.scale;
+                }
+            }
+        }
+        // Each query's softmax over its own positions, in position order.
+        let sums: Vec<f32> = queries
+            .iter()
+            .enumerate()
+            .map(|(qi, &(_, pos, lo))| {
+                let row = &mut scores[qi * span + lo - lo_min..qi * span + pos + 1 - lo_min];
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for s in row.iter_mut() {
+                    *s = (*s - max).exp();
+                    sum += *s;
+                }
+                sum
+            })
+            .collect();
+        // The weighted values, one block at a time for every query.
+        let mut out = vec![0f32; queries.len() * d];
+        for block in blocks() {
+            for (qi, &(_, pos, lo)) in queries.iter().enumerate() {
+                let o = &mut out[qi * d..][..d];
+                for p in block.start.max(lo)..block.end.min(pos + 1) {
+                    let w = scores[qi * span + p - lo_min] / sums[qi];
+                    for (o, x) in o.iter_mut().zip(&self.v[slot(p)..][..d]) {
+                        *o += w * x;
+                    }
+                }
+            }
+        }
+        out
+    }
+}
+
+impl PagedAttention {
+    /// The work items: each chunk's rows cut into tiles of [`TILE_ROWS`],
+    /// times the K/V heads; with too few of those to keep the pool busy (a
+    /// lone decode token of a model with one K/V head), one query head each.
+    fn tiles(&self, kv_heads: usize, rep: usize) -> Vec<Tile> {
+        let mut row_tiles: Vec<(usize, Range<usize>)> = Vec::new();
+        for (row, &(ci, _)) in self.meta.rows.iter().enumerate() {
+            match row_tiles.last_mut() {
+                Some((c, r)) if *c == ci as usize && r.len() < TILE_ROWS => r.end = row + 1,
+                _ => row_tiles.push((ci as usize, row..row + 1)),
+            }
+        }
+        let per_head = row_tiles.len() * kv_heads < 2 * rayon::current_num_threads();
+        let mut tiles = Vec::new();
+        for (chunk, rows) in row_tiles {
+            for g in 0..kv_heads {
+                let heads = g * rep..(g + 1) * rep;
+                if per_head {
+                    tiles.extend(heads.map(|h| Tile {
+                        chunk,
+                        rows: rows.clone(),
+                        heads: h..h + 1,
+                        kv_head: g,
+                    }));
+                } else {
+                    tiles.push(Tile {
+                        chunk,
+                        rows: rows.clone(),
+                        heads,
+                        kv_head: g,
+                    });
+                }
+            }
+        }
+        tiles
     }
 }
 
@@ -143,36 +297,27 @@ impl CustomOp3 for PagedAttention {
             }
         }
         let rep = heads / kv_heads;
-        let scale = scale as f32;
-        let window = self.meta.window;
+        let tiles = self.tiles(kv_heads, rep);
+        let ctx = Ctx {
+            q,
+            k,
+            v,
+            rows,
+            d,
+            kv_dim,
+            scale: scale as f32,
+            window: self.meta.window,
+        };
+        let results: Vec<Vec<f32>> = tiles.par_iter().map(|t| ctx.tile(&self.meta, t)).collect();
+        // Scatter each tile's [row][head][d] block into [rows, heads · d].
         let mut out = vec![0f32; rows * heads * d];
-        out.par_chunks_mut(d).enumerate().for_each(|(item, o)| {
-            let (row, h) = (item / heads, item % heads);
-            let (ci, i) = self.meta.rows[row];
-            let c = &self.meta.chunks[ci as usize];
-            let pos = c.pos + i as usize;
-            let lo = window.map_or(0, |w| (pos + 1).saturating_sub(w));
-            let qh = &q[(h * rows + row) * d..][..d];
-            let kv_off = (h / rep) * d;
-            let slot = |p: usize| {
-                (c.blocks[p / BLOCK_SIZE] as usize * BLOCK_SIZE + p % BLOCK_SIZE) * kv_dim + kv_off
-            };
-            let mut scores: Vec<f32> = (lo..=pos)
-                .map(|p| dot(qh, &k[slot(p)..][..d]) * scale)
-                .collect();
-            let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
+        for (t, res) in tiles.iter().zip(&results) {
+            let nh = t.heads.len();
+            for (ri, row) in t.rows.clone().enumerate() {
+                let at = (row * heads + t.heads.start) * d;
+                out[at..at + nh * d].copy_from_slice(&res[ri * nh * d..(ri + 1) * nh * d]);
             }
-            for (p, s) in (lo..=pos).zip(&scores) {
-                let w = s / sum;
-                for (o, x) in o.iter_mut().zip(&v[slot(p)..][..d]) {
-                    *o += w * x;
-                }
-            }
-        });
+        }
         Ok((CpuStorage::F32(out), Shape::from((rows, heads * d))))
     }
 }

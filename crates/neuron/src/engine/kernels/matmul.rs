@@ -270,7 +270,7 @@ impl QMatMul {
                 let r: [_; ROW_TILE] = std::array::from_fn(|i| act.q8.row(row(i)));
                 // SAFETY: a `Level::Avx2` matmul is only built when the CPU
                 // has AVX2, FMA and F16C (`from_bytes` checks `is_supported`).
-                unsafe { super::avx2::rows_q8(qt, w, nb, &r[..nr], cols, tile, ldo) }
+                unsafe { super::avx2::rows_q8_0(w, nb, &r[..nr], cols, tile, ldo) }
             }
             #[cfg(target_arch = "x86_64")]
             (Weights::X8(w), Level::Avx2) => {

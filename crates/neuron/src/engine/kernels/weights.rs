@@ -7,7 +7,7 @@
 //!   32-bit lane of a register holds one output column (llama.cpp's
 //!   `q4_0x8` idea): per block, the eight rows' scales are one f16 vector and
 //!   their quants four 32-byte registers;
-//! - [`Soa`] (Q8_0): each block's fields in their own row-major arrays, so a
+//! - [`Soa`] (Q8_0): scales and quants in their own row-major arrays, so a
 //!   kernel converts eight consecutive f16 scales of a row at once; Q8_0 is
 //!   read mostly in the output matrix, where memory, not arithmetic, bounds
 //!   the speed.
@@ -47,16 +47,12 @@ pub struct X8 {
     pub qs: Vec<u8>,
 }
 
-/// Legacy blocks split by field, each array row-major (`row × nb + block`).
+/// Q8_0 blocks split by field, each array row-major (`row × nb + block`).
 #[derive(Debug, Default)]
 pub struct Soa {
     /// Scales `d` (f16 bits).
     pub d: Vec<u16>,
-    /// Q4_1 minimums `m` (f16 bits); empty for the other types.
-    pub m: Vec<u16>,
-    /// Q5_0 fifth bits; empty for the other types.
-    pub qh: Vec<u32>,
-    /// Quants: 16 bytes per block (nibbles, as in the file), 32 for Q8_0.
+    /// Quants: 32 signed bytes per block.
     pub qs: Vec<u8>,
 }
 
@@ -73,24 +69,11 @@ impl Weights {
         let blocks = bytes.len() / bb;
         let mut s = Soa {
             d: Vec::with_capacity(blocks),
-            qs: Vec::with_capacity(blocks * if qt == QType::Q8_0 { 32 } else { 16 }),
-            ..Soa::default()
+            qs: Vec::with_capacity(blocks * 32),
         };
         for blk in bytes.chunks_exact(bb) {
             s.d.push(u16::from_le_bytes([blk[0], blk[1]]));
-            match qt {
-                QType::Q4_0 => s.qs.extend_from_slice(&blk[2..18]),
-                QType::Q4_1 => {
-                    s.m.push(u16::from_le_bytes([blk[2], blk[3]]));
-                    s.qs.extend_from_slice(&blk[4..20]);
-                }
-                QType::Q5_0 => {
-                    s.qh.push(u32::from_le_bytes([blk[2], blk[3], blk[4], blk[5]]));
-                    s.qs.extend_from_slice(&blk[6..22]);
-                }
-                QType::Q8_0 => s.qs.extend_from_slice(&blk[2..34]),
-                QType::Q4K | QType::Q5K | QType::Q6K => {}
-            }
+            s.qs.extend_from_slice(&blk[2..34]);
         }
         Weights::Soa(s)
     }
@@ -99,7 +82,7 @@ impl Weights {
     pub fn bytes(&self) -> usize {
         match self {
             Weights::Ggml(b) => b.len(),
-            Weights::Soa(s) => s.d.len() * 2 + s.m.len() * 2 + s.qh.len() * 4 + s.qs.len(),
+            Weights::Soa(s) => s.d.len() * 2 + s.qs.len(),
             Weights::X8(x) => x.d.len() * 2 + x.m.len() * 2 + x.qh.len() * 4 + x.qs.len(),
         }
     }
@@ -125,19 +108,7 @@ impl Weights {
                 for (b, y) in out.chunks_exact_mut(QK).enumerate().take(nb) {
                     let i = r * nb + b;
                     blk[0..2].copy_from_slice(&s.d[i].to_le_bytes());
-                    match qt {
-                        QType::Q4_0 => blk[2..18].copy_from_slice(&s.qs[i * 16..i * 16 + 16]),
-                        QType::Q4_1 => {
-                            blk[2..4].copy_from_slice(&s.m[i].to_le_bytes());
-                            blk[4..20].copy_from_slice(&s.qs[i * 16..i * 16 + 16]);
-                        }
-                        QType::Q5_0 => {
-                            blk[2..6].copy_from_slice(&s.qh[i].to_le_bytes());
-                            blk[6..22].copy_from_slice(&s.qs[i * 16..i * 16 + 16]);
-                        }
-                        QType::Q8_0 => blk[2..34].copy_from_slice(&s.qs[i * 32..i * 32 + 32]),
-                        QType::Q4K | QType::Q5K | QType::Q6K => {}
-                    }
+                    blk[2..34].copy_from_slice(&s.qs[i * 32..i * 32 + 32]);
                     reference::dequantize_row(qt, &blk[..bb], y);
                 }
             }

@@ -9,12 +9,11 @@
 //! when the metadata names it.
 
 use std::io::{Read, Seek};
-use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 
-use super::{tensor, Inputs, Metadata, Model, ModelConfig};
+use super::{Head, Inputs, Metadata, Model, ModelConfig, Weights};
 use crate::engine::attention::{AttnShape, Backend};
 use crate::engine::batch::BatchInput;
 use crate::engine::kv::KvCache;
@@ -117,31 +116,28 @@ impl Gemma3 {
             .filter(|c| *c > 0.0)
             .map(f64::from);
 
-        let t = |r: &mut R, name: &str| tensor(content, r, name, device);
-        let embed = TokenEmbedding::new(Arc::new(t(reader, "token_embd.weight")?))?;
-        let output = if content.tensor_infos.contains_key("output.weight") {
-            QLinear::new(t(reader, "output.weight")?)?
-        } else {
-            QLinear::tied(&embed)?
-        };
-        let norm = RmsNorm::new(t(reader, "output_norm.weight")?, eps)?;
+        let mut w = Weights::new(content, reader, device, eps);
+        let Head {
+            embed,
+            norm,
+            output,
+        } = w.head()?;
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
-            let mut w = |name: &str| t(reader, &format!("blk.{i}.{name}.weight"));
             blocks.push(Layer {
-                attn_norm: RmsNorm::new(w("attn_norm")?, eps)?,
-                wq: QLinear::new(w("attn_q")?)?,
-                wk: QLinear::new(w("attn_k")?)?,
-                wv: QLinear::new(w("attn_v")?)?,
-                wo: QLinear::new(w("attn_output")?)?,
-                q_norm: RmsNorm::new(w("attn_q_norm")?, eps)?,
-                k_norm: RmsNorm::new(w("attn_k_norm")?, eps)?,
-                post_attn_norm: RmsNorm::new(w("post_attention_norm")?, eps)?,
-                ffn_norm: RmsNorm::new(w("ffn_norm")?, eps)?,
-                gate: QLinear::new(w("ffn_gate")?)?,
-                up: QLinear::new(w("ffn_up")?)?,
-                down: QLinear::new(w("ffn_down")?)?,
-                post_ffn_norm: RmsNorm::new(w("post_ffw_norm")?, eps)?,
+                attn_norm: w.norm(i, "attn_norm")?,
+                wq: w.linear(i, "attn_q")?,
+                wk: w.linear(i, "attn_k")?,
+                wv: w.linear(i, "attn_v")?,
+                wo: w.linear(i, "attn_output")?,
+                q_norm: w.norm(i, "attn_q_norm")?,
+                k_norm: w.norm(i, "attn_k_norm")?,
+                post_attn_norm: w.norm(i, "post_attention_norm")?,
+                ffn_norm: w.norm(i, "ffn_norm")?,
+                gate: w.linear(i, "ffn_gate")?,
+                up: w.linear(i, "ffn_up")?,
+                down: w.linear(i, "ffn_down")?,
+                post_ffn_norm: w.norm(i, "post_ffw_norm")?,
                 local: (i + 1) % pattern != 0,
             });
         }

@@ -9,12 +9,11 @@
 //! refused rather than run wrong.
 
 use std::io::{Read, Seek};
-use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::Content;
 use candle_core::{Device, Tensor};
 
-use super::{tensor, Inputs, Metadata, Model, ModelConfig};
+use super::{tensor, Head, Inputs, Metadata, Model, ModelConfig, Weights};
 use crate::engine::attention::{AttnShape, Backend};
 use crate::engine::batch::BatchInput;
 use crate::engine::kv::KvCache;
@@ -142,27 +141,24 @@ impl Llama {
         }
         let rope = rope(content, reader, &md, head_dim, device)?;
 
-        let t = |r: &mut R, name: &str| tensor(content, r, name, device);
-        let embed = TokenEmbedding::new(Arc::new(t(reader, "token_embd.weight")?))?;
-        let output = if content.tensor_infos.contains_key("output.weight") {
-            QLinear::new(t(reader, "output.weight")?)?
-        } else {
-            QLinear::tied(&embed)?
-        };
-        let norm = RmsNorm::new(t(reader, "output_norm.weight")?, eps)?;
+        let mut w = Weights::new(content, reader, device, eps);
+        let Head {
+            embed,
+            norm,
+            output,
+        } = w.head()?;
         let mut blocks = Vec::with_capacity(layers);
         for i in 0..layers {
-            let mut w = |name: &str| t(reader, &format!("blk.{i}.{name}.weight"));
             blocks.push(Layer {
-                attn_norm: RmsNorm::new(w("attn_norm")?, eps)?,
-                wq: QLinear::new(w("attn_q")?)?,
-                wk: QLinear::new(w("attn_k")?)?,
-                wv: QLinear::new(w("attn_v")?)?,
-                wo: QLinear::new(w("attn_output")?)?,
-                ffn_norm: RmsNorm::new(w("ffn_norm")?, eps)?,
-                gate: QLinear::new(w("ffn_gate")?)?,
-                up: QLinear::new(w("ffn_up")?)?,
-                down: QLinear::new(w("ffn_down")?)?,
+                attn_norm: w.norm(i, "attn_norm")?,
+                wq: w.linear(i, "attn_q")?,
+                wk: w.linear(i, "attn_k")?,
+                wv: w.linear(i, "attn_v")?,
+                wo: w.linear(i, "attn_output")?,
+                ffn_norm: w.norm(i, "ffn_norm")?,
+                gate: w.linear(i, "ffn_gate")?,
+                up: w.linear(i, "ffn_up")?,
+                down: w.linear(i, "ffn_down")?,
             });
         }
         let vocab = output.out_dim();

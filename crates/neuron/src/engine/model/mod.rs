@@ -4,14 +4,15 @@
 //!
 //! One file per family: [`llama`] (SmolLM2, Llama 2/3.x, Mistral) and
 //! [`gemma3`]. A new family (qwen2, qwen3, …) is one more file using the
-//! shared blocks of `engine::layers` and [`Inputs`], and one more arm in
-//! [`load`]. Models hold weights only: no KV, no sequence state, so one
-//! instance serves every sequence of a batch.
+//! shared blocks of `engine::layers`, [`Weights`] and [`Inputs`], and one
+//! more arm in [`load`]. Models hold weights only: no KV, no sequence
+//! state, so one instance serves every sequence of a batch.
 
 pub mod gemma3;
 pub mod llama;
 
 use std::io::{Read, Seek};
+use std::sync::Arc;
 
 use candle_core::quantized::gguf_file::{Content, Value};
 use candle_core::quantized::QTensor;
@@ -20,6 +21,7 @@ use candle_core::{DType, Device, Tensor};
 use super::attention::{AttentionPlan, Backend};
 use super::batch::BatchInput;
 use super::kv::{self, KvCache};
+use super::layers::{QLinear, RmsNorm, TokenEmbedding};
 use super::EngineError;
 
 /// Architectures [`load`] can build.
@@ -216,6 +218,76 @@ pub(crate) fn tensor<R: Read + Seek>(
     content
         .tensor(reader, name, device)
         .map_err(|e| EngineError::Gguf(format!("tensor {name}: {e}")))
+}
+
+/// The weights every decoder family shares around its blocks.
+pub(crate) struct Head {
+    /// `token_embd.weight`.
+    pub embed: TokenEmbedding,
+    /// `output_norm.weight`, the norm before the output projection.
+    pub norm: RmsNorm,
+    /// `output.weight`, or the embedding's own table (tied) without it.
+    pub output: QLinear,
+}
+
+/// Reads a decoder's weights by their GGUF names onto one device: the
+/// [`Head`] and each block's norms and projections, so a family's `load`
+/// names tensors and nothing else.
+pub(crate) struct Weights<'a, R> {
+    content: &'a Content,
+    reader: &'a mut R,
+    device: &'a Device,
+    /// Epsilon of every RMS norm of the model.
+    eps: f32,
+}
+
+impl<'a, R: Read + Seek> Weights<'a, R> {
+    pub(crate) fn new(
+        content: &'a Content,
+        reader: &'a mut R,
+        device: &'a Device,
+        eps: f32,
+    ) -> Self {
+        Self {
+            content,
+            reader,
+            device,
+            eps,
+        }
+    }
+
+    fn tensor(&mut self, name: &str) -> Result<QTensor, EngineError> {
+        tensor(self.content, self.reader, name, self.device)
+    }
+
+    /// The token embedding, the final norm and the output projection.
+    pub(crate) fn head(&mut self) -> Result<Head, EngineError> {
+        let embed = TokenEmbedding::new(Arc::new(self.tensor("token_embd.weight")?))?;
+        let output = if self.content.tensor_infos.contains_key("output.weight") {
+            QLinear::new(self.tensor("output.weight")?)?
+        } else {
+            QLinear::tied(&embed)?
+        };
+        let norm = RmsNorm::new(self.tensor("output_norm.weight")?, self.eps)?;
+        Ok(Head {
+            embed,
+            norm,
+            output,
+        })
+    }
+
+    /// `blk.{layer}.{name}.weight` as a projection.
+    pub(crate) fn linear(&mut self, layer: usize, name: &str) -> Result<QLinear, EngineError> {
+        QLinear::new(self.tensor(&format!("blk.{layer}.{name}.weight"))?)
+    }
+
+    /// `blk.{layer}.{name}.weight` as an RMS norm.
+    pub(crate) fn norm(&mut self, layer: usize, name: &str) -> Result<RmsNorm, EngineError> {
+        RmsNorm::new(
+            self.tensor(&format!("blk.{layer}.{name}.weight"))?,
+            self.eps,
+        )
+    }
 }
 
 /// The device tensors one forward pass derives from its batch, shared by all

@@ -93,6 +93,28 @@ fn prompt_chunks_share_the_budget_oldest_first() {
 }
 
 #[test]
+fn a_prompt_alone_fills_the_pass_and_is_chunked_when_others_arrive() {
+    let mut s = Scheduler::new(config(8, 10, 4), 100, 10_000);
+    let a = s
+        .add("a", prompt(30, 1), &SamplingParams::default())
+        .unwrap();
+    assert_eq!(rows(&step(&mut s).unwrap()), vec![(a, 10, false)]);
+    let b = s
+        .add("b", prompt(3, 2), &SamplingParams::default())
+        .unwrap();
+    // Another prompt waits: chunks again, b is not starved.
+    assert_eq!(
+        rows(&step(&mut s).unwrap()),
+        vec![(a, 4, false), (b, 3, true)]
+    );
+    // b generates: a stays chunked beside its decode token.
+    assert_eq!(
+        rows(&step(&mut s).unwrap()),
+        vec![(b, 1, true), (a, 4, false)]
+    );
+}
+
+#[test]
 fn max_sequences_limits_the_batch() {
     let mut s = Scheduler::new(config(2, 100, 100), 100, 10_000);
     let ids: Vec<SeqId> = (0..3)

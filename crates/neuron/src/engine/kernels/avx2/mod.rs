@@ -15,11 +15,11 @@
 //! in f32 with FMA.
 
 mod kquants;
-mod legacy;
+mod q8_0;
 mod x8;
 
 pub use kquants::rows_q8k;
-pub use legacy::rows_q8;
+pub use q8_0::rows_q8_0;
 pub use x8::rows_x8;
 
 use std::arch::x86_64::*;
