@@ -30,7 +30,7 @@ stamp="$envdir/.requirements.stamp"
 want="$("$py" -c 'import hashlib,sys
 print(hashlib.sha256(open(sys.argv[1],"rb").read()).hexdigest(), sys.version.split()[0])' "$req")"
 have="$(cat "$stamp" 2>/dev/null || true)"
-if [[ "$want" != "$have" ]] || ! "$py" -c 'import openai, anthropic, pytest' >/dev/null 2>&1; then
+if [[ "$want" != "$have" ]] || ! "$py" -c 'import openai, anthropic, ollama, pytest' >/dev/null 2>&1; then
   say "installing $req"
   if [[ "$py" == "$envdir/bin/python" ]]; then
     "$py" -m pip install -q --disable-pip-version-check -r "$req"

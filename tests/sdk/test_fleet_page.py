@@ -22,15 +22,8 @@ from pathlib import Path
 
 import pytest
 
-# Where the gateway serves the page. Until the route is wired into the
-# gateway's HTTP layer this test cannot run; flip PAGE_ROUTE_WIRED then.
+# Where the gateway serves the page.
 PAGE_PATH = "/ui"
-PAGE_ROUTE_WIRED = False
-
-pytestmark = pytest.mark.skipif(
-    not PAGE_ROUTE_WIRED,
-    reason=f"the gateway does not serve {PAGE_PATH} yet (issue 19 item 4 wiring)",
-)
 
 REPO = Path(__file__).resolve().parents[2]
 LOAD_TIMEOUT_S = 120.0

@@ -195,9 +195,10 @@ fn render_models(models: &[CatalogEntry]) -> String {
     if models.is_empty() {
         return "(no models)\n".to_string();
     }
-    let mut rows: Vec<[String; 4]> = vec![[
+    let mut rows: Vec<[String; 5]> = vec![[
         "ID".to_string(),
         "ALIASES".to_string(),
+        "CONTEXT".to_string(),
         "PINNED".to_string(),
         "WHERE".to_string(),
     ]];
@@ -208,9 +209,19 @@ fn render_models(models: &[CatalogEntry]) -> String {
             m.aliases.join(", ")
         };
         let pinned = if m.pinned { "yes" } else { "no" };
-        rows.push([m.id.clone(), aliases, pinned.to_string(), where_is(m)]);
+        // The window agents must be told (see the README's "Clients").
+        let context = m
+            .context_length
+            .map_or_else(|| "-".to_string(), |n| n.to_string());
+        rows.push([
+            m.id.clone(),
+            aliases,
+            context,
+            pinned.to_string(),
+            where_is(m),
+        ]);
     }
-    let mut widths = [0usize; 4];
+    let mut widths = [0usize; 5];
     for row in &rows {
         for (w, cell) in widths.iter_mut().zip(row) {
             *w = (*w).max(cell.chars().count());
@@ -296,6 +307,7 @@ mod tests {
             configured: true,
             placements,
             loadable_on: loadable.iter().map(|s| s.to_string()).collect(),
+            context_length: None,
         }
     }
 
@@ -312,6 +324,7 @@ mod tests {
             &["beast", "tiny"],
         );
         smol.pinned = true;
+        smol.context_length = Some(8192);
         let qwen = entry(
             "qwen2.5-7b-instruct",
             &[],
@@ -326,11 +339,11 @@ mod tests {
         let gone = entry("mistral-7b", &[], Vec::new(), &[]);
         let text = render_models(&[smol, qwen, phi, gone]);
         let expected = "\
-ID                   ALIASES          PINNED  WHERE
-smollm2-135m         smol, tiny-chat  yes     ready on: beast, tiny
-qwen2.5-7b-instruct  -                no      ready on: tiny; loading on: beast; poisoned on: old
-phi-3-mini           -                no      loadable on: beast, tiny
-mistral-7b           -                no      loadable on: (no healthy node)
+ID                   ALIASES          CONTEXT  PINNED  WHERE
+smollm2-135m         smol, tiny-chat  8192     yes     ready on: beast, tiny
+qwen2.5-7b-instruct  -                -        no      ready on: tiny; loading on: beast; poisoned on: old
+phi-3-mini           -                -        no      loadable on: beast, tiny
+mistral-7b           -                -        no      loadable on: (no healthy node)
 ";
         assert_eq!(text, expected);
     }

@@ -43,6 +43,7 @@ fn entry(id: &str, placements: Vec<Placement>, loadable_on: &[&str]) -> CatalogE
         configured: true,
         placements,
         loadable_on: loadable_on.iter().map(|s| s.to_string()).collect(),
+        context_length: None,
     }
 }
 

@@ -170,6 +170,7 @@ fn fleet() -> FleetView {
                     cached_tokens: 0,
                 }],
                 loadable_on: vec!["beast".into()],
+                context_length: Some(8192),
             },
             CatalogEntry {
                 kind: Default::default(),
@@ -180,6 +181,7 @@ fn fleet() -> FleetView {
                 configured: false,
                 placements: Vec::new(),
                 loadable_on: vec!["beast".into(), "tiny".into()],
+                context_length: None,
             },
         ],
     }
@@ -227,9 +229,9 @@ fn models_lists_the_catalogue() {
     assert_eq!(
         stdout(&out),
         "\
-ID            ALIASES  PINNED  WHERE
-smollm2-135m  smol     yes     ready on: beast
-phi-3-mini    -        no      loadable on: beast, tiny
+ID            ALIASES  CONTEXT  PINNED  WHERE
+smollm2-135m  smol     8192     yes     ready on: beast
+phi-3-mini    -        -        no      loadable on: beast, tiny
 "
     );
 

@@ -171,6 +171,13 @@ fn status_and_models_show_the_live_fleet() {
     assert!(alpha.ends_with("ready on: nB"), "{listing}");
     let beta = listing.lines().find(|l| l.starts_with("beta ")).unwrap();
     assert!(beta.ends_with("loadable on: nA, nB"), "{listing}");
+    // SmolLM2's window: the loaded model's, and the unloaded file's header.
+    assert!(
+        listing.lines().next().unwrap().contains(" CONTEXT "),
+        "{listing}"
+    );
+    assert!(alpha.contains(" 8192 "), "{listing}");
+    assert!(beta.contains(" 8192 "), "{listing}");
 
     let json = f.cli(&["status", "--json"]);
     let view: cortex_core::fleet::FleetView = serde_json::from_str(&json).unwrap();

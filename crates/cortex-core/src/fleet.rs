@@ -38,6 +38,10 @@ pub struct CatalogEntry {
     /// Chat or embedding, as its neurons report it.
     #[serde(default)]
     pub kind: crate::neuron_api::ModelKind,
+    /// Its context window in tokens, when a neuron reported it (loaded, or
+    /// read from the file).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -162,6 +162,12 @@ pub struct AvailableModel {
     pub size_bytes: u64,
     /// Estimated footprint once loaded: weights as loaded + KV reserve.
     pub estimated_bytes: u64,
+    /// `<arch>.context_length` from the file's header, when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
+    /// `general.architecture` (`llama`, `gemma3`), when read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
 }
 
 /// `POST /models/load`

@@ -27,6 +27,14 @@ pub struct ChatRequest {
     /// Same shape as OpenAI's: `{"type":"function","function":{…}}`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tools: Option<Vec<Tool>>,
+    #[serde(flatten)]
+    pub generation: Generation,
+}
+
+/// What `/api/chat` and `/api/generate` bodies share: how to generate and
+/// answer, and how long to keep the model.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Generation {
     /// `"json"`, a JSON schema, or `""` (none).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub format: Option<Value>,
@@ -41,7 +49,7 @@ pub struct ChatRequest {
     pub think: Option<Value>,
 }
 
-impl ChatRequest {
+impl Generation {
     pub fn is_stream(&self) -> bool {
         self.stream.unwrap_or(true)
     }
@@ -69,22 +77,8 @@ pub struct GenerateRequest {
     pub raw: Option<bool>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub images: Option<Vec<String>>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub format: Option<Value>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub options: Option<Options>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub stream: Option<bool>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub keep_alive: Option<KeepAlive>,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub think: Option<Value>,
-}
-
-impl GenerateRequest {
-    pub fn is_stream(&self) -> bool {
-        self.stream.unwrap_or(true)
-    }
+    #[serde(flatten)]
+    pub generation: Generation,
 }
 
 /// Model options (Ollama's Modelfile parameters). Those cortex does not use

@@ -28,7 +28,7 @@ fn python_client_chat_body_parses() {
         "logprobs": false
     }))
     .unwrap();
-    assert!(!r.is_stream());
+    assert!(!r.generation.is_stream());
     assert_eq!(r.messages[2].content, "");
     assert_eq!(
         r.messages[2].tool_calls.as_ref().unwrap()[0]
@@ -37,23 +37,26 @@ fn python_client_chat_body_parses() {
         json!({"city": "Paris"})
     );
     assert_eq!(r.messages[3].tool_name.as_deref(), Some("get_weather"));
-    let o = r.options.unwrap();
+    let o = r.generation.options.unwrap();
     assert_eq!(
         (o.temperature, o.top_k, o.num_predict),
         (Some(0.0), Some(20), Some(64))
     );
     assert_eq!(o.stop.unwrap().into_vec(), vec!["\n"]);
-    assert_eq!(r.keep_alive, Some(KeepAlive::For(Duration::from_secs(600))));
+    assert_eq!(
+        r.generation.keep_alive,
+        Some(KeepAlive::For(Duration::from_secs(600)))
+    );
 }
 
 #[test]
 fn generate_defaults_to_streaming() {
     let r: GenerateRequest =
         serde_json::from_value(json!({"model": "m", "prompt": "hi", "suffix": ""})).unwrap();
-    assert!(r.is_stream());
+    assert!(r.generation.is_stream());
     assert_eq!(r.prompt.as_deref(), Some("hi"));
     let c: ChatRequest = serde_json::from_value(json!({"model": "m"})).unwrap();
-    assert!(c.is_stream() && c.messages.is_empty());
+    assert!(c.generation.is_stream() && c.messages.is_empty());
 }
 
 #[test]

@@ -370,6 +370,10 @@ pub struct ModelObject {
     pub object: String,
     pub created: u64,
     pub owned_by: String,
+    /// The model's context window in tokens, when known (the field vLLM,
+    /// LiteLLM and OpenRouter clients read; not in OpenAI's own schema).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub context_length: Option<u64>,
 }
 
 impl ModelList {

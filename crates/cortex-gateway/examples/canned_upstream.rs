@@ -123,6 +123,8 @@ impl Canned {
                 source: "bench.gguf".into(),
                 size_bytes: 90 << 20,
                 estimated_bytes: 100 << 20,
+                context_length: None,
+                architecture: None,
             }],
         };
         let usage =

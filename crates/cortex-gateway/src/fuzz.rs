@@ -329,16 +329,46 @@ fn call(
     })
 }
 
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Dialect {
+    OpenAi,
+    Anthropic,
+    Ollama,
+}
+
 /// Is `body` an error envelope of the dialect?
-fn in_dialect(body: &[u8], anthropic: bool) -> bool {
+fn in_dialect(body: &[u8], dialect: Dialect) -> bool {
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
         return false;
     };
-    if anthropic {
-        v["type"] == "error" && v["error"]["type"].is_string() && v["error"]["message"].is_string()
-    } else {
-        v["error"]["type"].is_string() && v["error"]["message"].is_string()
+    match dialect {
+        Dialect::Anthropic => {
+            v["type"] == "error"
+                && v["error"]["type"].is_string()
+                && v["error"]["message"].is_string()
+        }
+        Dialect::OpenAi => v["error"]["type"].is_string() && v["error"]["message"].is_string(),
+        Dialect::Ollama => v["error"].is_string(),
     }
+}
+
+/// Ollama `/api/chat` and `/api/generate` bodies with arbitrary options and
+/// keep-alives (never `0`: unloading the one model is not what this
+/// exercises) around arbitrary content.
+fn ollama_like() -> impl Strategy<Value = Value> {
+    let keep = prop_oneof![
+        Just(json!("5m")),
+        Just(json!(-1)),
+        Just(json!(30)),
+        Just(json!("soon")),
+        Just(json!([1])),
+        Just(Value::Null),
+    ];
+    (json_value(), json_value(), keep, any::<bool>()).prop_map(|(v, opts, keep, stream)| {
+        json!({"model": "m", "messages": [{"role": "user", "content": v, "images": v}],
+               "prompt": v, "system": v, "options": opts, "keep_alive": keep,
+               "stream": stream, "format": v, "tools": v})
+    })
 }
 
 /// The request probe and everything behind it: any body to the inference
@@ -355,16 +385,20 @@ fn api_bodies() {
             .to_string()
             .into_bytes()
         }),
+        2 => ollama_like().prop_map(|v| v.to_string().into_bytes()),
         1 => json_value().prop_map(|v| v.to_string().into_bytes()),
         1 => prop::collection::vec(any::<u8>(), 0..200),
         1 => prop::collection::vec(any::<u8>(), 4000..5000),
     ];
     let route = prop_oneof![
-        Just(("/v1/chat/completions", false)),
-        Just(("/v1/messages", true)),
-        Just(("/v1/messages/count_tokens", true)),
+        Just(("/v1/chat/completions", Dialect::OpenAi)),
+        Just(("/v1/messages", Dialect::Anthropic)),
+        Just(("/v1/messages/count_tokens", Dialect::Anthropic)),
+        Just(("/api/chat", Dialect::Ollama)),
+        Just(("/api/generate", Dialect::Ollama)),
+        Just(("/api/show", Dialect::Ollama)),
     ];
-    fuzz("api_bodies", (route, body), |((path, anthropic), body)| {
+    fuzz("api_bodies", (route, body), |((path, dialect), body)| {
         let req = Request::post(path)
             .header("content-type", "application/json")
             .body(Body::from(body))
@@ -372,10 +406,7 @@ fn api_bodies() {
         let (status, answer) = call(&rt, &app, req);
         prop_assert!(!status.is_server_error(), "{path}: {status} {answer:?}");
         if status != StatusCode::OK {
-            prop_assert!(
-                in_dialect(&answer, anthropic),
-                "{path}: {status} {answer:?}"
-            );
+            prop_assert!(in_dialect(&answer, dialect), "{path}: {status} {answer:?}");
         }
         Ok(())
     });
@@ -391,6 +422,9 @@ fn paths_and_model_names() {
         Just("admin".to_string()),
         Just("fleet".to_string()),
         Just("models".to_string()),
+        Just("api".to_string()),
+        Just("tags".to_string()),
+        Just("ps".to_string()),
         Just("m".to_string()),
         Just("..".to_string()),
         Just(".".to_string()),
@@ -413,6 +447,9 @@ fn paths_and_model_names() {
             "/health",
             "/ready",
             "/admin/fleet",
+            "/api/tags",
+            "/api/ps",
+            "/api/version",
         ];
         prop_assert!(
             status != StatusCode::OK || known.contains(&path.as_str()),

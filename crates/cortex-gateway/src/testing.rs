@@ -62,6 +62,8 @@ pub fn status(
                 source: source.to_string(),
                 size_bytes: *bytes,
                 estimated_bytes: *bytes,
+                context_length: None,
+                architecture: None,
             })
             .collect(),
     }

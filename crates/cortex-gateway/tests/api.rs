@@ -14,17 +14,6 @@ use serde_json::{json, Value};
 const SMOL_PROFILE: &str =
     "[[models]]\nid = \"smol\"\nsource = \"Smol.gguf\"\naliases = [\"smollm2\"]\n";
 
-async fn one_fake_with(model: &str) -> (FakeNeuron, TestGateway) {
-    let a = FakeNeuron::builder("a")
-        .file(model, 100)
-        .loaded(model)
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_ready(model, "a").await;
-    (a, gw)
-}
-
 #[tokio::test]
 async fn models_lists_every_servable_model_once_in_both_shapes() {
     let a = FakeNeuron::builder("a")

@@ -8,20 +8,9 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
-async fn one_fake() -> (FakeNeuron, TestGateway) {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .loaded("m")
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_ready("m", "a").await;
-    (a, gw)
-}
-
 #[tokio::test]
 async fn responses_unstreamed_answers_a_response_object() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     let resp = gw
         .post(
             "/v1/responses",
@@ -51,7 +40,7 @@ async fn responses_unstreamed_answers_a_response_object() {
 
 #[tokio::test]
 async fn previous_response_id_continues_the_conversation() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     let first: Value = gw
         .post("/v1/responses", &json!({"model": "m", "input": "first"}))
         .await
@@ -82,7 +71,7 @@ async fn previous_response_id_continues_the_conversation() {
 
 #[tokio::test]
 async fn unknown_or_unstored_previous_ids_are_404_in_openais_envelope() {
-    let (a, gw) = one_fake().await;
+    let (a, gw) = one_fake_with("m").await;
     let unstored: Value = gw
         .post(
             "/v1/responses",
@@ -112,7 +101,7 @@ async fn unknown_or_unstored_previous_ids_are_404_in_openais_envelope() {
 
 #[tokio::test]
 async fn responses_stream_is_well_formed_and_equals_the_unstreamed_text() {
-    let (_a, gw) = one_fake().await;
+    let (_a, gw) = one_fake_with("m").await;
     let resp = gw
         .post(
             "/v1/responses",
@@ -155,7 +144,7 @@ async fn responses_stream_is_well_formed_and_equals_the_unstreamed_text() {
 
 #[tokio::test]
 async fn responses_errors_are_openais() {
-    let (_a, gw) = one_fake().await;
+    let (_a, gw) = one_fake_with("m").await;
     for (body, status) in [
         (json!({"model": "nope", "input": "x"}), 404),
         (json!({"model": "m"}), 400),
@@ -197,4 +186,35 @@ async fn the_fleet_page_is_served_without_a_key() {
     assert_eq!(root.headers()["location"], "/ui");
     // What the page reads stays guarded.
     assert_eq!(gw.get("/admin/fleet").await.status(), 401);
+}
+
+#[tokio::test]
+async fn model_entries_carry_the_context_length() {
+    // `m` is loaded (the neuron reports its window); `cold` is a file only
+    // (its header's window, from the neuron's `available` list).
+    let a = FakeNeuron::builder("a")
+        .file("m", 100)
+        .file("cold", 100)
+        .loaded("m")
+        .start()
+        .await;
+    let gw = TestGateway::start(settings(&[&a])).await;
+    gw.wait_ready("m", "a").await;
+    let list: Value = gw.get("/v1/models").await.json().await.unwrap();
+    let by_id = |id: &str| {
+        list["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|m| m["id"] == id)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(by_id("m")["context_length"], 2048, "{list}");
+    assert_eq!(by_id("cold")["context_length"], 2048, "{list}");
+    let one: Value = gw.get("/v1/models/cold").await.json().await.unwrap();
+    assert_eq!(one["context_length"], 2048, "{one}");
+    // The admin view (what `cortex models` prints) has it too.
+    let view = gw.view().await;
+    assert!(view.models.iter().all(|m| m.context_length == Some(2048)));
 }

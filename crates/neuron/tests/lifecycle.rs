@@ -56,6 +56,9 @@ async fn status_reports_devices_models_and_available_files() {
     assert_eq!(a["source"], MODEL_FILE);
     assert_eq!(a["size_bytes"], 98_362_432);
     let estimated = a["estimated_bytes"].as_u64().unwrap();
+    // Read from the header before any load (the gateway advertises them).
+    assert_eq!(a["context_length"], 8192);
+    assert_eq!(a["architecture"], "llama");
 
     n.post("/models/load", json!({"model": MODEL_ID})).await;
     let (_, st) = n.get("/status").await;

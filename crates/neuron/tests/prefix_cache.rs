@@ -103,7 +103,10 @@ async fn a_finished_conversation_is_reported_for_its_next_turn() {
     let capacity = gauge("neuron_kv_capacity_tokens");
     let cached = gauge("neuron_prefix_cache_tokens");
     assert!(capacity >= 8192, "{capacity}");
-    assert!(cached >= tokens && cached <= capacity, "{cached} of {capacity}");
+    assert!(
+        cached >= tokens && cached <= capacity,
+        "{cached} of {capacity}"
+    );
     assert_eq!(gauge("neuron_kv_used_tokens"), 0);
     n.stop().await;
 }

@@ -13,8 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
 use cortex_core::anthropic::{CountTokensResponse, MessagesRequest};
-use cortex_core::neuron_api::{ModelKind, TokenizeRequest, TokenizeResponse, PROMPT_TOKENS_HEADER};
-use cortex_core::openai::ChatCompletion;
+use cortex_core::neuron_api::{ModelKind, TokenizeRequest, TokenizeResponse};
 
 use super::error::Anthropic;
 use super::{admit, body_or_error, event_stream, parse, resolve_for};
@@ -61,23 +60,10 @@ async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
     let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Anthropic, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
-        let bytes = d.read_all(s).await?;
-        stats.finish(status.as_u16());
-        if status != StatusCode::OK {
-            return Err(GatewayError::from_answer(status.as_u16(), &bytes));
-        }
-        let answer: ChatCompletion =
-            serde_json::from_slice(&bytes).map_err(GatewayError::InvalidAnswer)?;
-        stats.usage = Some(answer.usage);
+        let answer = d.completion(s, &mut stats).await?;
         return Ok(Json(chat_to_message(answer, &requested)).into_response());
     }
-    let hint = d
-        .resp
-        .headers()
-        .get(PROMPT_TOKENS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hint = d.prompt_tokens_hint();
     let id = format!(
         "msg_{:016x}{:08x}",
         rand::random::<u64>(),

@@ -1,4 +1,4 @@
-//! Errors as HTTP answers, once per dialect: the status and envelope of
+//! Errors as HTTP answers, once per dialect (OpenAI, Anthropic, Ollama): the status and envelope of
 //! [`crate::error`], with `retry-after` and `retry-after-ms` on 429/503/529.
 
 use axum::http::{header, HeaderName, HeaderValue};
@@ -45,6 +45,24 @@ impl IntoResponse for Anthropic {
                 axum::Json(anthropic_body(&self.0)),
             )
                 .into_response(),
+            retry_after(&self.0),
+        )
+    }
+}
+
+/// An error answered in Ollama's dialect: `{"error": message}` with the
+/// status the OpenAI dialect uses (404 for an unknown model, 400 for bad
+/// input, …).
+#[derive(Debug)]
+pub struct Ollama(pub GatewayError);
+
+impl IntoResponse for Ollama {
+    fn into_response(self) -> Response {
+        let body = cortex_core::ollama::ErrorResponse {
+            error: self.0.message(),
+        };
+        with_retry(
+            (openai_status(&self.0), axum::Json(body)).into_response(),
             retry_after(&self.0),
         )
     }

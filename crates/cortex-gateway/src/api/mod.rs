@@ -1,6 +1,7 @@
 //! The gateway's HTTP API: OpenAI routes ([`openai`]), the Responses API
 //! ([`responses`]), embeddings ([`embeddings`], and Ollama's `/api/embed`
-//! in [`ollama_embed`]), Anthropic routes ([`anthropic`]), the fleet page
+//! in [`ollama_embed`]), Anthropic routes ([`anthropic`]), Ollama's API
+//! ([`ollama`]), the fleet page
 //! ([`ui`]), the admin API ([`admin`]), authentication and path
 //! normalisation ([`guard`]), and errors in each dialect ([`error`]).
 
@@ -9,6 +10,7 @@ pub mod anthropic;
 pub mod embeddings;
 pub mod error;
 pub mod guard;
+pub mod ollama;
 pub mod ollama_embed;
 pub mod openai;
 pub mod responses;
@@ -32,7 +34,7 @@ use crate::error::GatewayError;
 use crate::fleet::Resolved;
 use crate::metrics::ModelLabel;
 use crate::state::AppState;
-use error::{Anthropic, OpenAi};
+use error::{Anthropic, Ollama, OpenAi};
 
 /// A request body may pause this long between two reads.
 pub const BODY_READ_TIMEOUT: Duration = Duration::from_secs(60);
@@ -50,6 +52,12 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/api/embed", post(ollama_embed::embed))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
+        .route("/api/tags", get(ollama::tags))
+        .route("/api/ps", get(ollama::ps))
+        .route("/api/show", post(ollama::show))
+        .route("/api/chat", post(ollama::chat))
+        .route("/api/generate", post(ollama::generate))
+        .route("/api/version", get(ollama::version))
         .route("/ui", get(ui::page))
         .route("/", get(ui::root))
         .route("/health", get(health))
@@ -75,7 +83,9 @@ pub fn wants_anthropic(path: &str, headers: &HeaderMap) -> bool {
 
 /// `e` in the caller's dialect.
 pub fn in_dialect(path: &str, headers: &HeaderMap, e: GatewayError) -> Response {
-    if wants_anthropic(path, headers) {
+    if path.starts_with("/api/") {
+        Ollama(e).into_response()
+    } else if wants_anthropic(path, headers) {
         Anthropic(e).into_response()
     } else {
         OpenAi(e).into_response()

@@ -1,6 +1,7 @@
 //! OpenAI routes: `/v1/chat/completions` (passed through to the neuron,
 //! which speaks OpenAI; streams are forwarded event by event as they
-//! arrive) and `/v1/models` (the merged catalogue).
+//! arrive) and `/v1/models` (the merged catalogue, each entry with its
+//! `context_length` when known).
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -20,6 +21,7 @@ use super::{
     admit, body_or_error, event_stream, in_dialect, parse, resolve, resolve_for, wants_anthropic,
 };
 use crate::error::GatewayError;
+use crate::fleet::RoutingTable;
 use crate::metrics::Api;
 use crate::proxy::stats::{usage_of, Stats};
 use crate::proxy::{dispatch, stream};
@@ -159,12 +161,15 @@ fn servable_ids(s: &AppState) -> Vec<String> {
     ids
 }
 
-fn openai_model(id: &str) -> ModelObject {
+/// An OpenAI model entry, with the context window when a neuron told it
+/// (loaded, or read from the file: see [`crate::fleet::FileFacts`]).
+fn openai_model(table: &RoutingTable, id: &str) -> ModelObject {
     ModelObject {
         id: id.to_string(),
         object: "model".into(),
         created: 0,
         owned_by: "cortex".into(),
+        context_length: table.files.get(id).and_then(|f| f.context_length),
     }
 }
 
@@ -188,8 +193,9 @@ pub async fn models(State(s): State<Arc<AppState>>, uri: Uri, headers: HeaderMap
         }))
         .into_response();
     }
+    let table = s.fleet.table();
     Json(ModelList::new(
-        ids.iter().map(|id| openai_model(id)).collect(),
+        ids.iter().map(|id| openai_model(&table, id)).collect(),
     ))
     .into_response()
 }
@@ -205,7 +211,7 @@ pub async fn model(
         Ok(r) if wants_anthropic(uri.path(), &headers) => {
             Json(anthropic_model(&r.id)).into_response()
         }
-        Ok(r) => Json(openai_model(&r.id)).into_response(),
+        Ok(r) => Json(openai_model(&s.fleet.table(), &r.id)).into_response(),
         Err(_) => in_dialect(
             uri.path(),
             &headers,

@@ -14,8 +14,8 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use bytes::Bytes;
-use cortex_core::neuron_api::{ModelKind, PROMPT_TOKENS_HEADER};
-use cortex_core::openai::{ChatCompletion, ChatCompletionChunk};
+use cortex_core::neuron_api::ModelKind;
+use cortex_core::openai::ChatCompletionChunk;
 use cortex_core::responses::{InputItem, OutputItem, ResponsesRequest};
 
 use super::error::OpenAi;
@@ -81,27 +81,14 @@ async fn handle(
     });
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
-        let bytes = d.read_all(s).await?;
-        stats.finish(status.as_u16());
-        if status != StatusCode::OK {
-            return Err(GatewayError::from_answer(status.as_u16(), &bytes));
-        }
-        let answer: ChatCompletion =
-            serde_json::from_slice(&bytes).map_err(GatewayError::InvalidAnswer)?;
-        stats.usage = Some(answer.usage);
+        let answer = d.completion(s, &mut stats).await?;
         let response = chat_to_response(answer, &seed);
         if let Some(k) = keep {
             k.store(&response.id, &response.output);
         }
         return Ok(Json(response).into_response());
     }
-    let hint = d
-        .resp
-        .headers()
-        .get(PROMPT_TOKENS_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
+    let hint = d.prompt_tokens_hint();
     let tr = Streaming {
         tr: ResponsesStream::new(seed, hint),
         keep,

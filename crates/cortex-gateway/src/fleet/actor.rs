@@ -153,6 +153,23 @@ impl Actor {
                 let _ = reply.send(self.state.view());
             }
             Command::EvictorTick { cycle } => self.evict(cycle),
+            Command::KeepAlive { model, keep } => {
+                let Ok(info) = self.resolve(&model) else {
+                    return;
+                };
+                match keep {
+                    None => {
+                        self.state.keep_alive.remove(&info.id);
+                    }
+                    Some(k) => {
+                        self.state.keep_alive.insert(info.id, k);
+                    }
+                }
+                if keep == Some(cortex_core::ollama::KeepAlive::Unload) {
+                    self.idle_unloads();
+                    self.publish();
+                }
+            }
         }
     }
 

@@ -17,7 +17,7 @@ use cortex_core::neuron_api::NodeStatus;
 use tokio::sync::{mpsc, oneshot};
 
 pub use state::{FleetState, ModelInfo, PollChange};
-pub use table::{InFlightGuard, Published, Replica, Resolved, RoutingTable};
+pub use table::{FileFacts, InFlightGuard, Published, Replica, Resolved, RoutingTable};
 
 use crate::catalog::Catalog;
 use crate::metrics::GatewayMetrics;
@@ -135,6 +135,10 @@ pub(crate) enum Command {
     EvictorTick {
         cycle: u64,
     },
+    KeepAlive {
+        model: String,
+        keep: Option<cortex_core::ollama::KeepAlive>,
+    },
 }
 
 /// Talks to the fleet actor; cheap to clone.
@@ -142,6 +146,7 @@ pub(crate) enum Command {
 pub struct FleetHandle {
     tx: mpsc::UnboundedSender<Command>,
     table: Arc<Published>,
+    idle_unload_after: Duration,
 }
 
 impl std::fmt::Debug for FleetHandle {
@@ -167,6 +172,7 @@ impl FleetHandle {
         let handle = Self {
             tx: tx.clone(),
             table: table.clone(),
+            idle_unload_after: settings.idle_unload_after,
         };
         tokio::spawn(actor::Actor::new(state, settings, client, metrics, tx, table).run(rx));
         handle
@@ -282,8 +288,33 @@ impl FleetHandle {
         });
     }
 
+    /// How long `id` may sit idle before the evictor unloads it: its
+    /// keep-alive when a client set one, else `idle_unload_after`; `None`
+    /// when idleness never unloads it (pins are not considered here).
+    pub fn idle_limit(&self, id: &str) -> Option<Duration> {
+        use cortex_core::ollama::KeepAlive;
+        match self.table().keep_alive.get(id) {
+            None => (!self.idle_unload_after.is_zero()).then_some(self.idle_unload_after),
+            Some(KeepAlive::Unload) => Some(Duration::ZERO),
+            Some(KeepAlive::Forever) => None,
+            Some(KeepAlive::For(d)) => Some(*d),
+        }
+    }
+
     /// One evictor cycle.
     pub fn evictor_tick(&self, cycle: u64) {
         self.send(Command::EvictorTick { cycle });
+    }
+
+    /// How long `model` may now sit idle before it is unloaded (Ollama's
+    /// `keep_alive`, set by each request): `None` is `idle_unload_after`
+    /// again, `Unload` unloads it once nothing runs on it (at once if so),
+    /// `Forever` never idles it out (it can still be evicted for room). The
+    /// setting expires when the model is unloaded.
+    pub fn keep_alive(&self, model: &str, keep: Option<cortex_core::ollama::KeepAlive>) {
+        self.send(Command::KeepAlive {
+            model: model.to_string(),
+            keep,
+        });
     }
 }

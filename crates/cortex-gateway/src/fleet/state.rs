@@ -12,7 +12,7 @@ use cortex_core::fleet::{CatalogEntry, FleetView, NodeView, Placement};
 use cortex_core::neuron_api::{ModelKind, ModelState, ModelStatus, NodeStatus};
 use cortex_core::now_unix_ms;
 
-use super::table::{Counters, Replica, Resolved, RoutingTable};
+use super::table::{Counters, FileFacts, Replica, Resolved, RoutingTable};
 use crate::catalog::Catalog;
 use crate::neuron_client::NodeInfo;
 use crate::router::{DeviceRoom, NodeRoom, Resident, Wanted};
@@ -66,6 +66,9 @@ pub struct FleetState {
     /// `pinned` of models.toml.
     pub pins: HashMap<String, bool>,
     pub loads: HashMap<String, PendingLoad>,
+    /// Idle-unload overrides by model id (Ollama's `keep_alive`); each one
+    /// expires when its model is resident nowhere.
+    pub keep_alive: HashMap<String, cortex_core::ollama::KeepAlive>,
     counters: HashMap<(String, String), Arc<Counters>>,
     down_after: u32,
 }
@@ -96,6 +99,7 @@ impl FleetState {
             catalog,
             pins: HashMap::new(),
             loads: HashMap::new(),
+            keep_alive: HashMap::new(),
             counters: HashMap::new(),
             down_after: down_after.max(1),
         }
@@ -334,11 +338,42 @@ impl FleetState {
             .unwrap_or_default()
     }
 
+    /// What the neurons say of `m`'s file: a loaded replica's source and
+    /// context length first, then the `available` entry of that source (or
+    /// of a source it is loadable from).
+    fn file_facts(&self, m: &ModelInfo) -> FileFacts {
+        let resident = self.residents_of(&m.id);
+        let loaded = resident
+            .iter()
+            .map(|(_, s)| s)
+            .find(|s| s.context_length > 0)
+            .or(resident.first().map(|(_, s)| s));
+        let mut sources: Vec<&str> = loaded.map(|s| s.source.as_str()).into_iter().collect();
+        sources.extend(m.loadable.iter().map(|(_, src, _)| src.as_str()));
+        let file = sources.iter().find_map(|src| {
+            self.nodes
+                .iter()
+                .filter_map(|n| n.status.as_ref())
+                .flat_map(|st| &st.available)
+                .find(|a| a.source == *src)
+        });
+        FileFacts {
+            source: sources.first().map(|s| s.to_string()),
+            size_bytes: file.map_or(0, |a| a.size_bytes),
+            context_length: loaded
+                .map(|s| s.context_length)
+                .filter(|n| *n > 0)
+                .or(file.and_then(|a| a.context_length)),
+            architecture: file.and_then(|a| a.architecture.clone()),
+        }
+    }
+
     /// The snapshot the request path reads.
     pub fn table(&mut self) -> RoutingTable {
         let models = self.models();
         let mut t = RoutingTable {
             nodes_up: self.nodes.iter().filter(|n| n.up).count(),
+            keep_alive: self.keep_alive.clone(),
             ..RoutingTable::default()
         };
         let mut ready_pairs = Vec::new();
@@ -364,6 +399,7 @@ impl FleetState {
             for name in std::iter::once(&m.id).chain(&m.aliases) {
                 t.names.insert(name.clone(), resolved.clone());
             }
+            t.files.insert(m.id.clone(), self.file_facts(m));
             ready_pairs.push((m.id.clone(), ready));
         }
         for (id, nodes) in ready_pairs {
@@ -514,6 +550,7 @@ impl FleetState {
                     placements,
                     loadable_on: m.loadable.iter().map(|(n, _, _)| n.clone()).collect(),
                     kind: self.kind_of(&m),
+                    context_length: self.file_facts(&m).context_length,
                 }
             })
             .collect();

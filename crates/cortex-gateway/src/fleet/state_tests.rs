@@ -180,3 +180,29 @@ fn a_poll_sent_before_our_own_change_does_not_undo_it() {
     f.apply_poll("a", cortex_core::now_unix_ms() + 1, Ok(m_ready("a")));
     assert!(f.table().ready.contains_key("m"));
 }
+
+#[test]
+fn file_facts_prefer_the_loaded_model_and_omit_what_no_one_said() {
+    let mut f = fleet("");
+    // `testing::status` reports loaded models with a 4096 window and files
+    // without one.
+    let mut st = status(
+        "a",
+        &[("m", "m.gguf", 50), ("cold", "cold.gguf", 70)],
+        &[("m", ModelState::Ready)],
+    );
+    st.available[1].context_length = Some(1024);
+    st.available[1].architecture = Some("gemma3".into());
+    f.apply_poll("a", 0, Ok(st.clone()));
+    let t = f.table();
+    let m = &t.files["m"];
+    assert_eq!(m.source.as_deref(), Some("m.gguf"));
+    assert_eq!((m.size_bytes, m.context_length), (50, Some(4096)));
+    let cold = &t.files["cold"];
+    assert_eq!((cold.size_bytes, cold.context_length), (70, Some(1024)));
+    assert_eq!(cold.architecture.as_deref(), Some("gemma3"));
+    // Nothing said: nothing claimed.
+    st.available[1].context_length = None;
+    f.apply_poll("a", 1, Ok(st));
+    assert_eq!(f.table().files["cold"].context_length, None);
+}

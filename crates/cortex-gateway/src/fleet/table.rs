@@ -159,6 +159,21 @@ pub struct Resolved {
     pub kind: cortex_core::neuron_api::ModelKind,
 }
 
+/// What is known of a model's file, from the neurons: for `/v1/models`
+/// and Ollama's catalogue.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FileFacts {
+    /// The file it loads from, relative to a models dir (or `hf:…`).
+    pub source: Option<String>,
+    /// File size; 0 when unknown.
+    pub size_bytes: u64,
+    /// The context window, when a neuron reported it (loaded, or read from
+    /// the file's header).
+    pub context_length: Option<u64>,
+    /// `general.architecture`, when a neuron reported it.
+    pub architecture: Option<String>,
+}
+
 /// One published snapshot.
 #[derive(Debug, Default)]
 pub struct RoutingTable {
@@ -168,6 +183,10 @@ pub struct RoutingTable {
     pub ready: HashMap<String, Vec<Replica>>,
     /// Neurons that are up.
     pub nodes_up: usize,
+    /// Canonical id → what is known of its file.
+    pub files: HashMap<String, FileFacts>,
+    /// Idle-unload overrides in force (Ollama's `keep_alive`), by id.
+    pub keep_alive: HashMap<String, cortex_core::ollama::KeepAlive>,
 }
 
 impl RoutingTable {

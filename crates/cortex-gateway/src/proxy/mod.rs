@@ -54,6 +54,41 @@ impl Dispatched {
         Ok(bytes)
     }
 
+    /// The whole answer of a request that is not streamed, as a chat
+    /// completion for a translating route; `stats` get its status and
+    /// usage. An error answer becomes its error.
+    pub async fn completion(
+        self,
+        state: &AppState,
+        stats: &mut stats::Stats,
+    ) -> Result<cortex_core::openai::ChatCompletion, GatewayError> {
+        let status = self.resp.status();
+        let bytes = self.read_all(state).await?;
+        if status != StatusCode::OK {
+            stats.finish(status.as_u16());
+            return Err(GatewayError::from_answer(status.as_u16(), &bytes));
+        }
+        let answer = serde_json::from_slice::<cortex_core::openai::ChatCompletion>(&bytes);
+        // Usage first: `finish` records the token counts.
+        if let Ok(a) = &answer {
+            stats.usage = Some(a.usage);
+        }
+        stats.finish(status.as_u16());
+        answer.map_err(GatewayError::InvalidAnswer)
+    }
+
+    /// The prompt's token count the neuron sent in its answer's head
+    /// (`PROMPT_TOKENS_HEADER`), or 0; translated streams report it when
+    /// upstream sends no usage.
+    pub fn prompt_tokens_hint(&self) -> u64 {
+        self.resp
+            .headers()
+            .get(cortex_core::neuron_api::PROMPT_TOKENS_HEADER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0)
+    }
+
     /// The answer as an event stream, under the stream limits; the guard
     /// keeps the request counted until the stream is dropped.
     pub fn into_sse(self, limits: &LimitsConfig) -> (UpstreamSse, InFlightGuard) {

@@ -239,13 +239,16 @@ pub fn translated<T: Translator>(
     }))
 }
 
+// Fields drop in order: the neuron connection first, then the in-flight
+// count and admission slot, then the translator, so that a translator's own
+// `Drop` (Ollama's `keep_alive`) sees the request finished.
 struct Translating<T> {
     up: UpstreamSse,
-    tr: T,
     stats: Stats,
     ping: tokio::time::Interval,
     started: bool,
     _held: Held,
+    tr: T,
 }
 
 fn encode_all(events: &[StreamEvent], out: &mut Vec<u8>) {

@@ -9,7 +9,10 @@
 //! (a model that was loaded but never used counts as idle from its load).
 //! Poisoned residents (not pinned, not loading, not busy) are unloaded
 //! whatever their idleness, since they serve nothing. `idle_unload_after = 0`
-//! turns the idle rule off; poisoned residents are still returned. The thrash
+//! turns the idle rule off; poisoned residents are still returned. A model
+//! may carry its own threshold instead ([`idle_victims_with`]; Ollama's
+//! `keep_alive`): none never idles out, `0` goes as soon as it is idle (no
+//! request in flight), others as above. The thrash
 //! guard (`min_residency`) does not apply to idle unloads. Down nodes are
 //! skipped: they cannot be told to unload anything. The answer is sorted by
 //! node name, then model id, without duplicates.
@@ -70,6 +73,18 @@ pub struct Move {
 /// The evictor's idle rule: `(node, model)` pairs to unload, sorted by node
 /// then model. See the module documentation for the exact rule.
 pub fn idle_victims(nodes: &[NodeRoom], idle_ms: u64, now_ms: u64) -> Vec<(String, String)> {
+    idle_victims_with(nodes, |_| (idle_ms > 0).then_some(idle_ms), now_ms)
+}
+
+/// The idle rule with a threshold per model: `idle_ms_of(model)` is `None`
+/// (never unloaded for idleness), `Some(0)` (unloaded as soon as nothing
+/// runs on it) or `Some(ms)` (idle longer than `ms`).
+pub fn idle_victims_with(
+    nodes: &[NodeRoom],
+    idle_ms_of: impl Fn(&str) -> Option<u64>,
+    now_ms: u64,
+) -> Vec<(String, String)> {
+    let idle_ms_of = &idle_ms_of;
     let mut out: Vec<(String, String)> = nodes
         .iter()
         .filter(|n| n.up)
@@ -79,7 +94,8 @@ pub fn idle_victims(nodes: &[NodeRoom], idle_ms: u64, now_ms: u64) -> Vec<(Strin
                 .flat_map(|d| &d.residents)
                 .filter(move |r| {
                     let idle_since = r.last_used_ms.max(r.loaded_at_ms);
-                    let idle = idle_ms > 0 && now_ms.saturating_sub(idle_since) > idle_ms;
+                    let idle = idle_ms_of(&r.model)
+                        .is_some_and(|ms| ms == 0 || now_ms.saturating_sub(idle_since) > ms);
                     !r.pinned && !r.loading && r.in_flight == 0 && (r.poisoned || idle)
                 })
                 .map(move |r| (n.name.clone(), r.model.clone()))

@@ -45,6 +45,40 @@ fn idle_longer_than_threshold_is_a_victim() {
 }
 
 #[test]
+fn a_model_s_own_threshold_replaces_the_default() {
+    let busy = Resident {
+        in_flight: 1,
+        ..used_at("zero_busy", 10, NOW - 5000)
+    };
+    let nodes = [node(
+        "a",
+        vec![dev(
+            0,
+            100,
+            vec![
+                used_at("zero", 10, NOW),
+                busy,
+                used_at("never", 10, NOW - 1_000_000),
+                used_at("short", 10, NOW - 101),
+                used_at("default", 10, NOW - 1001),
+            ],
+        )],
+    )];
+    let of = |m: &str| match m {
+        "zero" | "zero_busy" => Some(0),
+        "never" => None,
+        "short" => Some(100),
+        _ => Some(5000),
+    };
+    // `0` goes at once unless busy; none never idles out; the others by
+    // their own threshold (`default` is 1001 ms idle, under its 5000).
+    assert_eq!(
+        idle_victims_with(&nodes, of, NOW),
+        pairs(&[("a", "short"), ("a", "zero")])
+    );
+}
+
+#[test]
 fn idle_counts_from_the_load_when_never_used() {
     let just_loaded = Resident {
         loaded_at_ms: NOW - 10,

@@ -41,7 +41,9 @@ pub mod place;
 
 pub use cortex_core::config::EvictionStrategy;
 use cortex_core::ByteSize;
-pub use evict::{defrag_plan, defrag_plan_for, defrag_plan_with, idle_victims, Move};
+pub use evict::{
+    defrag_plan, defrag_plan_for, defrag_plan_with, idle_victims, idle_victims_with, Move,
+};
 pub use place::{pick_ready, plan_load, ready_order};
 
 /// A model resident on a device of a node (loading, ready or poisoned).

@@ -147,6 +147,9 @@ impl FakeBuilder {
             source: source.to_string(),
             size_bytes: bytes,
             estimated_bytes: bytes,
+            // What `model_status` reports once loaded.
+            context_length: Some(2048),
+            architecture: Some("llama".into()),
         });
         self
     }

@@ -89,6 +89,19 @@ pub fn kib(n: u64) -> ByteSize {
     ByteSize(n * 1024)
 }
 
+/// A fake neuron `a` with `model` loaded, and a gateway in front of it
+/// that has seen it ready.
+pub async fn one_fake_with(model: &str) -> (FakeNeuron, TestGateway) {
+    let a = FakeNeuron::builder("a")
+        .file(model, 100)
+        .loaded(model)
+        .start()
+        .await;
+    let gw = TestGateway::start(settings(&[&a])).await;
+    gw.wait_ready(model, "a").await;
+    (a, gw)
+}
+
 /// A gateway serving on loopback, with its router and fleet at hand.
 pub struct TestGateway {
     /// `http://127.0.0.1:PORT` of the API.

@@ -69,6 +69,8 @@ fn status(name: &str) -> Vec<u8> {
             source: "m.gguf".into(),
             size_bytes: 100,
             estimated_bytes: 100,
+            context_length: None,
+            architecture: None,
         }],
     };
     let body = serde_json::to_vec(&s).unwrap();

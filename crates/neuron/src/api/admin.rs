@@ -59,6 +59,7 @@ pub async fn models(State(state): State<Arc<AppState>>) -> Json<ModelList> {
             object: "model".into(),
             created: loaded_at / 1000,
             owned_by: state.node_name.clone(),
+            context_length: None,
         })
         .collect();
     Json(ModelList::new(data))

@@ -413,11 +413,15 @@ fn inspect(path: &Path) -> Result<Estimate, crate::engine::EngineError> {
             weights: s.weights_bytes,
             kv_block: 0,
             kind: cortex_core::neuron_api::ModelKind::Embedding,
+            context_length: s.max_positions as u64,
+            architecture: "bert".to_string(),
         });
     }
     gguf::inspect(path).map(|s| Estimate {
         weights: s.weights_bytes,
         kv_block: s.kv_block_bytes,
         kind: cortex_core::neuron_api::ModelKind::Chat,
+        context_length: s.meta.max_positions() as u64,
+        architecture: s.meta.architecture.clone(),
     })
 }

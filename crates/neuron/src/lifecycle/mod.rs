@@ -162,7 +162,7 @@ enum Slot {
 }
 
 /// What a model file takes once loaded, from its header.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub(crate) struct Estimate {
     /// The weights.
     weights: u64,
@@ -170,6 +170,10 @@ pub(crate) struct Estimate {
     kv_block: u64,
     /// Chat or embedding.
     kind: ModelKind,
+    /// `<arch>.context_length` (what the gateway advertises before a load).
+    context_length: u64,
+    /// `general.architecture`.
+    architecture: String,
 }
 
 impl Estimate {
@@ -389,6 +393,8 @@ impl Registry {
                     source: f.source,
                     size_bytes: f.size,
                     estimated_bytes: e.weights + e.kv_pool(reserve),
+                    context_length: Some(e.context_length),
+                    architecture: Some(e.architecture),
                 }),
                 Err(e) => {
                     tracing::debug!(file = %f.path.display(), error = %e, "not a loadable model; skipped")

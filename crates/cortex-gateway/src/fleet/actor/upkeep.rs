@@ -1,11 +1,13 @@
 //! Upkeep done by the fleet actor: pinned models kept loaded, the
-//! evictor's cycle (idle and poisoned unloads) and defragmentation moves.
+//! evictor's cycle (idle and poisoned unloads, with per-model keep-alives)
+//! and defragmentation moves.
 
 use std::sync::Arc;
 use std::time::Instant;
 
 use cortex_core::neuron_api::{LoadRequest, ModelState};
 use cortex_core::now_unix_ms;
+use cortex_core::ollama::KeepAlive;
 
 use super::super::state::PendingLoad;
 use super::super::Command;
@@ -56,10 +58,30 @@ impl Actor {
     /// One evictor cycle: idle and poisoned unloads, then every
     /// `defrag_after_cycles` cycles a defragmentation pass.
     pub(super) fn evict(&mut self, cycle: u64) {
+        self.idle_unloads();
+        let every = u64::from(self.settings.defrag_after_cycles);
+        if every > 0 && cycle > 0 && cycle % every == 0 {
+            self.defrag();
+        }
+        self.ensure_pinned();
+        self.publish();
+    }
+
+    /// Unload what the idle rule picks: each model by its `keep_alive`
+    /// when a client set one, else by `idle_unload_after`. Keep-alives of
+    /// models resident nowhere expire here.
+    pub(super) fn idle_unloads(&mut self) {
         let now = now_unix_ms();
-        let idle_ms = self.settings.idle_unload_after.as_millis() as u64;
+        let default_ms = self.settings.idle_unload_after.as_millis() as u64;
         let rooms = self.state.rooms();
-        for (node, model) in router::idle_victims(&rooms, idle_ms, now) {
+        let keep = &self.state.keep_alive;
+        let idle_ms_of = |model: &str| match keep.get(model) {
+            None => (default_ms > 0).then_some(default_ms),
+            Some(KeepAlive::Unload) => Some(0),
+            Some(KeepAlive::Forever) => None,
+            Some(KeepAlive::For(d)) => Some(d.as_millis().try_into().unwrap_or(u64::MAX)),
+        };
+        for (node, model) in router::idle_victims_with(&rooms, idle_ms_of, now) {
             let poisoned = self.state.node(&node).is_some_and(|n| {
                 n.status.as_ref().is_some_and(|s| {
                     s.models
@@ -74,12 +96,13 @@ impl Actor {
                 self.spawn_unload(n.info.clone(), model);
             }
         }
-        let every = u64::from(self.settings.defrag_after_cycles);
-        if every > 0 && cycle > 0 && cycle % every == 0 {
-            self.defrag();
-        }
-        self.ensure_pinned();
-        self.publish();
+        let rooms = self.state.rooms();
+        self.state.keep_alive.retain(|model, _| {
+            rooms
+                .iter()
+                .flat_map(|n| n.devices.iter().flat_map(|d| &d.residents))
+                .any(|r| &r.model == model)
+        });
     }
 
     fn defrag(&mut self) {

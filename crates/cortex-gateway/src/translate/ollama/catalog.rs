@@ -14,9 +14,9 @@
 //!   time of the answer (cortex does not track file times);
 //! - `/api/ps` lists each loaded placement; `size` is its footprint (weights
 //!   and KV reserve), `size_vram` the same on a GPU and 0 on the CPU;
-//!   `expires_at` is when idleness would unload it (`last_used +
-//!   idle_unload_after`), or far in the future for pinned models and when
-//!   idle unloading is off;
+//!   `expires_at` is when idleness would unload it (`last_used +` its idle
+//!   limit: a client's `keep_alive`, else `idle_unload_after`), or far in
+//!   the future for pinned models and when idleness never unloads it;
 //! - `/api/show` reports `capabilities` `completion` and `tools` (cortex
 //!   accepts tools for every chat model) or `embedding`, and the context
 //!   length under `<architecture>.context_length`, where Zed and Continue
@@ -134,15 +134,17 @@ pub fn show(m: &ModelFacts) -> ShowResponse {
 /// kinds from the nodes) and their expiry; `size_bytes` is the weights as
 /// loaded (0 when loaded nowhere). Files, architectures and context
 /// lengths are not in the view; the caller may fill them in.
-/// `idle_unload_after` is the evictor's setting (`None`: off).
+/// `idle_of(id)` is how long the model may sit idle (`None`: idleness
+/// never unloads it; see `FleetHandle::idle_limit`).
 pub fn facts_from_fleet(
     view: &FleetView,
-    idle_unload_after: Option<Duration>,
+    idle_of: impl Fn(&str) -> Option<Duration>,
     now_ms: u64,
 ) -> Vec<ModelFacts> {
     view.models
         .iter()
         .map(|entry| {
+            let idle_unload_after = idle_of(&entry.id);
             let loaded: Vec<Loaded> = entry
                 .placements
                 .iter()

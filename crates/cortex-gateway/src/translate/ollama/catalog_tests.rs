@@ -159,7 +159,7 @@ fn view() -> FleetView {
 
 #[test]
 fn facts_from_the_fleet_view() {
-    let facts = facts_from_fleet(&view(), Some(Duration::from_secs(60)), 9_000);
+    let facts = facts_from_fleet(&view(), |_| Some(Duration::from_secs(60)), 9_000);
     // (footprint, on GPU, expires) of each placement.
     type Placed = Vec<(u64, bool, u64)>;
     let got: Vec<(String, Placed, u64)> = facts
@@ -187,7 +187,7 @@ fn facts_from_the_fleet_view() {
             ("cold".into(), vec![], 9_000),
         ]
     );
-    let off = facts_from_fleet(&view(), None, 0);
+    let off = facts_from_fleet(&view(), |_| None, 0);
     assert_eq!(off[0].loaded[0].expires_ms, NEVER_MS);
     let v: Value = serde_json::to_value(ps(&facts)).unwrap();
     assert_eq!(v["models"].as_array().unwrap().len(), 3);

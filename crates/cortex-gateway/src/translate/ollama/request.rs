@@ -9,22 +9,23 @@
 //!   ids in conversation order, and each `tool` message answers the oldest
 //!   unanswered call of the same `tool_name` (or, without a name, the
 //!   oldest unanswered call);
-//! - neurons are text-only: `images` become a short note the model can
-//!   see, as in the other translations;
+//! - neurons are text-only: `images` of chat messages become a short note
+//!   the model can see, as in the other translations; `/api/generate` with
+//!   `images` (a one-shot vision request, nothing to note) is refused;
 //! - `options.num_predict` `-1` (no limit) and `-2` (fill the context) send
 //!   no `max_tokens`; other values below 1 are refused; a negative `seed`
 //!   (Ollama's "random") sends none; `num_ctx` is ignored: a model's window
 //!   is fixed when it is loaded;
 //! - `format: "json"` or a schema becomes `response_format`;
-//! - `/api/generate` with `raw`, `suffix` (fill-in-the-middle) or
-//!   `template` is refused: the neuron always applies the model's own chat
+//! - `/api/generate` with `raw`, `suffix` (fill-in-the-middle),
+//!   `template` or `images` is refused: the neuron always applies the model's own chat
 //!   template. The deprecated `context` is ignored (cortex never returns
 //!   one);
 //! - `think` is ignored.
 
 use std::collections::VecDeque;
 
-use cortex_core::ollama::{ChatRequest, GenerateRequest, KeepAlive, Message, Options, Role};
+use cortex_core::ollama::{ChatRequest, GenerateRequest, Generation, KeepAlive, Message, Role};
 use cortex_core::openai::{
     ChatCompletionRequest, ChatMessage, FunctionCall, MessageContent, Role as ORole, Stop,
     StreamOptions, ToolCall,
@@ -61,26 +62,28 @@ pub struct Translated {
 
 /// `POST /api/chat` → what to do.
 pub fn chat_request(req: ChatRequest) -> Result<Translated, TranslateError> {
-    let stream = req.is_stream();
+    let g = req.generation;
+    let stream = g.is_stream();
     let model = model_name(&req.model).to_string();
     if req.messages.is_empty() {
-        return Ok(bare(model, req.keep_alive, stream));
+        return Ok(bare(model, g.keep_alive, stream));
     }
-    let mut chat = sampling(req.options.as_ref(), req.format.as_ref(), stream)?;
+    let mut chat = sampling(&g)?;
     chat.model = model.clone();
     chat.messages = convert_messages(req.messages);
     chat.tools = req.tools.filter(|t| !t.is_empty());
     Ok(Translated {
         model,
         intent: Intent::Generate(Box::new(chat)),
-        keep_alive: req.keep_alive,
+        keep_alive: g.keep_alive,
         stream,
     })
 }
 
 /// `POST /api/generate` → what to do.
 pub fn generate_request(req: GenerateRequest) -> Result<Translated, TranslateError> {
-    let stream = req.is_stream();
+    let g = req.generation;
+    let stream = g.is_stream();
     let model = model_name(&req.model).to_string();
     if req.raw == Some(true) {
         return Err(TranslateError::invalid(
@@ -101,23 +104,26 @@ pub fn generate_request(req: GenerateRequest) -> Result<Translated, TranslateErr
             "template: cortex always applies the model's own chat template; it cannot be replaced per request",
         ));
     }
-    let prompt = req.prompt.unwrap_or_default();
-    if prompt.is_empty() && req.images.as_ref().is_none_or(Vec::is_empty) {
-        return Ok(bare(model, req.keep_alive, stream));
+    if req.images.as_ref().is_some_and(|i| !i.is_empty()) {
+        return Err(TranslateError::invalid(
+            "images",
+            "images: cortex serves text-only models; /api/generate cannot take images",
+        ));
     }
-    let mut chat = sampling(req.options.as_ref(), req.format.as_ref(), stream)?;
+    let prompt = req.prompt.unwrap_or_default();
+    if prompt.is_empty() {
+        return Ok(bare(model, g.keep_alive, stream));
+    }
+    let mut chat = sampling(&g)?;
     chat.model = model.clone();
     if let Some(system) = req.system.filter(|s| !s.is_empty()) {
         chat.messages.push(ChatMessage::text(ORole::System, system));
     }
-    chat.messages.push(ChatMessage::text(
-        ORole::User,
-        with_image_notes(prompt, req.images.as_deref()),
-    ));
+    chat.messages.push(ChatMessage::text(ORole::User, prompt));
     Ok(Translated {
         model,
         intent: Intent::Generate(Box::new(chat)),
-        keep_alive: req.keep_alive,
+        keep_alive: g.keep_alive,
         stream,
     })
 }
@@ -137,12 +143,9 @@ fn bare(model: String, keep_alive: Option<KeepAlive>, stream: bool) -> Translate
 }
 
 /// The sampling part of the chat request: options, format, streaming.
-fn sampling(
-    options: Option<&Options>,
-    format: Option<&Value>,
-    stream: bool,
-) -> Result<ChatCompletionRequest, TranslateError> {
-    let o = options.cloned().unwrap_or_default();
+fn sampling(g: &Generation) -> Result<ChatCompletionRequest, TranslateError> {
+    let stream = g.is_stream();
+    let o = g.options.clone().unwrap_or_default();
     let max_tokens = match o.num_predict {
         None | Some(-1) | Some(-2) => None,
         Some(n) if n >= 1 => Some(n),
@@ -177,7 +180,7 @@ fn sampling(
         stop,
         presence_penalty: o.presence_penalty,
         frequency_penalty: o.frequency_penalty,
-        response_format: format.and_then(response_format),
+        response_format: g.format.as_ref().and_then(response_format),
         stream: Some(stream),
         stream_options: stream.then_some(StreamOptions {
             include_usage: Some(true),

@@ -116,10 +116,10 @@ fn empty_input_loads_or_unloads() {
 }
 
 #[test]
-fn generate_prompt_system_and_images() {
+fn generate_prompt_and_system() {
     let t = generate(json!({
         "model": "m", "prompt": "Why is the sky blue?", "system": "be brief", "suffix": "",
-        "template": "", "context": [1, 2, 3], "images": ["aGk="],
+        "template": "", "context": [1, 2, 3], "images": [],
         "options": {"num_predict": -1, "seed": -1}, "format": "json"
     }));
     assert!(t.stream);
@@ -128,7 +128,7 @@ fn generate_prompt_system_and_images() {
         got.messages,
         vec![
             ChatMessage::text(ORole::System, "be brief"),
-            ChatMessage::text(ORole::User, format!("Why is the sky blue?\n{IMAGE_NOTE}")),
+            ChatMessage::text(ORole::User, "Why is the sky blue?"),
         ]
     );
     assert_eq!((got.max_tokens, got.seed), (None, None));
@@ -164,6 +164,11 @@ fn unsupported_generate_modes_are_refused_by_name() {
             json!({"model": "m", "prompt": "x", "template": "{{ .Prompt }}"}),
             "template",
         ),
+        (
+            json!({"model": "m", "prompt": "what is this?", "images": ["aGk="]}),
+            "images",
+        ),
+        (json!({"model": "m", "images": ["aGk="]}), "images"),
         (
             json!({"model": "m", "prompt": "x", "options": {"num_predict": 0}}),
             "options.num_predict",

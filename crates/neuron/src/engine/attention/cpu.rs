@@ -139,9 +139,8 @@ impl Ctx<'_> {
         };
         // The positions lo_min..=hi cut at block boundaries.
         let blocks = || {
-            (lo_min / BLOCK_SIZE..=hi / BLOCK_SIZE).map(move |b| {
-                (b * BLOCK_SIZE).max(lo_min)..((b + 1) * BLOCK_SIZE).min(hi + 1)
-            })
+            (lo_min / BLOCK_SIZE..=hi / BLOCK_SIZE)
+                .map(move |b| (b * BLOCK_SIZE).max(lo_min)..((b + 1) * BLOCK_SIZE).min(hi + 1))
         };
         // Scores, one block of keys at a time for every query.
         let mut scores = vec![0f32; queries.len() * span];

@@ -61,6 +61,8 @@ pub struct Summary {
     pub weights_bytes: u64,
     /// Width of an embedding.
     pub dims: usize,
+    /// Positions the encoder reads (its longest input).
+    pub max_positions: usize,
 }
 
 fn read(dir: &Path, file: &str) -> Result<String, EngineError> {
@@ -81,6 +83,7 @@ pub fn inspect(path: &Path) -> Result<Summary, EngineError> {
     Ok(Summary {
         weights_bytes: f32_bytes(&dir.join(WEIGHTS_FILE))?,
         dims: config.hidden_size,
+        max_positions: config.max_position_embeddings,
     })
 }
 
