@@ -65,7 +65,7 @@ fn neuron_example_parses() {
     assert_eq!(c.admin_token, None);
     assert_eq!(c.kv_reserve("smollm2-135m"), ByteSize::mib(128));
     assert_eq!(c.kv_reserve("anything-else"), ByteSize::mib(384));
-    assert_eq!((c.max_batch_tokens, c.prefill_chunk), (256, 128));
+    assert_eq!((c.max_batch_tokens, c.prefill_chunk), (256, 32));
 }
 
 /// The commented-out examples (`# key = value`, `# [[neurons]]`) are valid
