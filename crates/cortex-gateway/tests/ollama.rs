@@ -261,11 +261,11 @@ async fn bad_input_and_unknown_models_are_ollama_errors() {
     // Unknown routes under /api/ answer in Ollama's shape too.
     let v: Value = gw.get("/api/pull").await.json().await.unwrap();
     assert!(v["error"].is_string(), "{v}");
-    // Embeddings are not served yet.
+    // Embeddings from a chat model: refused in Ollama's shape.
     let resp = gw
         .post("/api/embed", &json!({"model": "m", "input": "x"}))
         .await;
-    assert_eq!(resp.status(), 501);
+    assert_eq!(resp.status(), 400);
     assert!(resp.json::<Value>().await.unwrap()["error"].is_string());
     assert!(a.calls("/v1/chat/completions").is_empty());
 }
