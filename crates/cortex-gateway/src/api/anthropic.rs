@@ -16,11 +16,10 @@ use cortex_core::anthropic::{CountTokensResponse, MessagesRequest};
 use cortex_core::neuron_api::{ModelKind, TokenizeRequest, TokenizeResponse};
 
 use super::error::Anthropic;
-use super::{admit, body_or_error, event_stream, parse, resolve_for};
+use super::{admit, body_or_error, event_stream, parse, resolve_for, send};
 use crate::error::GatewayError;
 use crate::metrics::Api;
-use crate::proxy::stats::Stats;
-use crate::proxy::{dispatch, stream};
+use crate::proxy::stream;
 use crate::state::AppState;
 use crate::translate::request::{messages_to_chat, messages_to_chat_for_count};
 use crate::translate::response::chat_to_message;
@@ -48,16 +47,15 @@ async fn handle(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
     chat.model = resolved.id.to_string();
     let upstream_body = serde_json::to_vec(&chat).map_err(GatewayError::Encode)?;
     let permit = admit(s, &resolved.id).await?;
-    let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(
+    let (d, mut stats) = send(
         s,
         &resolved.id,
         crate::proxy::CHAT_PATH,
         Bytes::from(upstream_body),
-        deadline,
+        Api::Anthropic,
+        started,
     )
     .await?;
-    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Anthropic, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
         let answer = d.completion(s, &mut stats).await?;
@@ -99,9 +97,15 @@ async fn count(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respon
         return_tokens: false,
     };
     let bytes = serde_json::to_vec(&tok).map_err(GatewayError::Encode)?;
-    let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(s, &resolved.id, "/tokenize", Bytes::from(bytes), deadline).await?;
-    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::CountTokens, started);
+    let (d, mut stats) = send(
+        s,
+        &resolved.id,
+        "/tokenize",
+        Bytes::from(bytes),
+        Api::CountTokens,
+        started,
+    )
+    .await?;
     let status = d.resp.status();
     let bytes = d.read_all(s).await?;
     stats.finish(status.as_u16());

@@ -18,11 +18,9 @@ use cortex_core::openai::Usage;
 use serde::Deserialize;
 
 use super::error::OpenAi;
-use super::{admit, body_or_error, parse, resolve_for};
+use super::{admit, body_or_error, parse, resolve_for, send};
 use crate::error::GatewayError;
 use crate::metrics::Api;
-use crate::proxy::dispatch;
-use crate::proxy::stats::Stats;
 use crate::state::AppState;
 
 /// The neuron's embeddings route.
@@ -78,9 +76,7 @@ pub async fn embed(
     api: Api,
 ) -> Result<(StatusCode, Option<header::HeaderValue>, Bytes), GatewayError> {
     let _permit = admit(s, id).await?;
-    let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(s, id, EMBEDDINGS_PATH, body, deadline).await?;
-    let mut stats = Stats::new(d.replica.metrics(&s.metrics), api, started);
+    let (d, mut stats) = send(s, id, EMBEDDINGS_PATH, body, api, started).await?;
     let status = d.resp.status();
     let content_type = d.resp.headers().get(header::CONTENT_TYPE).cloned();
     let bytes = d.read_all(s).await?;

@@ -17,7 +17,7 @@ pub mod responses;
 pub mod ui;
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, State};
@@ -32,7 +32,9 @@ use tower_http::timeout::RequestBodyTimeoutLayer;
 use crate::admission::Permit;
 use crate::error::GatewayError;
 use crate::fleet::Resolved;
-use crate::metrics::ModelLabel;
+use crate::metrics::{Api, ModelLabel};
+use crate::proxy::stats::Stats;
+use crate::proxy::{dispatch, Dispatched};
 use crate::state::AppState;
 use error::{Anthropic, Ollama, OpenAi};
 
@@ -215,6 +217,23 @@ pub async fn admit(state: &AppState, model: &str) -> Result<Permit, GatewayError
         })
         .observe(waited.as_secs_f64());
     Ok(permit)
+}
+
+/// Sends an admitted request's `body` to `path` on a neuron serving model
+/// `id`, within the request deadline counted from `started`, and starts its
+/// metrics as `api`.
+pub async fn send(
+    s: &AppState,
+    id: &str,
+    path: &'static str,
+    body: Bytes,
+    api: Api,
+    started: Instant,
+) -> Result<(Dispatched, Stats), GatewayError> {
+    let deadline = started + s.limits.request_deadline.get();
+    let d = dispatch(s, id, path, body, deadline).await?;
+    let stats = Stats::new(d.replica.metrics(&s.metrics), api, started);
+    Ok((d, stats))
 }
 
 #[cfg(test)]

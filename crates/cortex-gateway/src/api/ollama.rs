@@ -27,13 +27,12 @@ use cortex_core::openai::{ChatCompletionChunk, ChatCompletionRequest};
 use serde::Serialize;
 
 use super::error::Ollama;
-use super::{admit, body_or_error, parse, resolve, resolve_for};
+use super::{admit, body_or_error, parse, resolve, resolve_for, send};
 use crate::error::GatewayError;
 use crate::fleet::FleetHandle;
 use crate::metrics::Api;
-use crate::proxy::stats::Stats;
 use crate::proxy::stream::{self, Translator};
-use crate::proxy::{dispatch, CHAT_PATH};
+use crate::proxy::CHAT_PATH;
 use crate::state::AppState;
 use crate::translate::ollama::catalog::{self, facts_from_fleet, ModelFacts};
 use crate::translate::ollama::request::{chat_request, generate_request, Intent, Translated};
@@ -192,11 +191,17 @@ async fn forward(
         keep: t.keep_alive,
     };
     let sent = Instant::now();
-    let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(s, &id, CHAT_PATH, Bytes::from(upstream), deadline).await?;
+    let (d, mut stats) = send(
+        s,
+        &id,
+        CHAT_PATH,
+        Bytes::from(upstream),
+        Api::Ollama,
+        started,
+    )
+    .await?;
     // A cold model's load is most of the wait for the answer's head.
     let load = if cold { sent.elapsed() } else { Duration::ZERO };
-    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Ollama, started);
     let status = d.resp.status();
     if status != StatusCode::OK || !t.stream {
         let answer = d.completion(s, &mut stats).await?;

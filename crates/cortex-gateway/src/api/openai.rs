@@ -18,13 +18,14 @@ use serde::Deserialize;
 
 use super::error::OpenAi;
 use super::{
-    admit, body_or_error, event_stream, in_dialect, parse, resolve, resolve_for, wants_anthropic,
+    admit, body_or_error, event_stream, in_dialect, parse, resolve, resolve_for, send,
+    wants_anthropic,
 };
 use crate::error::GatewayError;
 use crate::fleet::RoutingTable;
 use crate::metrics::Api;
-use crate::proxy::stats::{usage_of, Stats};
-use crate::proxy::{dispatch, stream};
+use crate::proxy::stats::usage_of;
+use crate::proxy::stream;
 use crate::state::AppState;
 
 /// What the gateway reads of a chat request; the rest passes through.
@@ -88,9 +89,15 @@ async fn chat(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respons
         body
     };
     let permit = admit(s, &resolved.id).await?;
-    let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(s, &resolved.id, crate::proxy::CHAT_PATH, body, deadline).await?;
-    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::OpenAi, started);
+    let (d, mut stats) = send(
+        s,
+        &resolved.id,
+        crate::proxy::CHAT_PATH,
+        body,
+        Api::OpenAi,
+        started,
+    )
+    .await?;
     let status = d.resp.status();
     if status != StatusCode::OK || !stream {
         let content_type = d.resp.headers().get(header::CONTENT_TYPE).cloned();

@@ -19,11 +19,9 @@ use cortex_core::openai::ChatCompletionChunk;
 use cortex_core::responses::{InputItem, OutputItem, ResponsesRequest};
 
 use super::error::OpenAi;
-use super::{admit, body_or_error, event_stream, parse, resolve_for};
+use super::{admit, body_or_error, event_stream, parse, resolve_for, send};
 use crate::error::GatewayError;
 use crate::metrics::Api;
-use crate::proxy::dispatch;
-use crate::proxy::stats::Stats;
 use crate::proxy::stream::{self, Translator};
 use crate::state::AppState;
 use crate::translate::responses::request::responses_to_chat;
@@ -63,16 +61,15 @@ async fn handle(
     let stream = req.stream.unwrap_or(false);
     let upstream_body = serde_json::to_vec(&chat).map_err(GatewayError::Encode)?;
     let permit = admit(s, &resolved.id).await?;
-    let deadline = started + s.limits.request_deadline.get();
-    let d = dispatch(
+    let (d, mut stats) = send(
         s,
         &resolved.id,
-        "/v1/chat/completions",
+        crate::proxy::CHAT_PATH,
         Bytes::from(upstream_body),
-        deadline,
+        Api::Responses,
+        started,
     )
     .await?;
-    let mut stats = Stats::new(d.replica.metrics(&s.metrics), Api::Responses, started);
     let seed = ResponseSeed::new(&req, new_response_id(), cortex_core::now_unix_ms() / 1000);
     let keep = seed.store.then(|| Keep {
         state: Arc::clone(s),

@@ -17,7 +17,8 @@ use cortex_core::openai::{ModelList, ModelObject};
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::prompt::{self, PromptError, PromptInput};
-use super::AppState;
+use super::{Acquired, AppState};
+use crate::engine::Assets;
 
 pub async fn health() -> Json<serde_json::Value> {
     Json(serde_json::json!({"status": "ok"}))
@@ -75,15 +76,12 @@ pub async fn tokenize(
             "give either a non-empty `messages` or a `prompt`",
         ));
     }
-    if !cortex_core::model_id::is_valid_model_id(&req.model) {
-        return Err(ApiError::model_not_found(&req.model));
-    }
-    let guard = state.registry.acquire(&req.model)?;
-    let model = guard.model();
-    let assets = model
-        .assets
-        .chat()
-        .ok_or_else(|| ApiError::wrong_kind(&req.model, model.assets.kind()))?;
+    // The guard keeps the model from being unloaded while its tokenizer runs.
+    let Acquired {
+        guard: _in_flight,
+        assets,
+        ..
+    } = super::acquire(&state, &req.model, Assets::chat)?;
     let invalid = |e: crate::engine::EngineError| {
         ApiError::bad_request(format!("cannot build the prompt: {}", e.chain()))
             .code("invalid_prompt")
@@ -99,7 +97,7 @@ pub async fn tokenize(
                 tool_choice: None,
                 parallel_tool_calls: None,
             };
-            match prompt::build(assets, input, state.prompt) {
+            match prompt::build(&assets, input, state.prompt) {
                 Ok(p) => p.ids,
                 Err(PromptError::Request(e)) => return Err(e),
                 Err(PromptError::Engine(e)) => return Err(invalid(e)),

@@ -14,9 +14,10 @@ use super::answer::{Answer, AnswerEvent, GenStats, Piece};
 use super::error::ApiError;
 use super::extract::ApiJson;
 use super::prompt::{self, PromptError, PromptInput};
-use super::AppState;
+use super::{Acquired, AppState};
 use crate::device_worker::Injection;
 use crate::engine::sampling::SamplingParams;
+use crate::engine::Assets;
 use crate::fault::Site;
 use crate::generate::{GenEvent, GenParams, Generation};
 use crate::metrics::{NeuronMetrics, RequestLabels};
@@ -131,16 +132,11 @@ pub async fn chat_completions(
     let started = Instant::now();
     let checked = check(&req)?;
     let inject = injection(&state, &headers)?;
-    if !cortex_core::model_id::is_valid_model_id(&req.model) {
-        return Err(ApiError::model_not_found(&req.model));
-    }
-    let guard = state.registry.acquire(&req.model)?;
-    let model = guard.model().clone();
-    let assets = model
-        .assets
-        .chat()
-        .cloned()
-        .ok_or_else(|| ApiError::wrong_kind(&req.model, model.assets.kind()))?;
+    let Acquired {
+        guard,
+        model,
+        assets,
+    } = super::acquire(&state, &req.model, Assets::chat)?;
     let stream = req.is_stream();
 
     let input = PromptInput {

@@ -21,8 +21,9 @@ use tokio::sync::oneshot;
 use super::chat::Recorder;
 use super::error::ApiError;
 use super::extract::ApiJson;
-use super::AppState;
+use super::{Acquired, AppState};
 use crate::device_worker::{EmbedRequest, FaultKind};
+use crate::engine::Assets;
 use crate::fault::Site;
 use crate::metrics::NeuronMetrics;
 
@@ -53,16 +54,11 @@ pub async fn embeddings(
             "hang faults are not injected into embeddings",
         ));
     }
-    if !cortex_core::model_id::is_valid_model_id(&req.model) {
-        return Err(ApiError::model_not_found(&req.model));
-    }
-    let guard = state.registry.acquire(&req.model)?;
-    let model = guard.model().clone();
-    let assets = model
-        .assets
-        .embedding()
-        .cloned()
-        .ok_or_else(|| ApiError::wrong_kind(&req.model, model.assets.kind()))?;
+    let Acquired {
+        guard,
+        model,
+        assets,
+    } = super::acquire(&state, &req.model, Assets::embedding)?;
     req.check_dimensions(assets.dims)?;
 
     let mut inputs = Vec::with_capacity(texts.len());

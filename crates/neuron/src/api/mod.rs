@@ -21,7 +21,8 @@ use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use axum::Router;
 
-use crate::lifecycle::Registry;
+use crate::engine::Assets;
+use crate::lifecycle::{InFlight, Model, Registry};
 use crate::metrics::NeuronMetrics;
 
 /// What every handler shares.
@@ -36,6 +37,40 @@ pub struct AppState {
     pub max_body: usize,
     /// How prompts are normalised.
     pub prompt: prompt::PromptOptions,
+}
+
+/// A model taken for one request: the guard that counts it in flight (drop
+/// it when the request is done), the model, and its assets of the kind the
+/// route serves.
+pub(crate) struct Acquired<A> {
+    pub guard: InFlight,
+    pub model: Arc<Model>,
+    pub assets: Arc<A>,
+}
+
+/// Takes model `id` for one request of the kind `pick` selects
+/// ([`Assets::chat`] or [`Assets::embedding`]): an id that cannot name a
+/// model is a 404 without touching the registry, a model that is not
+/// ready is the registry's error, a model of the other kind a 400
+/// `model_kind_mismatch`.
+pub(crate) fn acquire<A>(
+    state: &AppState,
+    id: &str,
+    pick: fn(&Assets) -> Option<&Arc<A>>,
+) -> Result<Acquired<A>, error::ApiError> {
+    if !cortex_core::model_id::is_valid_model_id(id) {
+        return Err(error::ApiError::model_not_found(id));
+    }
+    let guard = state.registry.acquire(id)?;
+    let model = guard.model().clone();
+    let assets = pick(&model.assets)
+        .cloned()
+        .ok_or_else(|| error::ApiError::wrong_kind(id, model.assets.kind()))?;
+    Ok(Acquired {
+        guard,
+        model,
+        assets,
+    })
 }
 
 /// The neuron's routes.
