@@ -1,4 +1,5 @@
-"""Conformance: the official `openai` SDK's `client.embeddings.create` against a
+"""Conformance: the official `openai` SDK's `client.embeddings.create` (and the
+`ollama` client's `embed`) against a
 real cortex serving all-MiniLM-L6-v2 (scripts/fetch-model --embed).
 
 Reference values: the first dimensions of the three sentences below, computed
@@ -11,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 
+import ollama
 import openai
 import pytest
 
@@ -95,3 +97,33 @@ def test_too_long_and_token_ids_refused(client, embed_model_id):
     with pytest.raises(openai.BadRequestError) as e:
         client.embeddings.create(model=embed_model_id, input=[[101, 102]])
     assert "token ids" in e.value.message
+
+
+def test_openai_sdk_truncate_extension(client, embed_model_id):
+    # `truncate` is cortex's extension, sent as the SDK sends any extra field.
+    r = client.embeddings.create(
+        model=embed_model_id, input=["word " * 600, "word " * 510], extra_body={"truncate": True}
+    )
+    assert r.usage.prompt_tokens == 1024
+    assert _close(r.data[0].embedding, r.data[1].embedding, 1e-5)
+
+
+def test_ollama_embed_with_the_ollama_sdk(cortex_url, embed_model_id):
+    """Ollama's `/api/embed` with the official `ollama` client: the same
+    vectors as the reference, `truncate` by default (as Ollama), a 400
+    `ResponseError` with `truncate=False`."""
+    client = ollama.Client(host=cortex_url, timeout=120)
+    r = client.embed(model=embed_model_id, input=TEXTS[0])
+    assert isinstance(r, ollama.EmbedResponse)
+    assert len(r.embeddings) == 1 and len(r.embeddings[0]) == 384
+    assert _close(r.embeddings[0], REFERENCE["sentences"][0]["leading"])
+    assert r.prompt_eval_count == len(REFERENCE["sentences"][0]["ids"])
+
+    # 600 words cut to 512 tokens are the ids of 510 words ([CLS] … [SEP]).
+    r = client.embed(model=embed_model_id, input=["word " * 600, "word " * 510])
+    assert r.prompt_eval_count == 1024
+    assert _close(r.embeddings[0], r.embeddings[1], 1e-5)
+    with pytest.raises(ollama.ResponseError) as e:
+        client.embed(model=embed_model_id, input="word " * 600, truncate=False)
+    assert e.value.status_code == 400
+    assert "maximum context length is 512" in e.value.error

@@ -28,6 +28,11 @@ pub struct EmbeddingsRequest {
     pub dimensions: Option<i64>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// Not OpenAI's: `true` cuts an input longer than the model's positions
+    /// to its start instead of refusing it (Ollama's `truncate`, which
+    /// `/api/embed` sends).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub truncate: Option<bool>,
 }
 
 /// How vectors are written in the answer.

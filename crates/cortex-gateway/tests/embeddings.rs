@@ -172,15 +172,24 @@ async fn ollama_embed_goes_the_embeddings_way() {
     assert_eq!(v["prompt_eval_count"], 3);
     assert!(v["total_duration"].as_u64().unwrap() > 0, "{v}");
     let v: Value = gw
-        .post("/api/embed", &json!({"model": "e", "input": "abc"}))
+        .post(
+            "/api/embed",
+            &json!({"model": "e", "input": "abc", "truncate": false}),
+        )
         .await
         .json()
         .await
         .unwrap();
     assert_eq!(v["embeddings"], json!([[3.0, 0.0, 1.0]]));
+    // Ollama truncates unless told not to; the neuron hears which.
+    let sent = a.calls("/v1/embeddings");
     assert_eq!(
-        a.calls("/v1/embeddings")[1].body,
-        json!({"model": "e", "input": ["abc"]})
+        sent[0].body,
+        json!({"model": "e", "input": ["ab", "c"], "truncate": true})
+    );
+    assert_eq!(
+        sent[1].body,
+        json!({"model": "e", "input": ["abc"], "truncate": false})
     );
     let m = gw.metrics_text().await;
     assert!(m.contains("api=\"ollama\""), "{m}");

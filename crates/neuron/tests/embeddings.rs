@@ -240,6 +240,48 @@ async fn bad_embedding_requests_are_refused_clearly() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn truncate_keeps_the_start_of_a_long_input() {
+    let Some(n) = loaded(false).await else { return };
+    // 600 words are [CLS] + 600 + [SEP] tokens; cut to 512 they are the
+    // same ids as 510 words: [CLS] + 510 + [SEP].
+    let (long, fits) = ("word ".repeat(600), "word ".repeat(510));
+    let (s, b) = n
+        .post(
+            "/v1/embeddings",
+            json!({"model": EMBED_ID, "input": [long, fits, "other words"], "truncate": true}),
+        )
+        .await;
+    assert_eq!(s, 200, "{b}");
+    assert_eq!(b["usage"]["prompt_tokens"], 512 + 512 + 4, "{}", b["usage"]);
+    let v: Vec<Vec<f32>> = (0..3).map(|i| floats(&b["data"][i]["embedding"])).collect();
+    let diff = |a: &[f32], b: &[f32]| {
+        a.iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0f32, f32::max)
+    };
+    assert!(
+        diff(&v[0], &v[1]) < 1e-5,
+        "cut input != its start: {}",
+        diff(&v[0], &v[1])
+    );
+    assert!(
+        diff(&v[0], &v[2]) > 1e-2,
+        "a different text gave the same vector"
+    );
+    // Without it (or with false) the long input is refused.
+    let (s, b) = n
+        .post(
+            "/v1/embeddings",
+            json!({"model": EMBED_ID, "input": "word ".repeat(600), "truncate": false}),
+        )
+        .await;
+    assert_eq!(s, 400, "{b}");
+    assert_eq!(b["error"]["code"], "context_length_exceeded", "{b}");
+    n.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn faults_in_the_encoder_are_classified() {
     let Some(n) = loaded(true).await else { return };
     let embed = |fault: &'static str| {

@@ -2,9 +2,9 @@
 //! (a string or a list) becomes a `/v1/embeddings` request (routing, cold
 //! loads, admission, metrics with `api="ollama"`), and the vectors come
 //! back as `{"model", "embeddings": [[…]]}`. Errors are Ollama's
-//! `{"error": message}` with the HTTP status. `truncate` is not honoured:
-//! an input longer than the model's positions is a 400, as on
-//! `/v1/embeddings`.
+//! `{"error": message}` with the HTTP status. `truncate` (Ollama's default
+//! `true`) cuts an input longer than the model's positions to its start;
+//! with `false` such an input is a 400.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -53,6 +53,7 @@ async fn answer(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
         encoding_format: None,
         dimensions: req.dimensions.map(i64::from),
         user: None,
+        truncate: Some(req.truncate.unwrap_or(true)),
     };
     let upstream = serde_json::to_vec(&upstream).map_err(GatewayError::Encode)?;
     let (status, _, bytes) =

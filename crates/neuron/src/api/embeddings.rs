@@ -1,7 +1,8 @@
 //! `POST /v1/embeddings`: checks the request (see
 //! `cortex_core::embeddings`), tokenizes its inputs with the model's own
 //! tokenizer, refuses inputs longer than the model's positions (400, as
-//! OpenAI does, rather than truncating silently), runs the encoder on the
+//! OpenAI does, rather than truncating silently) unless the request says
+//! `"truncate": true` (then each keeps its start), runs the encoder on the
 //! model's device worker and writes the vectors as floats or base64.
 
 use std::sync::Arc;
@@ -47,6 +48,7 @@ pub async fn embeddings(
 ) -> Result<Response, ApiError> {
     let started = Instant::now();
     let texts = req.texts()?;
+    let truncate = req.truncate.unwrap_or(false);
     let format = req.format()?;
     let inject = super::chat::injection(&state, &headers)?;
     if inject.is_some_and(|i| i.kind == FaultKind::Hang) {
@@ -65,6 +67,7 @@ pub async fn embeddings(
     for (i, text) in texts.iter().enumerate() {
         let ids = match inject.filter(|j| j.site == Site::Tokenize) {
             Some(j) => Err(j.message()),
+            None if truncate => assets.encode_truncated(text).map_err(|e| e.chain()),
             None => assets.encode(text).map_err(|e| e.chain()),
         };
         let ids = match ids {

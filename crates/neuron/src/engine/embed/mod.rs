@@ -129,6 +129,9 @@ pub struct EmbedAssets {
     /// `tokenizer.json`, with its padding and truncation switched off (the
     /// API counts and refuses over-long inputs; the encoder pads a batch).
     pub tokenizer: tokenizers::Tokenizer,
+    /// The same tokenizer cutting each input to `max_positions` tokens (its
+    /// start, special tokens included), for requests that ask to truncate.
+    truncating: tokenizers::Tokenizer,
     /// Width of an embedding.
     pub dims: usize,
     /// Positions the model supports (`max_position_embeddings`).
@@ -143,6 +146,16 @@ impl EmbedAssets {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
         let e = self
             .tokenizer
+            .encode(text, true)
+            .map_err(|e| EngineError::Tokenize(e.to_string()))?;
+        Ok(e.get_ids().to_vec())
+    }
+
+    /// [`EmbedAssets::encode`], keeping only as much of the start of `text`
+    /// as fits the model's positions (the special tokens stay).
+    pub fn encode_truncated(&self, text: &str) -> Result<Vec<u32>, EngineError> {
+        let e = self
+            .truncating
             .encode(text, true)
             .map_err(|e| EngineError::Tokenize(e.to_string()))?;
         Ok(e.get_ids().to_vec())
@@ -191,6 +204,13 @@ pub fn load(path: &Path, device: &Device) -> Result<EmbedModel, EngineError> {
         .with_truncation(None)
         .map_err(|e| EngineError::Files(format!("{TOKENIZER_FILE}: {e}")))?;
     tokenizer.with_padding(None);
+    let mut truncating = tokenizer.clone();
+    truncating
+        .with_truncation(Some(tokenizers::TruncationParams {
+            max_length: config.max_position_embeddings,
+            ..Default::default()
+        }))
+        .map_err(|e| EngineError::Files(format!("{TOKENIZER_FILE}: {e}")))?;
     let tensors = candle_core::safetensors::load(dir.join(WEIGHTS_FILE), &Device::Cpu)
         .map_err(|e| EngineError::Files(format!("{WEIGHTS_FILE}: {e}")))?;
     let weights_bytes = tensors
@@ -199,6 +219,7 @@ pub fn load(path: &Path, device: &Device) -> Result<EmbedModel, EngineError> {
         .sum();
     let assets = Arc::new(EmbedAssets {
         tokenizer,
+        truncating,
         dims: config.hidden_size,
         max_positions: config.max_position_embeddings,
         vocab: config.vocab_size,
