@@ -151,7 +151,15 @@ def check_page(browser, base: str, model: str, screenshot: Path) -> None:
             for bar, dev in zip(bars, node["devices"]):
                 assert int(bar.get_attribute("aria-valuemax")) == dev["memory_budget_bytes"]
         for m in fleet["models"]:
-            assert _row(browser, m["id"]) is not None, m["id"]
+            row = _row(browser, m["id"])
+            assert row is not None, m["id"]
+            # Its kind and, when known, its context window.
+            facts = row.find_element(By.CSS_SELECTOR, "[data-facts]").text
+            assert facts.startswith(m["kind"]), (m["id"], facts)
+            if m.get("context_length"):
+                assert f"{m['context_length']:,}-token context" in facts, (m["id"], facts)
+        model_facts = _row(browser, model).find_element(By.CSS_SELECTOR, "[data-facts]").text
+        assert "8,192-token context" in model_facts, model_facts
         assert _states(browser, model) == ["unloaded"], _states(browser, model)
         assert "error" not in (browser.find_element(By.ID, "error").text or "").lower()
 
