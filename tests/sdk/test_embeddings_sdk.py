@@ -111,7 +111,7 @@ def test_openai_sdk_truncate_extension(client, embed_model_id):
 def test_ollama_embed_with_the_ollama_sdk(cortex_url, embed_model_id):
     """Ollama's `/api/embed` with the official `ollama` client: the same
     vectors as the reference, `truncate` by default (as Ollama), a 400
-    `ResponseError` with `truncate=False`."""
+    `ResponseError` with `truncate=False`; and the older `/api/embeddings`."""
     client = ollama.Client(host=cortex_url, timeout=120)
     r = client.embed(model=embed_model_id, input=TEXTS[0])
     assert isinstance(r, ollama.EmbedResponse)
@@ -127,3 +127,8 @@ def test_ollama_embed_with_the_ollama_sdk(cortex_url, embed_model_id):
         client.embed(model=embed_model_id, input="word " * 600, truncate=False)
     assert e.value.status_code == 400
     assert "maximum context length is 512" in e.value.error
+
+    # The older route, still called by many RAG tools: one prompt, one vector.
+    r = client.embeddings(model=embed_model_id, prompt=TEXTS[0])
+    assert isinstance(r, ollama.EmbeddingsResponse)
+    assert _close(r.embedding, REFERENCE["sentences"][0]["leading"])

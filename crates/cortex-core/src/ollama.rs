@@ -314,6 +314,25 @@ pub struct EmbedResponse {
     pub prompt_eval_count: u64,
 }
 
+/// `POST /api/embeddings` body: Ollama's older route, one `prompt` (none, or
+/// an empty one, only loads the model).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyEmbeddingsRequest {
+    pub model: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompt: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub options: Option<Options>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub keep_alive: Option<KeepAlive>,
+}
+
+/// `POST /api/embeddings` answer: one vector (empty for a bare load).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct LegacyEmbeddingsResponse {
+    pub embedding: Vec<f32>,
+}
+
 /// `GET /api/version`
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VersionResponse {

@@ -386,6 +386,12 @@ fn api_bodies() {
             .into_bytes()
         }),
         2 => ollama_like().prop_map(|v| v.to_string().into_bytes()),
+        1 => (json_value(), json_value()).prop_map(|(v, w)| {
+            json!({"model": "m", "input": v, "prompt": v, "truncate": w,
+                   "dimensions": w, "encoding_format": v})
+            .to_string()
+            .into_bytes()
+        }),
         1 => json_value().prop_map(|v| v.to_string().into_bytes()),
         1 => prop::collection::vec(any::<u8>(), 0..200),
         1 => prop::collection::vec(any::<u8>(), 4000..5000),
@@ -397,6 +403,10 @@ fn api_bodies() {
         Just(("/api/chat", Dialect::Ollama)),
         Just(("/api/generate", Dialect::Ollama)),
         Just(("/api/show", Dialect::Ollama)),
+        Just(("/api/embed", Dialect::Ollama)),
+        Just(("/api/embeddings", Dialect::Ollama)),
+        Just(("/v1/embeddings", Dialect::OpenAi)),
+        Just(("/v1/responses", Dialect::OpenAi)),
     ];
     fuzz("api_bodies", (route, body), |((path, dialect), body)| {
         let req = Request::post(path)

@@ -208,3 +208,74 @@ async fn ollama_embed_goes_the_embeddings_way() {
         assert!(error.contains(says), "{v}");
     }
 }
+
+#[tokio::test]
+async fn ollama_legacy_embeddings_and_keep_alive() {
+    let a = FakeNeuron::builder("a")
+        .file("m", 100)
+        .embedding_model("e", 100)
+        .start()
+        .await;
+    let gw = TestGateway::start(settings(&[&a])).await;
+    gw.wait_for("both listed", |v| v.models.len() == 2).await;
+
+    // No prompt: a bare load, as Ollama answers it.
+    let resp = gw.post("/api/embeddings", &json!({"model": "e"})).await;
+    assert_eq!(resp.status(), 200);
+    let v: Value = resp.json().await.unwrap();
+    assert_eq!(v, json!({"embedding": []}));
+    assert_eq!(a.load_calls(), ["e"]);
+    assert!(a.calls("/v1/embeddings").is_empty());
+
+    // One prompt, one vector; always truncated (the route has no switch).
+    let v: Value = gw
+        .post(
+            "/api/embeddings",
+            &json!({"model": "e:latest", "prompt": "abc"}),
+        )
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v, json!({"embedding": [3.0, 0.0, 1.0]}));
+    assert_eq!(
+        a.calls("/v1/embeddings")[0].body,
+        json!({"model": "e", "input": "abc", "truncate": true})
+    );
+
+    // keep_alive applies on both routes: 0 unloads after the answer.
+    let resp = gw
+        .post(
+            "/api/embed",
+            &json!({"model": "e", "input": "x", "keep_alive": 0}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    eventually("e unloaded after /api/embed", || async {
+        a.unload_calls() == ["e"]
+    })
+    .await;
+    let resp = gw
+        .post(
+            "/api/embeddings",
+            &json!({"model": "e", "prompt": "x", "keep_alive": "0s"}),
+        )
+        .await;
+    assert_eq!(resp.status(), 200);
+    eventually("e unloaded after /api/embeddings", || async {
+        a.unload_calls() == ["e", "e"]
+    })
+    .await;
+
+    // Errors in Ollama's shape.
+    for (body, status) in [
+        (json!({"model": "m", "prompt": "x"}), 400),
+        (json!({"model": "nope", "prompt": "x"}), 404),
+        (json!({"model": "e", "prompt": 5}), 400),
+    ] {
+        let resp = gw.post("/api/embeddings", &body).await;
+        assert_eq!(resp.status(), status, "{body}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"].is_string(), "{v}");
+    }
+}

@@ -52,6 +52,7 @@ pub fn app(state: Arc<AppState>) -> Router {
         .route("/v1/responses", post(responses::create))
         .route("/v1/embeddings", post(embeddings::embeddings))
         .route("/api/embed", post(ollama_embed::embed))
+        .route("/api/embeddings", post(ollama_embed::embeddings))
         .route("/v1/messages", post(anthropic::messages))
         .route("/v1/messages/count_tokens", post(anthropic::count_tokens))
         .route("/api/tags", get(ollama::tags))

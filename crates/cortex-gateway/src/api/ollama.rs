@@ -185,11 +185,7 @@ async fn forward(
     let cold = !s.fleet.table().ready.contains_key(&id);
     let permit = admit(s, &id).await?;
     // From here on, however the request ends, its keep_alive applies.
-    let keep = KeepAliveAfter {
-        fleet: s.fleet.clone(),
-        model: id.clone(),
-        keep: t.keep_alive,
-    };
+    let keep = KeepAliveAfter::new(s, &id, t.keep_alive);
     let sent = Instant::now();
     let (d, mut stats) = send(
         s,
@@ -269,10 +265,20 @@ async fn facts(s: &AppState) -> Result<Vec<ModelFacts>, GatewayError> {
 /// Applies a request's `keep_alive` when dropped: after the answer was
 /// sent, or when its stream ends (the stream's in-flight count is gone by
 /// then; see `proxy::stream`).
-struct KeepAliveAfter {
+pub(super) struct KeepAliveAfter {
     fleet: FleetHandle,
     model: String,
     keep: Option<KeepAlive>,
+}
+
+impl KeepAliveAfter {
+    pub(super) fn new(s: &AppState, model: &str, keep: Option<KeepAlive>) -> Self {
+        Self {
+            fleet: s.fleet.clone(),
+            model: model.to_string(),
+            keep,
+        }
+    }
 }
 
 impl Drop for KeepAliveAfter {

@@ -1,10 +1,13 @@
-//! Ollama's `POST /api/embed` on the embeddings path: `{"model", "input"}`
-//! (a string or a list) becomes a `/v1/embeddings` request (routing, cold
-//! loads, admission, metrics with `api="ollama"`), and the vectors come
-//! back as `{"model", "embeddings": [[…]]}`. Errors are Ollama's
-//! `{"error": message}` with the HTTP status. `truncate` (Ollama's default
-//! `true`) cuts an input longer than the model's positions to its start;
-//! with `false` such an input is a 400.
+//! Ollama's embeddings routes on the embeddings path: `POST /api/embed`
+//! (`{"model", "input"}`, a string or a list → `{"model", "embeddings":
+//! [[…]]}`) and its older `POST /api/embeddings` (`{"model", "prompt"}` →
+//! `{"embedding": […]}`; no prompt only loads the model, as Ollama does).
+//! Both become a `/v1/embeddings` request (routing, cold loads, admission,
+//! metrics with `api="ollama"`) and apply the request's `keep_alive` once
+//! answered. Errors are Ollama's `{"error": message}` with the HTTP status.
+//! `truncate` (Ollama's default `true`; the older route always truncates)
+//! cuts an input longer than the model's positions to its start; with
+//! `false` such an input is a 400.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -17,8 +20,11 @@ use axum::Json;
 use bytes::Bytes;
 use cortex_core::embeddings::{EmbeddingsRequest, EmbeddingsResponse, Vector};
 use cortex_core::neuron_api::ModelKind;
-use cortex_core::ollama::{EmbedRequest, ErrorResponse};
+use cortex_core::ollama::{
+    EmbedRequest, ErrorResponse, LegacyEmbeddingsRequest, LegacyEmbeddingsResponse,
+};
 
+use super::ollama::KeepAliveAfter;
 use super::{body_or_error, parse, resolve_for};
 use crate::error::{openai_status, GatewayError};
 use crate::metrics::Api;
@@ -31,14 +37,25 @@ pub async fn embed(
     State(s): State<Arc<AppState>>,
     body: Result<Bytes, BytesRejection>,
 ) -> Response {
-    match answer(&s, body_or_error(body)).await {
-        Ok(r) => r,
-        Err(e) => (
+    in_dialect(answer(&s, body_or_error(body)).await)
+}
+
+/// `POST /api/embeddings`.
+pub async fn embeddings(
+    State(s): State<Arc<AppState>>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    in_dialect(answer_legacy(&s, body_or_error(body)).await)
+}
+
+fn in_dialect(r: Result<Response, GatewayError>) -> Response {
+    r.unwrap_or_else(|e| {
+        (
             openai_status(&e),
             Json(ErrorResponse { error: e.message() }),
         )
-            .into_response(),
-    }
+            .into_response()
+    })
 }
 
 async fn answer(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Response, GatewayError> {
@@ -46,19 +63,66 @@ async fn answer(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
     let body = body?;
     let req: EmbedRequest = parse(&body)?;
     let name = model_name(&req.model);
-    let resolved = resolve_for(s, name, ModelKind::Embedding)?;
+    let id = resolve_for(s, name, ModelKind::Embedding)?.id;
+    let _keep = KeepAliveAfter::new(s, &id, req.keep_alive);
     let upstream = EmbeddingsRequest {
-        model: resolved.id.to_string(),
+        model: id.to_string(),
         input: serde_json::Value::from(req.input.into_vec()),
         encoding_format: None,
         dimensions: req.dimensions.map(i64::from),
         user: None,
         truncate: Some(req.truncate.unwrap_or(true)),
     };
-    let upstream = serde_json::to_vec(&upstream).map_err(GatewayError::Encode)?;
+    let (embeddings, prompt_tokens) = vectors(s, &id, &upstream, started).await?;
+    let timings = Timings {
+        prompt_eval: started.elapsed(),
+        ..Timings::default()
+    };
+    Ok(Json(embed_response(name, embeddings, prompt_tokens, timings)).into_response())
+}
+
+async fn answer_legacy(
+    s: &AppState,
+    body: Result<Bytes, GatewayError>,
+) -> Result<Response, GatewayError> {
+    let started = Instant::now();
+    let body = body?;
+    let req: LegacyEmbeddingsRequest = parse(&body)?;
+    let id = resolve_for(s, model_name(&req.model), ModelKind::Embedding)?.id;
+    let _keep = KeepAliveAfter::new(s, &id, req.keep_alive);
+    let Some(prompt) = req.prompt.filter(|p| !p.is_empty()) else {
+        s.fleet.ensure_ready(&id, Vec::new(), None).await?;
+        return Ok(Json(LegacyEmbeddingsResponse {
+            embedding: Vec::new(),
+        })
+        .into_response());
+    };
+    let upstream = EmbeddingsRequest {
+        model: id.to_string(),
+        input: serde_json::Value::from(prompt),
+        encoding_format: None,
+        dimensions: None,
+        user: None,
+        truncate: Some(true),
+    };
+    let (mut embeddings, _) = vectors(s, &id, &upstream, started).await?;
+    let embedding = embeddings.pop().ok_or_else(|| {
+        GatewayError::InvalidAnswer(serde::de::Error::custom("an answer without a vector"))
+    })?;
+    Ok(Json(LegacyEmbeddingsResponse { embedding }).into_response())
+}
+
+/// Sends `upstream` for model `id` on the embeddings path; its vectors (as
+/// floats) and prompt tokens.
+async fn vectors(
+    s: &AppState,
+    id: &str,
+    upstream: &EmbeddingsRequest,
+    started: Instant,
+) -> Result<(Vec<Vec<f32>>, u64), GatewayError> {
+    let upstream = serde_json::to_vec(upstream).map_err(GatewayError::Encode)?;
     let (status, _, bytes) =
-        super::embeddings::embed(s, &resolved.id, Bytes::from(upstream), started, Api::Ollama)
-            .await?;
+        super::embeddings::embed(s, id, Bytes::from(upstream), started, Api::Ollama).await?;
     if status != StatusCode::OK {
         return Err(GatewayError::from_answer(status.as_u16(), &bytes));
     }
@@ -74,15 +138,5 @@ async fn answer(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Respo
             ))),
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let timings = Timings {
-        prompt_eval: started.elapsed(),
-        ..Timings::default()
-    };
-    Ok(Json(embed_response(
-        name,
-        embeddings,
-        answer.usage.prompt_tokens,
-        timings,
-    ))
-    .into_response())
+    Ok((embeddings, answer.usage.prompt_tokens))
 }
