@@ -50,6 +50,31 @@ fn python_client_chat_body_parses() {
 }
 
 #[test]
+fn python_client_embed_bodies_parse() {
+    // `ollama.embed(model, input=[…], truncate=False, keep_alive=0)` and the
+    // older `ollama.embeddings(model, prompt=…)`.
+    let r: EmbedRequest = serde_json::from_value(json!({
+        "model": "e", "input": ["a", "b"], "truncate": false, "keep_alive": 0,
+        "options": {"num_ctx": 512}
+    }))
+    .unwrap();
+    assert_eq!(r.input.into_vec(), vec!["a", "b"]);
+    assert_eq!(
+        (r.truncate, r.keep_alive),
+        (Some(false), Some(KeepAlive::Unload))
+    );
+    let r: LegacyEmbeddingsRequest =
+        serde_json::from_value(json!({"model": "e", "prompt": "hi"})).unwrap();
+    assert_eq!(r.prompt.as_deref(), Some("hi"));
+    let bare: LegacyEmbeddingsRequest = serde_json::from_value(json!({"model": "e"})).unwrap();
+    assert!(bare.prompt.is_none());
+    assert!(
+        serde_json::from_value::<LegacyEmbeddingsRequest>(json!({"model": "e", "prompt": 5}))
+            .is_err()
+    );
+}
+
+#[test]
 fn generate_defaults_to_streaming() {
     let r: GenerateRequest =
         serde_json::from_value(json!({"model": "m", "prompt": "hi", "suffix": ""})).unwrap();
