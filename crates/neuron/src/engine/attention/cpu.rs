@@ -142,42 +142,82 @@ impl Ctx<'_> {
             (lo_min / BLOCK_SIZE..=hi / BLOCK_SIZE)
                 .map(move |b| (b * BLOCK_SIZE).max(lo_min)..((b + 1) * BLOCK_SIZE).min(hi + 1))
         };
-        // Scores, one block of keys at a time for every query.
+        // Scores, one block of keys at a time for every query. With enough
+        // queries to pay for it, the block's keys are transposed once
+        // (`kt[x][j]`) and each query scores eight keys at a time
+        // ([`dot8`], the same float operations as [`dot`]).
         let mut scores = vec![0f32; queries.len() * span];
+        let transposed = d % 8 == 0 && queries.len() >= TRANSPOSE_MIN_QUERIES;
+        let mut kt = vec![0f32; if transposed { d * BLOCK_SIZE } else { 0 }];
         for block in blocks() {
+            if transposed {
+                for (j, p) in block.clone().enumerate() {
+                    for (x, &k) in self.k[slot(p)..][..d].iter().enumerate() {
+                        kt[x * BLOCK_SIZE + j] = k;
+                    }
+                }
+            }
             for (qi, &(qo, pos, lo)) in queries.iter().enumerate() {
                 let qv = &self.q[qo..][..d];
                 let row = &mut scores[qi * span..][..span];
-                for p in block.start.max(lo)..block.end.min(pos + 1) {
-                    row[p - lo_min] = dot(qv, &self.k[slot(p)..][..d]) * self.scale;
+                let visible = block.start.max(lo)..block.end.min(pos + 1);
+                if !transposed {
+                    for p in visible {
+                        row[p - lo_min] = dot(qv, &self.k[slot(p)..][..d]) * self.scale;
+                    }
+                    continue;
+                }
+                // Groups of eight keys from the block's start; lanes past
+                // the visible positions are computed and dropped.
+                let mut g = visible.start - block.start;
+                while block.start + g < visible.end {
+                    let s = dot8(qv, &kt[g.min(BLOCK_SIZE - 8)..]);
+                    let first = g.min(BLOCK_SIZE - 8);
+                    for (j, s) in s.iter().enumerate().skip(g - first) {
+                        let p = block.start + first + j;
+                        if p >= visible.end {
+                            break;
+                        }
+                        row[p - lo_min] = s * self.scale;
+                    }
+                    g = first + 8;
                 }
             }
         }
-        // Each query's softmax over its own positions, in position order.
-        let sums: Vec<f32> = queries
-            .iter()
-            .enumerate()
-            .map(|(qi, &(_, pos, lo))| {
-                let row = &mut scores[qi * span + lo - lo_min..qi * span + pos + 1 - lo_min];
-                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for s in row.iter_mut() {
-                    *s = (*s - max).exp();
-                    sum += *s;
-                }
-                sum
-            })
-            .collect();
-        // The weighted values, one block at a time for every query.
+        // Each query's softmax over its own positions, in position order:
+        // the weights, each exponential divided by their sum.
+        for (qi, &(_, pos, lo)) in queries.iter().enumerate() {
+            let row = &mut scores[qi * span + lo - lo_min..qi * span + pos + 1 - lo_min];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut sum = 0f32;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            for s in row.iter_mut() {
+                *s /= sum;
+            }
+        }
+        // The weighted values, one block at a time for every query, in
+        // strips of the output that stay in registers over the block's
+        // positions (each element still adds its terms in position order).
         let mut out = vec![0f32; queries.len() * d];
         for block in blocks() {
             for (qi, &(_, pos, lo)) in queries.iter().enumerate() {
+                let visible = block.start.max(lo)..block.end.min(pos + 1);
                 let o = &mut out[qi * d..][..d];
-                for p in block.start.max(lo)..block.end.min(pos + 1) {
-                    let w = scores[qi * span + p - lo_min] / sums[qi];
-                    for (o, x) in o.iter_mut().zip(&self.v[slot(p)..][..d]) {
-                        *o += w * x;
+                for (si, strip) in o.chunks_mut(STRIP).enumerate() {
+                    let mut acc = [0f32; STRIP];
+                    let acc = &mut acc[..strip.len()];
+                    acc.copy_from_slice(strip);
+                    for p in visible.clone() {
+                        let w = scores[qi * span + p - lo_min];
+                        let v = &self.v[slot(p) + si * STRIP..][..acc.len()];
+                        for (a, &x) in acc.iter_mut().zip(v) {
+                            *a += w * x;
+                        }
                     }
+                    strip.copy_from_slice(acc);
                 }
             }
         }
@@ -221,6 +261,37 @@ impl PagedAttention {
         }
         tiles
     }
+}
+
+/// Output elements of one query the value pass keeps in registers.
+const STRIP: usize = 32;
+
+/// Queries in a tile from which its score pass transposes each block of
+/// keys (below, a query scores key by key: decode tokens).
+const TRANSPOSE_MIN_QUERIES: usize = 8;
+
+/// [`dot`] of `q` with eight keys at once, laid out `kt[x * BLOCK_SIZE + j]`
+/// (`q.len()` a multiple of 8): for key `j`, lane `i` sums
+/// `q[8c + i] · k_j[8c + i]` over `c` in order, then the lanes are added in
+/// order — the float operations of `dot`, with keys across the vector
+/// lanes instead of `x`, so no horizontal sum per score.
+fn dot8(q: &[f32], kt: &[f32]) -> [f32; 8] {
+    let mut acc = [[0f32; 8]; 8];
+    for (c, qc) in q.chunks_exact(8).enumerate() {
+        for (i, (&qv, lane)) in qc.iter().zip(acc.iter_mut()).enumerate() {
+            let k = &kt[(8 * c + i) * BLOCK_SIZE..][..8];
+            for (a, &k) in lane.iter_mut().zip(k) {
+                *a += qv * k;
+            }
+        }
+    }
+    let mut s = acc[0];
+    for lane in &acc[1..] {
+        for (s, &a) in s.iter_mut().zip(lane) {
+            *s += a;
+        }
+    }
+    s
 }
 
 /// Dot product with eight independent sums (so the compiler vectorises it).

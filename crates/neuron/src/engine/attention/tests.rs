@@ -187,3 +187,60 @@ fn shape_errors_are_errors_not_panics() {
     let generic = AttentionPlan::new(Backend::Generic, &c.batch, None, &Device::Cpu).unwrap();
     assert!(generic.attend(&q2, &pool, &pool, c.shape).is_err());
 }
+
+/// The score pass transposes keys for a prompt chunk and not for a decode
+/// token; either way a row's output is the same bits, so a sequence's
+/// tokens do not depend on how its prompt was chunked or batched.
+#[test]
+fn a_row_is_the_same_bits_alone_or_in_a_chunk() {
+    let s = AttnShape {
+        heads: 9,
+        kv_heads: 3,
+        head_dim: 64,
+        scale: 0.125,
+    };
+    let (rows, pos, blocks) = (20, 13, vec![4, 0, 6]);
+    let kv_dim = s.kv_heads * s.head_dim;
+    let pool_rows = 10 * BLOCK_SIZE;
+    let q = Tensor::from_vec(
+        values(s.heads * rows * s.head_dim, 1),
+        (1, s.heads, rows, s.head_dim),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let k = Tensor::from_vec(
+        values(pool_rows * kv_dim, 2),
+        (pool_rows, kv_dim),
+        &Device::Cpu,
+    )
+    .unwrap();
+    let v = Tensor::from_vec(
+        values(pool_rows * kv_dim, 3),
+        (pool_rows, kv_dim),
+        &Device::Cpu,
+    )
+    .unwrap();
+    for window in [None, Some(5), Some(17)] {
+        let mut chunk = BatchInput::new();
+        chunk.push(&[1; 20], pos, blocks.clone(), true);
+        let plan = AttentionPlan::new(Backend::Cpu, &chunk, window, &Device::Cpu).unwrap();
+        let whole = plan
+            .attend(&q, &k, &v, s)
+            .unwrap()
+            .to_vec2::<f32>()
+            .unwrap();
+        for (r, want) in whole.iter().enumerate() {
+            let mut one = BatchInput::new();
+            one.push(&[1], pos + r, blocks.clone(), true);
+            let plan = AttentionPlan::new(Backend::Cpu, &one, window, &Device::Cpu).unwrap();
+            let qr = q.narrow(2, r, 1).unwrap().contiguous().unwrap();
+            let got = plan
+                .attend(&qr, &k, &v, s)
+                .unwrap()
+                .to_vec2::<f32>()
+                .unwrap();
+            let bits = |x: &[f32]| x.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+            assert_eq!(bits(&got[0]), bits(want), "row {r}, window {window:?}");
+        }
+    }
+}
