@@ -156,16 +156,15 @@ pub async fn chat_completions(
     let prompt = match prompt {
         Ok(p) => p,
         Err(chain) => {
-            // Rendering or tokenizing the prompt is host-side; the decision is
-            // still made (and logged) by the one classifier.
-            let poisoned = model.health.report(Site::Tokenize, stream, &chain);
-            return Err(if poisoned {
-                ApiError::internal(format!("inference failed; model marked poisoned: {chain}"))
-                    .code("device_fault")
-            } else {
-                ApiError::bad_request(format!("cannot build the prompt: {chain}"))
-                    .code("invalid_prompt")
-            });
+            return Err(ApiError::tokenize_failed(
+                &model.health,
+                stream,
+                &chain,
+                || {
+                    ApiError::bad_request(format!("cannot build the prompt: {chain}"))
+                        .code("invalid_prompt")
+                },
+            ));
         }
     };
     let prompt_len = prompt.ids.len();

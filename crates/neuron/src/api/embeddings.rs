@@ -73,14 +73,15 @@ pub async fn embeddings(
         let ids = match ids {
             Ok(ids) => ids,
             Err(chain) => {
-                let poisoned = model.health.report(Site::Tokenize, false, &chain);
-                return Err(if poisoned {
-                    ApiError::internal(format!("inference failed; model marked poisoned: {chain}"))
-                        .code("device_fault")
-                } else {
-                    ApiError::bad_param("input", format!("cannot tokenize input {i}: {chain}"))
-                        .code("invalid_input")
-                });
+                return Err(ApiError::tokenize_failed(
+                    &model.health,
+                    false,
+                    &chain,
+                    || {
+                        ApiError::bad_param("input", format!("cannot tokenize input {i}: {chain}"))
+                            .code("invalid_input")
+                    },
+                ));
             }
         };
         let max = assets.max_positions;

@@ -83,6 +83,24 @@ impl ApiError {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "server_error", message)
     }
 
+    /// A request's input that the model's tokenizer (or template) failed
+    /// on: host-side, yet the decision is the one classifier's (`health`,
+    /// which logs it). A device fault is a 500 `device_fault` (the model is
+    /// poisoned now); anything else the caller's 400, `otherwise`.
+    pub fn tokenize_failed(
+        health: &crate::fault::ModelHealth,
+        stream: bool,
+        chain: &str,
+        otherwise: impl FnOnce() -> Self,
+    ) -> Self {
+        if health.report(crate::fault::Site::Tokenize, stream, chain) {
+            Self::internal(format!("inference failed; model marked poisoned: {chain}"))
+                .code("device_fault")
+        } else {
+            otherwise()
+        }
+    }
+
     /// The envelope, for mid-stream `data: {"error": …}` lines too.
     pub fn body(&self) -> ErrorResponse {
         ErrorResponse::new(self.kind, self.message.clone(), self.param, self.code)

@@ -144,22 +144,22 @@ impl EmbedAssets {
     /// Token ids of `text`, with the model's special tokens (`[CLS]` …
     /// `[SEP]`).
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let e = self
-            .tokenizer
-            .encode(text, true)
-            .map_err(|e| EngineError::Tokenize(e.to_string()))?;
-        Ok(e.get_ids().to_vec())
+        ids(&self.tokenizer, text)
     }
 
     /// [`EmbedAssets::encode`], keeping only as much of the start of `text`
     /// as fits the model's positions (the special tokens stay).
     pub fn encode_truncated(&self, text: &str) -> Result<Vec<u32>, EngineError> {
-        let e = self
-            .truncating
-            .encode(text, true)
-            .map_err(|e| EngineError::Tokenize(e.to_string()))?;
-        Ok(e.get_ids().to_vec())
+        ids(&self.truncating, text)
     }
+}
+
+/// `text`'s token ids from `tokenizer`, special tokens added.
+fn ids(tokenizer: &tokenizers::Tokenizer, text: &str) -> Result<Vec<u32>, EngineError> {
+    let e = tokenizer
+        .encode(text, true)
+        .map_err(|e| EngineError::Tokenize(e.to_string()))?;
+    Ok(e.get_ids().to_vec())
 }
 
 impl std::fmt::Debug for EmbedAssets {
