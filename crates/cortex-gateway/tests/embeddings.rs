@@ -9,6 +9,19 @@ mod common;
 use common::*;
 use serde_json::{json, Value};
 
+/// One fake neuron with a chat model `m` and an embedding model `e`, none
+/// loaded, behind a gateway that lists both.
+async fn chat_and_embedding_models() -> (FakeNeuron, TestGateway) {
+    let a = FakeNeuron::builder("a")
+        .file("m", 100)
+        .embedding_model("e", 100)
+        .start()
+        .await;
+    let gw = TestGateway::start(settings(&[&a])).await;
+    gw.wait_for("both listed", |v| v.models.len() == 2).await;
+    (a, gw)
+}
+
 #[tokio::test]
 async fn embeddings_cold_load_and_pass_through() {
     let a = FakeNeuron::builder("a")
@@ -65,13 +78,7 @@ async fn embeddings_cold_load_and_pass_through() {
 
 #[tokio::test]
 async fn a_request_of_the_other_kind_is_a_400_in_dialect() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .embedding_model("e", 100)
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_for("both listed", |v| v.models.len() == 2).await;
+    let (a, gw) = chat_and_embedding_models().await;
 
     let resp = gw.post("/v1/chat/completions", &chat("e", false)).await;
     assert_eq!(resp.status(), 400);
@@ -151,13 +158,7 @@ async fn an_embedding_model_evicts_and_is_evicted_like_any_model() {
 
 #[tokio::test]
 async fn ollama_embed_goes_the_embeddings_way() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .embedding_model("e", 100)
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_for("both listed", |v| v.models.len() == 2).await;
+    let (a, gw) = chat_and_embedding_models().await;
 
     let resp = gw
         .post(
@@ -211,13 +212,7 @@ async fn ollama_embed_goes_the_embeddings_way() {
 
 #[tokio::test]
 async fn ollama_legacy_embeddings_and_keep_alive() {
-    let a = FakeNeuron::builder("a")
-        .file("m", 100)
-        .embedding_model("e", 100)
-        .start()
-        .await;
-    let gw = TestGateway::start(settings(&[&a])).await;
-    gw.wait_for("both listed", |v| v.models.len() == 2).await;
+    let (a, gw) = chat_and_embedding_models().await;
 
     // No prompt: a bare load, as Ollama answers it.
     let resp = gw.post("/api/embeddings", &json!({"model": "e"})).await;
