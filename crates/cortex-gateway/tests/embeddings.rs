@@ -274,3 +274,25 @@ async fn ollama_legacy_embeddings_and_keep_alive() {
         assert!(v["error"].is_string(), "{v}");
     }
 }
+
+#[tokio::test]
+async fn ollama_embeddings_errors_carry_retry_after() {
+    let (mut a, gw) = chat_and_embedding_models().await;
+    let resp = gw
+        .post("/api/embed", &json!({"model": "e", "input": "x"}))
+        .await;
+    assert_eq!(resp.status(), 200);
+    a.kill().await;
+    // With its only neuron gone: a 503 in Ollama's shape that says when
+    // to come back, as on the chat routes.
+    for (path, body) in [
+        ("/api/embed", json!({"model": "e", "input": "x"})),
+        ("/api/embeddings", json!({"model": "e", "prompt": "x"})),
+    ] {
+        let resp = no_hang(gw.post(path, &body)).await;
+        assert_eq!(resp.status(), 503, "{path}");
+        assert!(resp.headers().contains_key("retry-after"), "{path}");
+        let v: Value = resp.json().await.unwrap();
+        assert!(v["error"].is_string(), "{path}: {v}");
+    }
+}

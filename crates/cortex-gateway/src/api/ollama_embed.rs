@@ -20,13 +20,12 @@ use axum::Json;
 use bytes::Bytes;
 use cortex_core::embeddings::{EmbeddingsRequest, EmbeddingsResponse, Vector};
 use cortex_core::neuron_api::ModelKind;
-use cortex_core::ollama::{
-    EmbedRequest, ErrorResponse, LegacyEmbeddingsRequest, LegacyEmbeddingsResponse,
-};
+use cortex_core::ollama::{EmbedRequest, LegacyEmbeddingsRequest, LegacyEmbeddingsResponse};
 
+use super::error::Ollama;
 use super::ollama::KeepAliveAfter;
 use super::{body_or_error, parse, resolve_for};
-use crate::error::{openai_status, GatewayError};
+use crate::error::GatewayError;
 use crate::metrics::Api;
 use crate::state::AppState;
 use crate::translate::ollama::response::embed_response;
@@ -49,13 +48,7 @@ pub async fn embeddings(
 }
 
 fn in_dialect(r: Result<Response, GatewayError>) -> Response {
-    r.unwrap_or_else(|e| {
-        (
-            openai_status(&e),
-            Json(ErrorResponse { error: e.message() }),
-        )
-            .into_response()
-    })
+    r.unwrap_or_else(|e| Ollama(e).into_response())
 }
 
 async fn answer(s: &AppState, body: Result<Bytes, GatewayError>) -> Result<Response, GatewayError> {
