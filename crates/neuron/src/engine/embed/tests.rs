@@ -244,3 +244,48 @@ fn a_directory_without_weights_is_not_a_model() {
     .unwrap();
     assert!(inspect(t.path()).is_err());
 }
+
+proptest::proptest! {
+    /// Any bytes as `model.safetensors`, or a length followed by any text as
+    /// its header: `inspect` answers Ok or an error, never panics.
+    #[test]
+    fn any_weights_header_is_read_or_refused(
+        raw in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64),
+        header in "\\PC{0,80}",
+        claim in 0u64..200,
+    ) {
+        let t = tempfile::tempdir().unwrap();
+        std::fs::write(
+            t.path().join(CONFIG_FILE),
+            r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
+                "intermediate_size":16,"max_position_embeddings":4}"#,
+        )
+        .unwrap();
+        std::fs::write(t.path().join(TOKENIZER_FILE), "{}").unwrap();
+        std::fs::write(t.path().join(WEIGHTS_FILE), &raw).unwrap();
+        let _ = inspect(t.path());
+        let mut bytes = claim.to_le_bytes().to_vec();
+        bytes.extend_from_slice(header.as_bytes());
+        std::fs::write(t.path().join(WEIGHTS_FILE), bytes).unwrap();
+        let _ = inspect(t.path());
+    }
+}
+
+#[test]
+fn a_header_names_its_tensors_sizes() {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(
+        t.path().join(CONFIG_FILE),
+        r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
+            "intermediate_size":16,"max_position_embeddings":4}"#,
+    )
+    .unwrap();
+    std::fs::write(t.path().join(TOKENIZER_FILE), "{}").unwrap();
+    let header = br#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"I64","shape":[4],"data_offsets":[12,44]}}"#;
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(&[0u8; 44]);
+    std::fs::write(t.path().join(WEIGHTS_FILE), bytes).unwrap();
+    // 6 + 4 elements, each an f32 once loaded.
+    assert_eq!(inspect(t.path()).unwrap().weights_bytes, 40);
+}
