@@ -124,8 +124,7 @@ fn twenty_load_unload_cycles_keep_rss_flat() {
         );
         assert!(
             (loaded as f64) <= first_loaded as f64 * 1.10,
-            "RSS with the model loaded grew from {first_loaded} KiB in cycle 2 to {loaded} KiB in cycle {}",
-            i + 1
+            "RSS with the model loaded grew from {first_loaded} KiB in cycle 1 to {loaded} KiB in cycle {i}"
         );
         assert!(
             unloaded.saturating_sub(base) < loaded.saturating_sub(base) / 2,

@@ -141,6 +141,9 @@ impl Registry {
         let started = Instant::now();
         let result = worker.load(key, path, kv_reserve).await;
         let secs = started.elapsed().as_secs_f64();
+        // Reading and repacking the weights leaves freed buffers between the
+        // kept ones; give them back now rather than hold them while loaded.
+        crate::sys::release_memory();
         let label = NeuronMetrics::model(id);
         let mut slots = self.slots();
         match result {
