@@ -106,7 +106,8 @@ fn a_pinned_model_stays_until_unpinned() {
         (ready_on(&f.view(), ALPHA) == ["nA"]).then_some(())
     });
 
-    // One neuron, room for one model, and that one is pinned: beta waits.
+    // One neuron, room for one model, and that one is pinned: beta gets 503
+    // at once (waiting `load_wait` could not help) saying why.
     let (s, v, headers) = post(
         &format!("{}/v1/chat/completions", f.api()),
         &chat_body(BETA, "Say hello.", 8),
@@ -114,7 +115,11 @@ fn a_pinned_model_stays_until_unpinned() {
     assert_eq!(s, 503, "{v}");
     let retry: u64 = headers["retry-after"].to_str().unwrap().parse().unwrap();
     assert!(retry >= 1, "{headers:?}");
-    assert!(v["error"]["message"].as_str().is_some(), "{v}");
+    let message = v["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.contains("pinned") && message.contains("unpin"),
+        "{v}"
+    );
     let view = f.view();
     assert_eq!(ready_on(&view, ALPHA), ["nA"], "{view}");
     assert!(placements(&view, BETA).is_empty(), "{view}");

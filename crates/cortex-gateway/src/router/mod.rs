@@ -198,10 +198,14 @@ pub enum Impossible {
         needs: u64,
         largest: u64,
     },
-    /// Every device large enough is held by pinned, busy or loading models
-    /// (this passes once requests finish or loads end).
-    #[error("every device that could hold {model} ({}) is held by pinned, busy or loading models", bytes(*.needs))]
+    /// Some device large enough would have room once its busy or loading
+    /// models are idle (this passes once requests finish or loads end).
+    #[error("every device that could hold {model} ({}) is held by busy or loading models", bytes(*.needs))]
     Held { model: String, needs: u64 },
+    /// Every device large enough is held by pinned models: this lasts until
+    /// one is unpinned.
+    #[error("every device that could hold {model} ({}) is held by pinned models; unpin one (`cortex unpin`) to make room", bytes(*.needs))]
+    Pinned { model: String, needs: u64 },
 }
 
 /// A size for people: bytes, and KiB/MiB/GiB from 1 KiB on.

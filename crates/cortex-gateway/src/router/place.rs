@@ -37,9 +37,12 @@
 //!    first) have reached `min_residency`: asked again after that long, with
 //!    nothing else changed, the answer is a `Load`.
 //! 5. **Impossible.** Otherwise the plan is `Impossible`, with a reason that
-//!    names the footprint and the largest candidate budget, or says that the
-//!    devices large enough are held by pinned, busy or loading models (the
-//!    latter passes once requests finish or loads end).
+//!    names the footprint and the largest candidate budget (`TooLarge`), or
+//!    says that the devices large enough are held: `Held` when on some such
+//!    device room would be made with its busy and loading models idle (that
+//!    passes once requests finish or loads end, so a request may wait for
+//!    it), `Pinned` when only unpinning a model would make room (waiting
+//!    cannot help).
 
 use std::cmp::Ordering;
 
@@ -111,6 +114,7 @@ pub fn plan_load(wanted: &Wanted, nodes: &[NodeRoom], policy: &Policy) -> LoadPl
     let mut wait: Option<u64> = None;
     let mut largest = 0u64;
     let mut any_fits = false;
+    let mut any_held = false;
     for &(n, d) in &candidates {
         largest = largest.max(d.budget);
         if d.budget < fp {
@@ -131,7 +135,8 @@ pub fn plan_load(wanted: &Wanted, nodes: &[NodeRoom], policy: &Policy) -> LoadPl
                 }
             }
             Eviction::After(ms) => wait = Some(wait.map_or(ms, |w| w.min(ms))),
-            Eviction::Never => {}
+            Eviction::Held => any_held = true,
+            Eviction::Pinned => {}
         }
     }
     if let Some((_, (n, d), victims)) = best {
@@ -140,8 +145,13 @@ pub fn plan_load(wanted: &Wanted, nodes: &[NodeRoom], policy: &Policy) -> LoadPl
     if let Some(retry_after_ms) = wait {
         return LoadPlan::Wait { retry_after_ms };
     }
-    LoadPlan::Impossible(if any_fits {
+    LoadPlan::Impossible(if any_held {
         Impossible::Held {
+            model: model.clone(),
+            needs: fp,
+        }
+    } else if any_fits {
+        Impossible::Pinned {
             model: model.clone(),
             needs: fp,
         }
@@ -183,8 +193,11 @@ enum Eviction<'a> {
     Now(Vec<&'a Resident>),
     /// Room can be made once the too young have aged this many more ms.
     After(u64),
-    /// Pinned, busy or loading residents hold too much.
-    Never,
+    /// Busy or loading residents hold too much; with them idle, room could
+    /// be made.
+    Held,
+    /// Pinned residents hold too much, whatever the others do.
+    Pinned,
 }
 
 fn evict_on<'a>(device: &'a DeviceRoom, fp: u64, policy: &Policy) -> Eviction<'a> {
@@ -215,7 +228,16 @@ fn evict_on<'a>(device: &'a DeviceRoom, fp: u64, policy: &Policy) -> Eviction<'a
             return Eviction::After(left);
         }
     }
-    Eviction::Never
+    let unpinned: u64 = device
+        .residents
+        .iter()
+        .filter(|r| !r.pinned)
+        .fold(0, |acc, r| acc.saturating_add(r.footprint));
+    if fits(device.used().saturating_sub(unpinned)) {
+        Eviction::Held
+    } else {
+        Eviction::Pinned
+    }
 }
 
 /// Smaller is better: fewer victims, fewer bytes, more free memory after.
