@@ -21,6 +21,11 @@
 //! (`scripts/fetch-model`, `scripts/fetch-model --gemma3`) or
 //! `CORTEX_MODELS_DIR`; a missing one is skipped with a message. Numbers go
 //! in the README, never in assertions.
+//!
+//! The `attention` group times the CPU attention kernel on one layer of each
+//! model's shape over random K/V: a 32-row prompt chunk at position 2,000
+//! (one `prefill_chunk` of a long prompt) and eight decode rows at position
+//! 2,000 (a batched decode step), ids `attention/<shape>/<case>`.
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -33,7 +38,10 @@ use candle_core::{Device, Module, Tensor};
 use cpu_time::ProcessTime;
 use criterion::measurement::{Measurement, ValueFormatter, WallTime};
 use criterion::Criterion;
+use neuron::engine::attention::{AttentionPlan, AttnShape, Backend};
+use neuron::engine::batch::BatchInput;
 use neuron::engine::kernels::{Level, Parallelism, QMatMul};
+use neuron::engine::kv::{blocks_for, BLOCK_SIZE};
 
 /// A model file, its label, and the (tensor, label) pairs benchmarked.
 type Model = (
@@ -216,6 +224,56 @@ fn kernels<M: Measurement>(c: &mut Criterion<M>) {
     }
 }
 
+/// `n` values in [-1, 1], different for each `seed`.
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    (0..n)
+        .map(|i| ((i as f64 + seed as f64 * 0.5) * 0.618_034).sin() as f32)
+        .collect()
+}
+
+fn attention<M: Measurement>(c: &mut Criterion<M>) {
+    const CONTEXT: usize = 2_000;
+    let shapes = [("smollm2", 9, 3, 64), ("gemma3", 4, 1, 256)];
+    let mut g = c.benchmark_group("attention");
+    for (label, heads, kv_heads, head_dim) in shapes {
+        let shape = AttnShape {
+            heads,
+            kv_heads,
+            head_dim,
+            scale: 1.0 / (head_dim as f64).sqrt(),
+        };
+        // (case, sequences, rows each): a prompt chunk, a batched decode step.
+        for (case, seqs, len) in [("chunk32", 1, 32), ("decode8", 8, 1)] {
+            let per_seq = blocks_for(CONTEXT + len);
+            let mut batch = BatchInput::new();
+            for s in 0..seqs {
+                let first = (s * per_seq) as u32;
+                let blocks = (first..first + per_seq as u32).collect();
+                batch.push(&vec![1; len], CONTEXT, blocks, true);
+            }
+            let pool_rows = seqs * per_seq * BLOCK_SIZE;
+            let kv_dim = kv_heads * head_dim;
+            let dev = Device::Cpu;
+            let k =
+                Tensor::from_vec(values(pool_rows * kv_dim, 1), (pool_rows, kv_dim), &dev).unwrap();
+            let v =
+                Tensor::from_vec(values(pool_rows * kv_dim, 2), (pool_rows, kv_dim), &dev).unwrap();
+            let rows = seqs * len;
+            let q = Tensor::from_vec(
+                values(heads * rows * head_dim, 3),
+                (1, heads, rows, head_dim),
+                &dev,
+            )
+            .unwrap();
+            let plan = AttentionPlan::new(Backend::Cpu, &batch, None, &dev).unwrap();
+            g.bench_function(format!("{label}/{case}"), |b| {
+                b.iter(|| black_box(plan.attend(&q, &k, &v, shape).unwrap()))
+            });
+        }
+    }
+    g.finish();
+}
+
 /// CPU time of the whole process.
 struct CpuTime;
 
@@ -256,11 +314,13 @@ fn main() {
         let mut c = config().with_measurement(CpuTime).configure_from_args();
         decode_step(&mut c);
         kernels(&mut c);
+        attention(&mut c);
         c.final_summary();
     } else {
         let mut c = config().configure_from_args();
         decode_step(&mut c);
         kernels(&mut c);
+        attention(&mut c);
         c.final_summary();
     }
 }

@@ -7,8 +7,8 @@
 //!   from the pool with `index_select`, grouped-query matmuls, an additive
 //!   mask, softmax, matmul. One set of ops per sequence.
 //! - **cpu**: a candle `CustomOp3` ([`cpu::PagedAttention`]) that reads the
-//!   pool storage directly (no gather copy), in f32, parallel over
-//!   (token, head) pairs.
+//!   pool storage directly (no gather copy), in f32, parallel over tiles
+//!   of a chunk's rows and the query heads of one K/V head.
 //!
 //! Both compute the same function (tested against each other). A
 //! [`AttentionPlan`] is prepared once per forward pass and window (the
