@@ -65,6 +65,20 @@ fn case_d(heads: usize, kv_heads: usize, head_dim: usize) -> Case {
     }
 }
 
+/// Deterministic `q` `[1, heads, rows, d]` and K/V pools `[pool_rows, kv_dim]`.
+fn inputs(s: AttnShape, rows: usize, pool_rows: usize) -> (Tensor, Tensor, Tensor) {
+    let kv_dim = s.kv_heads * s.head_dim;
+    let tensor = |seed, shape: &[usize]| {
+        let n = shape.iter().product();
+        Tensor::from_vec(values(n, seed), shape, &Device::Cpu).unwrap()
+    };
+    (
+        tensor(1, &[1, s.heads, rows, s.head_dim]),
+        tensor(2, &[pool_rows, kv_dim]),
+        tensor(3, &[pool_rows, kv_dim]),
+    )
+}
+
 fn run(
     c: &Case,
     backend: Backend,
@@ -72,25 +86,7 @@ fn run(
 ) -> (Vec<Vec<f32>>, Tensor, Tensor, Tensor) {
     let s = c.shape;
     let rows = c.batch.rows();
-    let kv_dim = s.kv_heads * s.head_dim;
-    let q = Tensor::from_vec(
-        values(s.heads * rows * s.head_dim, 1),
-        (1, s.heads, rows, s.head_dim),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let k = Tensor::from_vec(
-        values(c.pool_rows * kv_dim, 2),
-        (c.pool_rows, kv_dim),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let v = Tensor::from_vec(
-        values(c.pool_rows * kv_dim, 3),
-        (c.pool_rows, kv_dim),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (q, k, v) = inputs(s, rows, c.pool_rows);
     let plan = AttentionPlan::new(backend, &c.batch, window, &Device::Cpu).unwrap();
     let out = plan.attend(&q, &k, &v, s).unwrap();
     assert_eq!(out.dims(), &[rows, s.heads * s.head_dim]);
@@ -200,26 +196,7 @@ fn a_row_is_the_same_bits_alone_or_in_a_chunk() {
         scale: 0.125,
     };
     let (rows, pos, blocks) = (20, 13, vec![4, 0, 6]);
-    let kv_dim = s.kv_heads * s.head_dim;
-    let pool_rows = 10 * BLOCK_SIZE;
-    let q = Tensor::from_vec(
-        values(s.heads * rows * s.head_dim, 1),
-        (1, s.heads, rows, s.head_dim),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let k = Tensor::from_vec(
-        values(pool_rows * kv_dim, 2),
-        (pool_rows, kv_dim),
-        &Device::Cpu,
-    )
-    .unwrap();
-    let v = Tensor::from_vec(
-        values(pool_rows * kv_dim, 3),
-        (pool_rows, kv_dim),
-        &Device::Cpu,
-    )
-    .unwrap();
+    let (q, k, v) = inputs(s, rows, 10 * BLOCK_SIZE);
     for window in [None, Some(5), Some(17)] {
         let mut chunk = BatchInput::new();
         chunk.push(&[1; 20], pos, blocks.clone(), true);

@@ -236,13 +236,20 @@ fn a_directory_without_weights_is_not_a_model() {
     let mut bytes = 1_000u64.to_le_bytes().to_vec();
     bytes.extend_from_slice(b"{}");
     std::fs::write(t.path().join(WEIGHTS_FILE), bytes).unwrap();
-    std::fs::write(
-        t.path().join(CONFIG_FILE),
-        r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
-            "intermediate_size":16,"max_position_embeddings":4}"#,
-    )
-    .unwrap();
+    std::fs::write(t.path().join(CONFIG_FILE), TINY_CONFIG).unwrap();
     assert!(inspect(t.path()).is_err());
+}
+
+/// A valid config of a one-layer model, for tests of the weights header.
+const TINY_CONFIG: &str = r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,
+    "num_attention_heads":2,"intermediate_size":16,"max_position_embeddings":4}"#;
+
+/// A directory with [`TINY_CONFIG`] and an empty tokenizer (no weights yet).
+fn tiny_model_dir() -> tempfile::TempDir {
+    let t = tempfile::tempdir().unwrap();
+    std::fs::write(t.path().join(CONFIG_FILE), TINY_CONFIG).unwrap();
+    std::fs::write(t.path().join(TOKENIZER_FILE), "{}").unwrap();
+    t
 }
 
 proptest::proptest! {
@@ -254,14 +261,7 @@ proptest::proptest! {
         header in "\\PC{0,80}",
         claim in 0u64..200,
     ) {
-        let t = tempfile::tempdir().unwrap();
-        std::fs::write(
-            t.path().join(CONFIG_FILE),
-            r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
-                "intermediate_size":16,"max_position_embeddings":4}"#,
-        )
-        .unwrap();
-        std::fs::write(t.path().join(TOKENIZER_FILE), "{}").unwrap();
+        let t = tiny_model_dir();
         std::fs::write(t.path().join(WEIGHTS_FILE), &raw).unwrap();
         let _ = inspect(t.path());
         let mut bytes = claim.to_le_bytes().to_vec();
@@ -273,14 +273,7 @@ proptest::proptest! {
 
 #[test]
 fn a_header_names_its_tensors_sizes() {
-    let t = tempfile::tempdir().unwrap();
-    std::fs::write(
-        t.path().join(CONFIG_FILE),
-        r#"{"vocab_size":10,"hidden_size":8,"num_hidden_layers":1,"num_attention_heads":2,
-            "intermediate_size":16,"max_position_embeddings":4}"#,
-    )
-    .unwrap();
-    std::fs::write(t.path().join(TOKENIZER_FILE), "{}").unwrap();
+    let t = tiny_model_dir();
     let header = br#"{"__metadata__":{"format":"pt"},"a":{"dtype":"F16","shape":[2,3],"data_offsets":[0,12]},"b":{"dtype":"I64","shape":[4],"data_offsets":[12,44]}}"#;
     let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
     bytes.extend_from_slice(header);
