@@ -19,10 +19,9 @@
 //! ([`lane_scores`]); the value pass adds a block's value rows into up to
 //! four heads of a row at once, sixteen outputs each ([`add_weighted`]).
 //! Both are small functions of fixed-size arrays, kept out of line: inlined
-//! into the tile, LLVM ran their loops scalar. Measured on a 32-row chunk
-//! at position 2,000 (`cargo bench -p neuron --bench kernels -- attention`,
-//! one thread): SmolLM2's shape 16 → 11-13 ms a layer, Gemma 3's 22 → 10-11
-//! ms, against the one-query-at-a-time loops before.
+//! into the tile, LLVM ran their loops scalar. Timed beside candle's ops by
+//! `cargo bench -p neuron --bench kernels -- attention` (README, "Attention
+//! on long prompts").
 
 use std::ops::Range;
 use std::sync::Arc;
@@ -169,9 +168,12 @@ impl Ctx<'_> {
         let row_of = |qi: usize| rows[qi / nh];
         let mut scores = vec![0f32; queries * span];
         if d % 8 == 0 && queries >= TRANSPOSE_MIN_QUERIES {
-            let qt: Vec<f32> = (0..queries)
-                .flat_map(|qi| lane_order(query(qi / nh, qi % nh)))
-                .collect();
+            let mut qt = vec![0f32; queries * d];
+            for (qi, qt) in qt.chunks_exact_mut(d).enumerate() {
+                for (x, &v) in query(qi / nh, qi % nh).iter().enumerate() {
+                    qt[lane_index(x, d)] = v;
+                }
+            }
             let mut kt = vec![[0f32; BLOCK_SIZE]; d];
             for block in blocks() {
                 let first = block.start - block.start % BLOCK_SIZE;
@@ -282,15 +284,6 @@ const MAX_HEADS: usize = 4;
 /// run).
 fn lane_index(x: usize, d: usize) -> usize {
     (x % 8) * (d / 8) + x / 8
-}
-
-/// `q` in lane order ([`lane_index`]).
-fn lane_order(q: &[f32]) -> Vec<f32> {
-    let mut t = vec![0f32; q.len()];
-    for (x, &v) in q.iter().enumerate() {
-        t[lane_index(x, q.len())] = v;
-    }
-    t
 }
 
 /// [`dot`] of each of `H` queries (`qt`, each `d` wide in lane order) with
