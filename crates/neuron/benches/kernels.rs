@@ -25,7 +25,9 @@
 //! The `attention` group times the CPU attention kernel on one layer of each
 //! model's shape over random K/V: a 32-row prompt chunk at position 2,000
 //! (one `prefill_chunk` of a long prompt) and eight decode rows at position
-//! 2,000 (a batched decode step), ids `attention/<shape>/<case>`.
+//! 2,000 (a batched decode step), ids `attention/<shape>/<case>/<impl>`:
+//! `kernel` (ours, what CPU devices run) or `candle` (the generic candle
+//! ops that CUDA runs, here on the CPU).
 
 #![allow(clippy::unwrap_used, clippy::print_stdout)]
 
@@ -265,10 +267,12 @@ fn attention<M: Measurement>(c: &mut Criterion<M>) {
                 &dev,
             )
             .unwrap();
-            let plan = AttentionPlan::new(Backend::Cpu, &batch, None, &dev).unwrap();
-            g.bench_function(format!("{label}/{case}"), |b| {
-                b.iter(|| black_box(plan.attend(&q, &k, &v, shape).unwrap()))
-            });
+            for (backend, name) in [(Backend::Cpu, "kernel"), (Backend::Generic, "candle")] {
+                let plan = AttentionPlan::new(backend, &batch, None, &dev).unwrap();
+                g.bench_function(format!("{label}/{case}/{name}"), |b| {
+                    b.iter(|| black_box(plan.attend(&q, &k, &v, shape).unwrap()))
+                });
+            }
         }
     }
     g.finish();
